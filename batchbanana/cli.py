@@ -1,0 +1,190 @@
+"""The command line: parse options, call the pipeline, render results, map errors to exit codes.
+
+No rules live here. User mistakes become one line each on stderr and exit 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from batchbanana import __version__
+from batchbanana.errors import UserError
+from batchbanana.manifest import json_schema
+from batchbanana.plan import load_job
+from batchbanana.runner import EXIT_USAGE, RunSettings, resolve_api_key, run_job
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _user_errors(command: F) -> F:
+    """Turn a UserError into its lines on stderr and exit 2."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except UserError as exc:
+            for problem in exc.problems:
+                click.echo(problem, err=True)
+            if len(exc.problems) > 1:
+                click.echo(f"batchbanana: {len(exc.problems)} problems; nothing was sent", err=True)
+            sys.exit(EXIT_USAGE)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="batchbanana")
+def main() -> None:
+    """Generate images in bulk with Nano Banana (Gemini image) models, safely overnight.
+
+    \b
+    Start with:  batchbanana run jobs/demo.yaml     (built-in simulator, no key)
+    Validate:    batchbanana plan my-job.yaml       (sends nothing)
+    """
+
+
+@main.command()
+@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--endpoint", help="Base URL to send to (overrides the manifest), or `simulate`.")
+@click.option("--concurrency", type=click.IntRange(1, 1024), help="Requests in flight at once.")
+@click.option("--budget", type=click.FloatRange(min=0), help="Hard cap in USD for the whole ledger.")
+@click.option("--no-progress", is_flag=True, help="No progress bar (summaries still go to stderr).")
+@_user_errors
+def run(
+    manifest: Path,
+    endpoint: str | None,
+    concurrency: int | None,
+    budget: float | None,
+    no_progress: bool,
+) -> None:
+    """Validate MANIFEST, then run the job (resuming from its ledger if it exists).
+
+    Only what is still owed is sent: items never attempted and items whose last
+    attempt was not billed. Exit 0 when every item is ok, 1 when some failed,
+    2 for invalid input (nothing sent), 130 when stopped by Ctrl-C.
+
+    \b
+    Example:
+      export BATCHBANANA_API_KEY=...
+      batchbanana run jobs/product-shots.yaml --concurrency 8 --budget 25
+    """
+    job = load_job(manifest, endpoint, concurrency, budget)
+    api_key = resolve_api_key(job.endpoint, job.api_key_env)
+    settings = RunSettings(
+        endpoint=job.endpoint,
+        auth=job.auth,
+        api_key=api_key,
+        concurrency=job.concurrency,
+        budget_usd=job.budget_usd,
+        show_progress=not no_progress,
+    )
+    sys.exit(run_job(job, settings))
+
+
+@main.command()
+@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+@_user_errors
+def plan(manifest: Path) -> None:
+    """Validate and expand MANIFEST; print the item count and cost estimate. Sends nothing.
+
+    \b
+    Example:
+      batchbanana plan jobs/demo.yaml
+    """
+    from batchbanana.estimate import render_plan
+
+    job = load_job(manifest)
+    click.echo(render_plan(job), nl=False)
+
+
+@main.command()
+def schema() -> None:
+    """Print the manifest's JSON Schema (point your editor's YAML plugin at it).
+
+    \b
+    Example:
+      batchbanana schema > batchbanana.schema.json
+    """
+    click.echo(json.dumps(json_schema(), indent=2))
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535),
+              help="Port (0 picks a free one).")
+@click.option("--price-book", type=click.Choice(["apiyi", "google"]), default="apiyi",
+              show_default=True, help="Prices the simulator bills at.")
+@click.option("--latency", "latency_s", type=click.FloatRange(min=0), default=0.0,
+              show_default=True, help="Seconds before each answer.")
+@click.option("--rate-429", type=click.FloatRange(0, 1), default=0.0, help="Share of 429 answers.")
+@click.option("--rate-503", type=click.FloatRange(0, 1), default=0.0, help="Share of 503 answers.")
+@click.option("--rate-500", type=click.FloatRange(0, 1), default=0.0, help="Share of 500 answers.")
+@click.option("--rate-refuse", type=click.FloatRange(0, 1), default=0.0,
+              help="Share of billed safety refusals.")
+@click.option("--rate-no-image", type=click.FloatRange(0, 1), default=0.0,
+              help="Share of billed answers without an image.")
+@click.option("--rate-drop", type=click.FloatRange(0, 1), default=0.0,
+              help="Share of connections dropped after the request (billed).")
+@click.option("--rate-slow", type=click.FloatRange(0, 1), default=0.0,
+              help="Share of slow answers (see --slow).")
+@click.option("--slow", "slow_s", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="Seconds a slow answer takes.")
+@click.option("--retry-after", "retry_after_s", type=click.FloatRange(min=0), default=None,
+              help="Retry-After seconds on random 429/503.")
+@click.option("--image-bytes", type=click.IntRange(min=0), default=None,
+              help="Pad answer PNGs to about this size (memory benchmarks).")
+@click.option("--seed", type=int, default=None, help="Seed for the fault dice.")
+def simulate(
+    host: str,
+    port: int,
+    price_book: str,
+    latency_s: float,
+    rate_429: float,
+    rate_503: float,
+    rate_500: float,
+    rate_refuse: float,
+    rate_no_image: float,
+    rate_drop: float,
+    rate_slow: float,
+    slow_s: float,
+    retry_after_s: float | None,
+    image_bytes: int | None,
+    seed: int | None,
+) -> None:
+    """Run the built-in provider simulator in the foreground (no key, no network).
+
+    It speaks the Gemini-native API, bills like the provider (GET /_sim/bill)
+    and injects faults by rate or by `[sim:...]` directives in prompts, for
+    example `[sim:429x2]` (two 429s, then an image) or `[sim:refuse]`.
+
+    \b
+    Example:
+      batchbanana simulate --port 8765 --rate-429 0.05 &
+      batchbanana run job.yaml --endpoint http://127.0.0.1:8765
+    """
+    from batchbanana.simulator import SimulatorConfig, serve
+
+    config = SimulatorConfig(
+        latency_s=latency_s,
+        rate_429=rate_429,
+        rate_503=rate_503,
+        rate_500=rate_500,
+        rate_refuse=rate_refuse,
+        rate_no_image=rate_no_image,
+        rate_drop=rate_drop,
+        rate_slow=rate_slow,
+        slow_s=slow_s,
+        retry_after_s=retry_after_s,
+        image_bytes=image_bytes,
+        seed=seed,
+        price_book=price_book,
+    )
+    serve(config, host=host, port=port)

@@ -1,0 +1,81 @@
+"""What a job will cost before it runs: requests and dollars per model and size (`plan`)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from batchbanana.ledger import read_ledger, replay
+from batchbanana.plan import Job
+from batchbanana.pricing import money
+
+
+@dataclass(frozen=True, slots=True)
+class EstimateRow:
+    """Items of one model and size, and what they cost."""
+
+    model: str
+    image_size: str
+    items: int
+    price_usd: float
+    estimate_usd: float
+
+
+def estimate_rows(job: Job) -> list[EstimateRow]:
+    """Requests and estimated cost per model x size, in the order they first appear."""
+    counts: dict[tuple[str, str], int] = defaultdict(int)
+    prices: dict[tuple[str, str], float] = {}
+    for item in job.items:
+        key = (item.model, item.image_size)
+        counts[key] += 1
+        prices[key] = item.price.estimate_usd(item.image_size)
+    return [
+        EstimateRow(model, size, count, prices[(model, size)], money(count * prices[(model, size)]))
+        for (model, size), count in counts.items()
+    ]
+
+
+def render_plan(job: Job) -> str:
+    """The text `batchbanana plan` prints."""
+    rows = estimate_rows(job)
+    total = money(sum(row.estimate_usd for row in rows))
+    lines = [
+        f"job {job.name}: {len(job.items)} item(s), {len(job.items)} request(s) if every one"
+        f" succeeds first time",
+        f"endpoint {job.endpoint}, price book {job.price_book}, concurrency {job.concurrency}",
+        "",
+        f"{'model':<32} {'size':>4} {'items':>7} {'price':>9} {'estimate':>11}",
+    ]
+    for row in rows:
+        lines.append(
+            f"{row.model:<32} {row.image_size:>4} {row.items:>7} ${row.price_usd:>8.4f}"
+            f" ${row.estimate_usd:>10.4f}"
+        )
+    lines.append(f"{'total':<32} {'':>4} {len(job.items):>7} {'':>9} ${total:>10.4f}")
+    lines.append(
+        "worst case: the same; `run` never re-sends a billed or possibly billed attempt"
+        " (429/503/no-connection retries are free)"
+    )
+    if job.budget_usd is not None:
+        verdict = "fits" if total <= job.budget_usd else "does NOT fit"
+        lines.append(f"budget ${job.budget_usd:.4f}: the estimate {verdict}")
+    if job.ledger_path.exists():
+        state = replay(read_ledger(job.ledger_path).records)
+        done = owed = left = 0
+        owed_usd = 0.0
+        for item in job.items:
+            history = state.items.get(item.id)
+            pair = history.by_fingerprint.get(item.fingerprint) if history else None
+            if pair is not None and pair.outcome == "ok":
+                done += 1
+            elif pair is None or pair.billed == "no":
+                owed += 1
+                owed_usd += item.price.estimate_usd(item.image_size)
+            else:
+                left += 1
+        lines.append(
+            f"ledger {job.ledger_path}: {done} ok already, {owed} to send"
+            f" (${money(owed_usd):.4f}), {left} left for `batchbanana retry`;"
+            f" spent so far ${state.spent_usd:.4f}, possibly ${state.possibly_spent_usd:.4f}"
+        )
+    return "\n".join(lines) + "\n"

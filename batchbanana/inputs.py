@@ -1,0 +1,159 @@
+"""Input images: sniff their type from the bytes, check the provider's limits, encode them once.
+
+Local files are inlined as base64 (`inlineData`); URLs are passed as `fileData` and never fetched.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+MAX_IMAGE_BYTES = 7_000_000  # per image, raw (MB = 10^6 bytes)
+MAX_IMAGES_PER_REQUEST = 14
+MAX_REQUEST_BYTES = 100_000_000  # the whole JSON body, after base64
+
+ACCEPTED_MIME_TYPES = ("image/png", "image/jpeg", "image/webp", "image/heic", "image/heif")
+
+_EXTENSION_MIME = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".webp": "image/webp",
+    ".heic": "image/heic",
+    ".heif": "image/heif",
+}
+
+_HEIC_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis"}
+_HEIF_BRANDS = {b"mif1", b"msf1", b"heif"}
+
+
+def sniff_mime(head: bytes) -> str | None:
+    """The image MIME type announced by a file's first bytes, or None if it is not an accepted image."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in _HEIC_BRANDS:
+            return "image/heic"
+        if brand in _HEIF_BRANDS:
+            return "image/heif"
+    return None
+
+
+def normalise_mime(mime_type: str) -> str:
+    """Lower-case a MIME type and treat the common `image/jpg` as `image/jpeg`."""
+    mime = mime_type.strip().lower()
+    return "image/jpeg" if mime == "image/jpg" else mime
+
+
+def mime_from_url(url: str) -> str | None:
+    """The MIME type implied by a URL path's extension, or None."""
+    suffix = Path(urlparse(url).path).suffix.lower()
+    return _EXTENSION_MIME.get(suffix)
+
+
+def is_url(reference: str) -> bool:
+    """True for http(s) URLs; anything else is a local path."""
+    return reference.startswith(("http://", "https://"))
+
+
+@dataclass(frozen=True, slots=True)
+class ImageInput:
+    """One input image of an item: a local file (inlined) or a URL (passed as fileData)."""
+
+    kind: Literal["file", "url"]
+    reference: str  # absolute path for files, the URL for URLs
+    mime_type: str
+    sha256: str | None = None
+    size_bytes: int | None = None
+
+    def spec(self) -> dict[str, object]:
+        """What the ledger keeps to send this image again and to recognise its bytes."""
+        if self.kind == "url":
+            return {"url": self.reference, "mime_type": self.mime_type}
+        return {"path": self.reference, "sha256": self.sha256, "mime_type": self.mime_type}
+
+    def meaning(self) -> str:
+        """What identifies the image in a fingerprint: its bytes' digest, or its URL."""
+        return f"sha256:{self.sha256}" if self.kind == "file" else f"url:{self.reference}"
+
+    def encoded_size(self) -> int:
+        """Bytes this image adds to a request body once base64-encoded."""
+        if self.kind == "url":
+            return len(self.reference) + 64
+        return 4 * (((self.size_bytes or 0) + 2) // 3)
+
+
+class ImageProblem(Exception):
+    """A local image that cannot be sent; the message says why."""
+
+
+def inspect_file(path: Path) -> ImageInput:
+    """Read a local image once: its digest, size and sniffed type, checked against the limits."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageProblem(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageProblem(f"{path}: is a folder, not an image") from None
+    except OSError as exc:
+        raise ImageProblem(f"{path}: cannot be read ({exc.strerror})") from None
+    mime = sniff_mime(data[:32])
+    if mime is None:
+        raise ImageProblem(
+            f"{path}: not a PNG, JPEG, WebP, HEIC or HEIF image (its bytes say so, whatever its name)"
+        )
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ImageProblem(
+            f"{path}: {len(data) / 1e6:.1f} MB is over the 7 MB limit per image;"
+            " HINT: resize or recompress it"
+        )
+    return ImageInput(
+        kind="file",
+        reference=str(path),
+        mime_type=mime,
+        sha256=hashlib.sha256(data).hexdigest(),
+        size_bytes=len(data),
+    )
+
+
+class EncodedImageCache:
+    """Base64 of local files, each read and encoded once and shared by every request using it.
+
+    Bounded by total encoded bytes (least recently used first out), so thousands of items with the
+    same reference image cost one copy, and many distinct images never pile up in memory.
+    """
+
+    def __init__(self, max_bytes: int = 256 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[str, str] = OrderedDict()
+        self._size = 0
+        self.encodes = 0  # how many times a file was actually read and encoded
+
+    def get(self, image: ImageInput) -> str:
+        """The base64 text of a local image, checked against the digest recorded at validation."""
+        key = image.reference
+        cached = self._entries.get(key)
+        if cached is not None:
+            self._entries.move_to_end(key)
+            return cached
+        data = Path(key).read_bytes()
+        if image.sha256 is not None and hashlib.sha256(data).hexdigest() != image.sha256:
+            raise ImageProblem(f"{key}: changed on disk since the job was validated")
+        encoded = base64.b64encode(data).decode("ascii")
+        self.encodes += 1
+        self._entries[key] = encoded
+        self._size += len(encoded)
+        while self._size > self.max_bytes and len(self._entries) > 1:
+            _, dropped = self._entries.popitem(last=False)
+            self._size -= len(dropped)
+        return encoded

@@ -1,0 +1,252 @@
+"""The JSONL ledger (contract section 6): one writer, whole lines, fsync before money moves.
+
+Every line is written with one `os.write` on an O_APPEND descriptor from the event loop's one
+thread, so lines never interleave. fsyncs run in a worker thread and are grouped: every caller
+waiting for durability is served by the next fsync that starts after its line was written.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from batchbanana.errors import LedgerLockedError, UserError
+
+Scrubber = Callable[[str], str]
+
+
+def _no_scrub(text: str) -> str:
+    return text
+
+
+class LedgerWriter:
+    """An exclusively locked, append-only ledger file."""
+
+    def __init__(self, path: Path, scrub: Scrubber = _no_scrub) -> None:
+        self.path = path
+        self._scrub = scrub
+        self._fd = -1
+        self._written = 0  # lines written so far
+        self._synced = 0  # lines known to be on disk
+        self._syncing = False
+        self._sync_done = anyio.Event()
+
+    def open(self) -> None:
+        """Create or open the ledger, take its lock, and make sure the next line starts clean."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise UserError(f"{self.path}: cannot open the ledger ({exc.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LedgerLockedError(
+                f"{self.path}: the ledger is in use by another batchbanana process;"
+                " HINT: wait for it to finish, or stop it first"
+            ) from None
+        self._fd = fd
+        size = os.fstat(fd).st_size
+        if size:
+            # A crash can leave a torn last line; end it so the next record starts on its own line.
+            if os.pread(fd, 1, size - 1) != b"\n":
+                os.write(fd, b"\n")
+                os.fsync(fd)
+
+    def close(self) -> None:
+        """fsync, release the lock and close."""
+        if self._fd >= 0:
+            try:
+                os.fsync(self._fd)
+            finally:
+                os.close(self._fd)
+                self._fd = -1
+
+    def __enter__(self) -> LedgerWriter:
+        self.open()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Write one record as one whole line (not yet fsynced)."""
+        line = json.dumps(record, ensure_ascii=False, separators=(", ", ": "), default=str)
+        data = (self._scrub(line) + "\n").encode("utf-8")
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        self._written += 1
+
+    def append_sync(self, record: dict[str, Any]) -> None:
+        """Write one record and fsync it at once (for the rare lines outside the event loop)."""
+        self.append(record)
+        os.fsync(self._fd)
+        self._synced = self._written
+
+    async def append_durable(self, record: dict[str, Any]) -> None:
+        """Write one record and return once it is on disk (fsyncs shared with concurrent callers)."""
+        self.append(record)
+        await self.sync()
+
+    async def sync(self) -> None:
+        """Wait until every line written so far is on disk."""
+        target = self._written
+        while self._synced < target:
+            if self._syncing:
+                await self._sync_done.wait()
+                continue
+            self._syncing = True
+            upto = self._written
+            try:
+                await anyio.to_thread.run_sync(os.fsync, self._fd)
+                self._synced = upto
+            finally:
+                self._syncing = False
+                done, self._sync_done = self._sync_done, anyio.Event()
+                done.set()
+
+
+@dataclass(slots=True)
+class LedgerRead:
+    """The records of a ledger file and the warnings about lines that could not be read."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def iter_lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
+    """(line number, bytes, ended with a newline) for each line of a file."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            yield number, raw, raw.endswith(b"\n")
+
+
+def read_ledger(path: Path) -> LedgerRead:
+    """Every readable record; a torn or garbage line is skipped with a warning naming its line."""
+    result = LedgerRead()
+    try:
+        lines = list(iter_lines(path))
+    except FileNotFoundError:
+        return result
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the ledger ({exc.strerror})") from None
+    for number, raw, complete in lines:
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            record = None
+        if isinstance(record, dict) and isinstance(record.get("event"), str):
+            result.records.append(record)
+            continue
+        kind = "torn (cut off mid-write)" if not complete else "not a ledger record"
+        result.warnings.append(f"{path}:{number}: skipped a line that is {kind}")
+    return result
+
+
+@dataclass(slots=True)
+class AttemptState:
+    """The latest known state of one (item, fingerprint) pair."""
+
+    outcome: str | None = None  # latest result's outcome; None while a request is in flight
+    billed: str | None = None
+    in_flight_attempt: int | None = None  # a `sent` line with no result after it
+    in_flight_price_usd: float = 0.0
+
+
+@dataclass(slots=True)
+class ItemHistory:
+    """Everything the ledger says about one item id."""
+
+    attempts: int = 0  # highest attempt number used
+    fingerprint: str | None = None  # the latest one: the current work for this id
+    spec: dict[str, Any] | None = None
+    by_fingerprint: dict[str, AttemptState] = field(default_factory=dict)
+    last_result: dict[str, Any] | None = None
+
+    def current(self) -> AttemptState:
+        """The state of the latest fingerprint."""
+        return self.by_fingerprint.setdefault(self.fingerprint or "", AttemptState())
+
+
+@dataclass(slots=True)
+class LedgerState:
+    """A ledger replayed: per-item history, and the money it already records."""
+
+    items: dict[str, ItemHistory] = field(default_factory=dict)
+    spent_usd: float = 0.0
+    possibly_spent_usd: float = 0.0
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+
+    def dangling(self) -> list[tuple[str, str, int, float]]:
+        """(item, fingerprint, attempt, price) of requests whose `sent` line has no result."""
+        found = []
+        for item_id, history in self.items.items():
+            for print_id, state in history.by_fingerprint.items():
+                if state.in_flight_attempt is not None:
+                    found.append(
+                        (item_id, print_id, state.in_flight_attempt, state.in_flight_price_usd)
+                    )
+        return found
+
+
+def _price(record: dict[str, Any]) -> float:
+    value = record.get("price_usd")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
+def replay(records: list[dict[str, Any]]) -> LedgerState:
+    """Fold ledger records, in order, into per-item state and money totals."""
+    state = LedgerState()
+    spent = 0.0
+    possibly = 0.0
+    for record in records:
+        event = record.get("event")
+        if event == "job":
+            state.jobs.append(record)
+            continue
+        item_id = record.get("item")
+        print_id = record.get("fingerprint")
+        if not isinstance(item_id, str) or not isinstance(print_id, str):
+            continue
+        history = state.items.setdefault(item_id, ItemHistory())
+        attempt = record.get("attempt")
+        if isinstance(attempt, int) and not isinstance(attempt, bool):
+            history.attempts = max(history.attempts, attempt)
+        history.fingerprint = print_id
+        spec = record.get("spec")
+        if isinstance(spec, dict):
+            history.spec = spec
+        pair = history.by_fingerprint.setdefault(print_id, AttemptState())
+        if event == "sent":
+            pair.in_flight_attempt = attempt if isinstance(attempt, int) else history.attempts
+            pair.in_flight_price_usd = _price(record)
+        elif event == "result":
+            if pair.in_flight_attempt is not None and pair.in_flight_attempt == attempt:
+                pair.in_flight_attempt = None
+            pair.outcome = str(record.get("outcome"))
+            pair.billed = str(record.get("billed"))
+            history.last_result = record
+            if pair.billed == "yes":
+                spent += _price(record)
+            elif pair.billed == "unknown":
+                possibly += _price(record)
+    for history in state.items.values():
+        for pair in history.by_fingerprint.values():
+            if pair.in_flight_attempt is not None:
+                possibly += pair.in_flight_price_usd
+    state.spent_usd = round(spent, 6)
+    state.possibly_spent_usd = round(possibly, 6)
+    return state

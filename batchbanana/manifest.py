@@ -1,0 +1,439 @@
+"""YAML manifest -> validated settings and raw items (contract section 2).
+
+Pydantic stays in this module. Every problem is reported at once, each with the file and line it
+comes from, so a user fixes the whole manifest in one edit instead of one error per run.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+Loc = tuple[str | int, ...]
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+RATIO_PATTERN = re.compile(r"^\d{1,2}:\d{1,2}$")
+SIZES = ("512", "1K", "2K", "4K")
+
+
+def _coerce_image_size(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value == 512:
+        return "512"
+    if isinstance(value, str) and value.strip().upper() in SIZES and value.strip() not in SIZES:
+        raise ValueError(f"{value!r}: write {value.strip().upper()!r} (uppercase K)")
+    return value
+
+
+ImageSize = Literal["512", "1K", "2K", "4K"]
+Modality = Literal["TEXT", "IMAGE"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class ImageEntry(_Strict):
+    """An input image given as a mapping: a URL (or path) and, optionally, its MIME type."""
+
+    url: str | None = None
+    path: str | None = None
+    mime_type: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ImageEntry:
+        if (self.url is None) == (self.path is None):
+            raise ValueError("give exactly one of url or path")
+        return self
+
+
+class GenerationFields(_Strict):
+    """The fields that shape a request; set at the top level and overridable per item."""
+
+    model: str | None = None
+    image_size: ImageSize | None = None
+    aspect_ratio: str | None = None
+    system_prompt: str | None = None
+    response_modalities: list[Modality] | None = None
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        return _coerce_image_size(value)
+
+    @field_validator("aspect_ratio", mode="before")
+    @classmethod
+    def _ratio(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not RATIO_PATTERN.match(value):
+            raise ValueError(
+                f"{value!r} is not a ratio like \"16:9\"; quote it in YAML (unquoted 16:9 reads as a"
+                " number)"
+            )
+        return value
+
+    @field_validator("response_modalities")
+    @classmethod
+    def _modalities(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        if "IMAGE" not in value or len(set(value)) != len(value):
+            raise ValueError("use [TEXT, IMAGE] (the default) or [IMAGE]")
+        return value
+
+
+class Item(GenerationFields):
+    """One entry of `items`: a prompt, its images, and any field overridden for it."""
+
+    id: str | None = None
+    prompt: str = Field(min_length=1)
+    images: list[str | ImageEntry] = Field(default_factory=list)
+    repeat: int = Field(default=1, ge=1, le=10_000)
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if isinstance(value, str) and not ID_PATTERN.match(value):
+            raise ValueError(
+                f"{value!r} is not a valid id: letters, digits, '.', '_' and '-', starting with a"
+                " letter or digit, at most 128 characters"
+            )
+        return value
+
+
+class Timeouts(_Strict):
+    """Total seconds per request by image size, and seconds to establish a connection."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    size_512: float = Field(default=300, gt=0, alias="512")
+    size_1k: float = Field(default=300, gt=0, alias="1K")
+    size_2k: float = Field(default=300, gt=0, alias="2K")
+    size_4k: float = Field(default=600, gt=0, alias="4K")
+    connect: float = Field(default=30, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keys_as_text(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {str(key): value for key, value in data.items()}
+        return data
+
+    def for_size(self, image_size: str) -> float:
+        """The total timeout of a request at this size."""
+        return {
+            "512": self.size_512,
+            "1K": self.size_1k,
+            "2K": self.size_2k,
+            "4K": self.size_4k,
+        }[image_size]
+
+
+class RetrySettings(_Strict):
+    """How unbilled failures (429, 503, no connection) are retried."""
+
+    max_attempts: int = Field(default=6, ge=1, le=100)
+    base_delay_s: float = Field(default=2, ge=0)
+    max_delay_s: float = Field(default=120, ge=0)
+    max_wait_s: float = Field(default=900, gt=0)
+
+
+class PricingEntry(_Strict):
+    """A price that overrides the price book for one model."""
+
+    per_request_usd: float | None = Field(default=None, ge=0)
+    per_million_tokens_usd: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PricingEntry:
+        if (self.per_request_usd is None) == (self.per_million_tokens_usd is None):
+            raise ValueError("give exactly one of per_request_usd or per_million_tokens_usd")
+        return self
+
+
+class Manifest(GenerationFields):
+    """A batchbanana job manifest, version 1."""
+
+    version: Literal[1]
+    job: str | None = None
+    endpoint: str = "https://api.apiyi.com"
+    auth: Literal["bearer", "google"] = "bearer"
+    api_key_env: str = Field(default="BATCHBANANA_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    concurrency: int = Field(default=8, ge=1, le=1024)
+    budget_usd: float | None = Field(default=None, ge=0)
+    output_dir: str | None = None
+    ledger: str | None = None
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    adaptive: bool = True
+    rate_limit_rpm: float | None = Field(default=None, gt=0)
+    inline_urls: bool = False
+    optimize_inputs: Literal["none", "lossless"] = "none"
+    allow_insecure_http: bool = False
+    price_book: Literal["apiyi", "google"] = "apiyi"
+    pricing: dict[str, PricingEntry] = Field(default_factory=dict)
+    items: list[Item] = Field(default_factory=list)
+    items_file: str | None = None
+
+    @field_validator("job")
+    @classmethod
+    def _job(cls, value: str | None) -> str | None:
+        if value is not None and not ID_PATTERN.match(value):
+            raise ValueError(
+                f"{value!r}: use letters, digits, '.', '_' and '-' (it names files and reports)"
+            )
+        return value
+
+
+GENERATION_FIELDS = tuple(GenerationFields.model_fields)
+TOP_LEVEL_KEYS = tuple(
+    field_info.alias or name for name, field_info in Manifest.model_fields.items()
+)
+ITEM_KEYS = tuple(Item.model_fields)
+
+
+def json_schema() -> dict[str, Any]:
+    """The manifest's JSON Schema, for editor completion."""
+    schema = Manifest.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "batchbanana manifest"
+    return schema
+
+
+@dataclass(slots=True)
+class Problem:
+    """One thing wrong with the input, placed as precisely as it can be."""
+
+    source: str
+    line: int | None
+    where: str  # "" or "item 'x'" or "items[3]"
+    field: str
+    message: str
+
+    def render(self) -> str:
+        """`file:line: item 'x': field: message`."""
+        parts = [f"{self.source}:{self.line}" if self.line else self.source]
+        if self.where:
+            parts.append(self.where)
+        if self.field:
+            parts.append(self.field)
+        parts.append(self.message)
+        return ": ".join(parts)
+
+
+@dataclass(slots=True)
+class LineMap:
+    """Where each key and list entry of a YAML document starts (1-based lines)."""
+
+    lines: dict[Loc, int] = field(default_factory=dict)
+
+    def line_of(self, loc: Iterable[str | int]) -> int | None:
+        """The line of the deepest known ancestor of `loc`."""
+        path = tuple(loc)
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return self.lines.get((), None)
+
+
+def _map_lines(node: yaml.Node, path: Loc, out: dict[Loc, int]) -> None:
+    out.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key: str | int = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+            child = (*path, str(key))
+            out[child] = key_node.start_mark.line + 1
+            _map_lines(value_node, child, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, value_node in enumerate(node.value):
+            child = (*path, index)
+            out[child] = value_node.start_mark.line + 1
+            _map_lines(value_node, child, out)
+
+
+@dataclass(slots=True)
+class LoadedManifest:
+    """A manifest that passed the schema: its settings, raw items and where they came from."""
+
+    path: Path
+    sha256: str
+    manifest: Manifest
+    lines: LineMap
+    items: list[tuple[int, Item]]  # (index in `items`, item) for the items that passed the schema
+
+    @property
+    def source(self) -> str:
+        """The manifest's path as the user gave it, for messages."""
+        return str(self.path)
+
+
+def _field_name(loc: Loc) -> str:
+    name = ""
+    for part in loc:
+        if isinstance(part, int):
+            name += f"[{part}]"
+        else:
+            name += ("." if name else "") + part
+    return name
+
+
+def _suggest(key: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _describe_error(error: dict[str, Any], known_keys: Iterable[str]) -> str:
+    kind = error.get("type", "")
+    loc = error.get("loc", ())
+    if kind == "extra_forbidden":
+        key = str(loc[-1]) if loc else "?"
+        return "unknown key" + _suggest(key, known_keys)
+    if kind == "missing":
+        return "required"
+    message = str(error.get("msg", "invalid"))
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if message.startswith(prefix):
+            message = message[len(prefix) :]
+    if kind == "literal_error":
+        got = error.get("input")
+        message = f"{got!r} is not allowed; {message[0].lower()}{message[1:]}"
+    return message
+
+
+def _problems_from(
+    exc: ValidationError,
+    source: str,
+    lines: LineMap,
+    base: Loc,
+    where: str,
+    known_keys: Iterable[str],
+) -> list[Problem]:
+    problems: list[Problem] = []
+    for error in exc.errors():
+        loc = tuple(part for part in error["loc"] if not _is_union_tag(part))
+        shown = _field_name(loc)
+        problems.append(
+            Problem(
+                source,
+                lines.line_of((*base, *loc)),
+                where,
+                shown,
+                _describe_error(error, known_keys),
+            )
+        )
+    return _dedupe(problems)
+
+
+def _is_union_tag(part: str | int) -> bool:
+    # pydantic names the union branch it tried ("str", "ImageEntry"); users never wrote those.
+    return isinstance(part, str) and (part in {"str", "int", "float"} or part[:1].isupper())
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    seen: set[str] = set()
+    unique = []
+    for problem in problems:
+        text = problem.render()
+        if text not in seen:
+            seen.add(text)
+            unique.append(problem)
+    return unique
+
+
+def item_label(raw: Any, index: int) -> str:
+    """How an item is named in messages: its id when written, else its position."""
+    if isinstance(raw, dict) and isinstance(raw.get("id"), str | int):
+        return f"item '{raw['id']}'"
+    return f"items[{index}]"
+
+
+def load_manifest(path: Path) -> tuple[LoadedManifest | None, list[Problem]]:
+    """Read and schema-check a manifest; returns what validated and every problem found."""
+    source = str(path)
+    try:
+        text_bytes = path.read_bytes()
+    except FileNotFoundError:
+        return None, [Problem(source, None, "", "", "no such manifest file")]
+    except OSError as exc:
+        return None, [Problem(source, None, "", "", f"cannot read: {exc.strerror}")]
+    try:
+        text = text_bytes.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, [Problem(source, None, "", "", "not UTF-8 text")]
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        return None, [Problem(source, line, "", "", f"not valid YAML: {reason}")]
+    lines = LineMap()
+    if root is not None:
+        _map_lines(root, (), lines.lines)
+    if not isinstance(data, dict):
+        return None, [
+            Problem(source, 1, "", "", "a manifest is a YAML mapping with `version: 1` and `items`")
+        ]
+    problems: list[Problem] = []
+    raw_items = data.get("items", [])
+    top = {key: value for key, value in data.items() if key != "items"}
+    top = {str(key): value for key, value in top.items()}
+    manifest: Manifest | None = None
+    try:
+        manifest = Manifest.model_validate(top)
+    except ValidationError as exc:
+        problems.extend(_problems_from(exc, source, lines, (), "", TOP_LEVEL_KEYS))
+
+    items: list[tuple[int, Item]] = []
+    if raw_items is None:
+        raw_items = []
+    if not isinstance(raw_items, list):
+        problems.append(Problem(source, lines.line_of(("items",)), "", "items", "must be a list"))
+        raw_items = []
+    for index, raw in enumerate(raw_items):
+        where = item_label(raw, index)
+        try:
+            items.append((index, Item.model_validate(raw)))
+        except ValidationError as exc:
+            problems.extend(_problems_from(exc, source, lines, ("items", index), where, ITEM_KEYS))
+    if manifest is not None and not raw_items and manifest.items_file is None:
+        problems.append(
+            Problem(
+                source,
+                lines.line_of(()),
+                "",
+                "items",
+                "the job has no items (give `items` or `items_file`)",
+            )
+        )
+    if manifest is None:
+        return None, problems
+    loaded = LoadedManifest(
+        path=path,
+        sha256=hashlib.sha256(text_bytes).hexdigest(),
+        manifest=manifest,
+        lines=lines,
+        items=items,
+    )
+    return loaded, problems

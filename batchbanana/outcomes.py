@@ -1,0 +1,138 @@
+"""Every attempt's outcome and whether it was billed (contract section 5). Pure rules.
+
+This table is the money: only outcomes that provably cost nothing are retried by `run`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from batchbanana.inputs import normalise_mime, sniff_mime
+from batchbanana.wire import REFUSAL_REASONS, Answer, ErrorInfo
+
+
+class Outcome(enum.StrEnum):
+    """How one attempt ended, as the ledger spells it."""
+
+    OK = "ok"
+    REFUSED = "refused"
+    NO_IMAGE = "no_image"
+    BAD_RESPONSE = "bad_response"
+    TIMEOUT = "timeout"
+    WRITE_ERROR = "write_error"
+    RATE_LIMITED = "rate_limited"
+    UNAVAILABLE = "unavailable"
+    CONNECT_ERROR = "connect_error"
+    HTTP_ERROR = "http_error"
+    SERVER_ERROR = "server_error"
+    INTERRUPTED = "interrupted"
+    OVER_BUDGET = "over_budget"
+
+
+class Billed(enum.StrEnum):
+    """Whether the provider charged for an attempt."""
+
+    YES = "yes"
+    NO = "no"
+    UNKNOWN = "unknown"
+
+
+BILLING: dict[Outcome, Billed] = {
+    Outcome.OK: Billed.YES,
+    Outcome.REFUSED: Billed.YES,
+    Outcome.NO_IMAGE: Billed.YES,
+    Outcome.BAD_RESPONSE: Billed.YES,
+    Outcome.TIMEOUT: Billed.YES,
+    Outcome.WRITE_ERROR: Billed.YES,
+    Outcome.RATE_LIMITED: Billed.NO,
+    Outcome.UNAVAILABLE: Billed.NO,
+    Outcome.CONNECT_ERROR: Billed.NO,
+    Outcome.HTTP_ERROR: Billed.NO,
+    Outcome.SERVER_ERROR: Billed.UNKNOWN,
+    Outcome.INTERRUPTED: Billed.UNKNOWN,
+    Outcome.OVER_BUDGET: Billed.NO,
+}
+
+RETRYABLE = frozenset({Outcome.RATE_LIMITED, Outcome.UNAVAILABLE, Outcome.CONNECT_ERROR})
+
+IMAGE_EXTENSIONS = {
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "image/webp": "webp",
+    "image/heic": "heic",
+    "image/heif": "heif",
+}
+
+
+def billed(outcome: Outcome) -> Billed:
+    """Whether an outcome is billed; the one place this is decided."""
+    return BILLING[outcome]
+
+
+def is_retryable(outcome: Outcome) -> bool:
+    """True only for outcomes that were provably not billed and may succeed later."""
+    return outcome in RETRYABLE
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The classification of one answered attempt."""
+
+    outcome: Outcome
+    error: str | None = None
+    job_stop: str | None = None  # why the whole job must stop sending, if it must
+
+
+def classify_answer(answer: Answer) -> Verdict:
+    """A 200 answer: ok with an image, refused, no image, or bad (an image that is not one)."""
+    if answer.images:
+        for image in answer.images:
+            mime = normalise_mime(image.mime_type)
+            if mime not in IMAGE_EXTENSIONS:
+                return Verdict(Outcome.BAD_RESPONSE, f"answer image has MIME type {mime!r}")
+            sniffed = sniff_mime(image.data[:32])
+            if sniffed != mime:
+                return Verdict(
+                    Outcome.BAD_RESPONSE,
+                    f"answer announced {mime} but its bytes are {sniffed or 'not an image'}",
+                )
+        return Verdict(Outcome.OK)
+    if answer.block_reason:
+        return Verdict(Outcome.REFUSED, f"prompt blocked: blockReason {answer.block_reason}")
+    reason = answer.finish_reason
+    if reason in REFUSAL_REASONS:
+        return Verdict(Outcome.REFUSED, f"no image: finishReason {reason}")
+    return Verdict(Outcome.NO_IMAGE, f"no image: finishReason {reason or 'missing'}")
+
+
+def classify_error(status: int, info: ErrorInfo) -> Verdict:
+    """A non-200 answer: its outcome, and whether it stops the whole job."""
+    summary = f"{status} {info.status or ''}".strip()
+    if info.message:
+        summary += f": {info.message}"
+    summary = summary[:500]
+    if status == 429:
+        if info.quota_per_day or info.quota_zero:
+            kind = "per-day quota" if info.quota_per_day else "quota with a limit of zero"
+            return Verdict(
+                Outcome.RATE_LIMITED,
+                summary,
+                job_stop=f"{kind} exhausted (429); waiting will not help tonight",
+            )
+        return Verdict(Outcome.RATE_LIMITED, summary)
+    if status == 503:
+        return Verdict(Outcome.UNAVAILABLE, summary)
+    if status in (401, 403):
+        return Verdict(
+            Outcome.HTTP_ERROR,
+            summary,
+            job_stop=f"the key was refused ({status}); check the key in the api_key_env variable",
+        )
+    if status == 402:
+        return Verdict(
+            Outcome.HTTP_ERROR, summary, job_stop="no balance left (402); top up the account"
+        )
+    if 400 <= status < 500:
+        return Verdict(Outcome.HTTP_ERROR, summary)
+    return Verdict(Outcome.SERVER_ERROR, summary)

@@ -1,0 +1,520 @@
+"""Manifest -> job: expand items (items_file rows, repeats), give ids and fingerprints, check rules.
+
+Everything a request needs is decided here, before anything is sent; every problem found in the
+whole manifest is collected and reported together.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import ipaddress
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import ValidationError
+
+from batchbanana.errors import UserError
+from batchbanana.inputs import (
+    ACCEPTED_MIME_TYPES,
+    MAX_IMAGES_PER_REQUEST,
+    MAX_REQUEST_BYTES,
+    ImageInput,
+    ImageProblem,
+    inspect_file,
+    is_url,
+    mime_from_url,
+    normalise_mime,
+)
+from batchbanana.manifest import (
+    ITEM_KEYS,
+    ImageEntry,
+    Item,
+    LoadedManifest,
+    Manifest,
+    Problem,
+    RetrySettings,
+    Timeouts,
+    item_label,
+    load_manifest,
+)
+from batchbanana.models import check_generation, rules_for
+from batchbanana.pricing import PriceRule, price_rule
+
+SIMULATE = "simulate"
+DEFAULT_MODEL = "gemini-3-pro-image-preview"
+DEFAULT_MODALITIES = ("TEXT", "IMAGE")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkItem:
+    """One request to make: everything needed to send it, price it and recognise it again."""
+
+    id: str
+    prompt: str
+    images: tuple[ImageInput, ...]
+    model: str
+    image_size: str
+    aspect_ratio: str | None
+    system_prompt: str | None
+    response_modalities: tuple[str, ...]
+    price: PriceRule
+    fingerprint: str = ""
+
+    def spec(self) -> dict[str, Any]:
+        """What the ledger keeps so that `retry` can send this item again without the manifest."""
+        spec: dict[str, Any] = {
+            "prompt": self.prompt,
+            "images": [image.spec() for image in self.images],
+            "model": self.model,
+            "image_size": self.image_size,
+            "aspect_ratio": self.aspect_ratio,
+            "response_modalities": list(self.response_modalities),
+        }
+        if self.system_prompt is not None:
+            spec["system_prompt"] = self.system_prompt
+        return spec
+
+
+def fingerprint(
+    model: str,
+    prompt: str,
+    image_size: str,
+    aspect_ratio: str | None,
+    system_prompt: str | None,
+    response_modalities: tuple[str, ...],
+    images: tuple[ImageInput, ...],
+) -> str:
+    """sha256 of a request's meaning: the same meaning always gives the same fingerprint."""
+    meaning = {
+        "model": model,
+        "prompt": prompt,
+        "image_size": image_size,
+        "aspect_ratio": aspect_ratio,
+        "system_prompt": system_prompt,
+        "response_modalities": list(response_modalities),
+        "images": [image.meaning() for image in images],
+    }
+    canonical = json.dumps(meaning, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def derived_id(meaning: dict[str, Any]) -> str:
+    """A short, stable id from an item's meaning, so inserting a row shifts no other id."""
+    canonical = json.dumps(meaning, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:10]
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A validated, expanded job: settings and the ordered list of work items."""
+
+    name: str
+    manifest_path: Path
+    manifest_sha256: str
+    endpoint: str
+    auth: str
+    api_key_env: str
+    concurrency: int
+    budget_usd: float | None
+    output_dir: Path
+    ledger_path: Path
+    timeouts: Timeouts
+    retry: RetrySettings
+    adaptive: bool
+    rate_limit_rpm: float | None
+    price_book: str
+    pricing: dict[str, PriceRule]
+    items: tuple[WorkItem, ...]
+    allow_insecure_http: bool = False
+
+    def settings(self) -> dict[str, Any]:
+        """The job's settings as the ledger's `job` line records them (never a secret)."""
+        return {
+            "endpoint": self.endpoint,
+            "auth": self.auth,
+            "api_key_env": self.api_key_env,
+            "concurrency": self.concurrency,
+            "budget_usd": self.budget_usd,
+            "price_book": self.price_book,
+            "pricing": {
+                model: _rule_json(rule) for model, rule in sorted(self.pricing.items())
+            },
+            "output_dir": str(self.output_dir),
+            "timeouts": self.timeouts.model_dump(by_alias=True),
+            "retry": self.retry.model_dump(),
+            "adaptive": self.adaptive,
+            "rate_limit_rpm": self.rate_limit_rpm,
+            "allow_insecure_http": self.allow_insecure_http,
+        }
+
+
+def _rule_json(rule: PriceRule) -> dict[str, float]:
+    if rule.per_request_usd is not None:
+        return {"per_request_usd": rule.per_request_usd}
+    return {"per_million_tokens_usd": rule.per_million_tokens_usd or 0.0}
+
+
+def rule_from_json(data: Any) -> PriceRule | None:
+    """A price rule as recorded in a `job` line, or None if the record is not one."""
+    if not isinstance(data, dict):
+        return None
+    per_request = data.get("per_request_usd")
+    per_million = data.get("per_million_tokens_usd")
+    if isinstance(per_request, int | float):
+        return PriceRule(per_request_usd=float(per_request))
+    if isinstance(per_million, int | float):
+        return PriceRule(per_million_tokens_usd=float(per_million))
+    return None
+
+
+def check_endpoint(endpoint: str, allow_insecure_http: bool) -> str | None:
+    """Why an endpoint cannot be used, or None when it is a usable base URL (or `simulate`)."""
+    if endpoint == SIMULATE:
+        return None
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{endpoint!r} is not an http(s) base URL such as https://api.apiyi.com, nor `simulate`"
+    if parts.query or parts.fragment:
+        return (
+            "give the base URL only, without a query (never put the key in the URL: set the"
+            " variable named by api_key_env)"
+        )
+    if ":generateContent" in parts.path or "/models/" in parts.path or parts.path.endswith(
+        "/v1beta"
+    ):
+        return (
+            "give the base URL only (such as https://api.apiyi.com); batchbanana adds"
+            " /v1beta/models/MODEL:generateContent itself"
+        )
+    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
+        return (
+            "plain http:// would send the API key in clear text; use https://, or set"
+            " allow_insecure_http: true if you really mean it"
+        )
+    return None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(slots=True)
+class _Checker:
+    """Collects problems and inspects each distinct local image once."""
+
+    source: str
+    problems: list[Problem] = field(default_factory=list)
+    files: dict[Path, ImageInput | str] = field(default_factory=dict)
+
+    def add(self, line: int | None, where: str, field_name: str, message: str) -> None:
+        self.problems.append(Problem(self.source, line, where, field_name, message))
+
+    def image(self, path: Path) -> ImageInput | str:
+        if path not in self.files:
+            try:
+                self.files[path] = inspect_file(path)
+            except ImageProblem as exc:
+                self.files[path] = str(exc)
+        return self.files[path]
+
+
+@dataclass(slots=True)
+class _RawItem:
+    """An item before expansion, with where it came from."""
+
+    item: Item
+    source: str
+    line: int | None
+    where: str
+
+
+def _items_file_rows(path: Path, display: str, checker: _Checker) -> Iterator[_RawItem]:
+    suffix = path.suffix.lower()
+    try:
+        handle = path.open("r", encoding="utf-8", newline="")
+    except OSError as exc:
+        checker.add(None, "", "items_file", f"{display}: cannot read ({exc.strerror})")
+        return
+    with handle:
+        if suffix == ".csv":
+            reader = csv.DictReader(handle)
+            header = reader.fieldnames or []
+            unknown = [name for name in header if name not in ITEM_KEYS]
+            if unknown:
+                checker.problems.append(
+                    Problem(display, 1, "", "", f"unknown column(s) {', '.join(unknown)};"
+                            f" known: {', '.join(ITEM_KEYS)}")
+                )
+                return
+            start = 2
+            for row in reader:
+                line = start
+                start = reader.line_num + 1
+                values: dict[str, Any] = {}
+                for key, value in row.items():
+                    if key is None:
+                        checker.problems.append(
+                            Problem(display, line, "", "", "more cells than columns")
+                        )
+                        break
+                    if value is None or value.strip() == "":
+                        continue
+                    if key in ("images", "response_modalities"):
+                        values[key] = [part.strip() for part in value.split(";") if part.strip()]
+                    else:
+                        values[key] = value
+                else:
+                    yield from _validated(values, display, line, checker)
+        elif suffix == ".jsonl":
+            for number, text in enumerate(handle, start=1):
+                if not text.strip():
+                    continue
+                try:
+                    values = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    checker.problems.append(Problem(display, number, "", "", f"not JSON: {exc.msg}"))
+                    continue
+                if not isinstance(values, dict):
+                    checker.problems.append(Problem(display, number, "", "", "not a JSON object"))
+                    continue
+                yield from _validated(values, display, number, checker)
+        else:
+            checker.add(None, "", "items_file", f"{display}: use a .csv or .jsonl file")
+
+
+def _validated(values: dict[str, Any], display: str, line: int, checker: _Checker) -> Iterator[_RawItem]:
+    where = f"item '{values['id']}'" if isinstance(values.get("id"), str) else ""
+    try:
+        yield _RawItem(Item.model_validate(values), display, line, where)
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc = [str(part) for part in error["loc"] if not str(part)[:1].isupper()]
+            loc = [part for part in loc if part not in ("str", "int", "float")]
+            message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+            if error.get("type") == "extra_forbidden":
+                message = "unknown key"
+            checker.problems.append(Problem(display, line, where, ".".join(loc), message))
+
+
+def _resolve_images(
+    raw: _RawItem, base_dir: Path, checker: _Checker
+) -> tuple[tuple[ImageInput, ...], bool]:
+    images: list[ImageInput] = []
+    ok = True
+    for position, entry in enumerate(raw.item.images):
+        label = f"images[{position}]"
+        if isinstance(entry, ImageEntry):
+            reference = entry.url if entry.url is not None else entry.path
+            declared = entry.mime_type
+        else:
+            reference, declared = entry, None
+        assert reference is not None  # ImageEntry guarantees one of url/path
+        if is_url(reference):
+            mime = normalise_mime(declared) if declared else mime_from_url(reference)
+            if mime is None:
+                checker.add(raw.line, raw.where, label,
+                            f"{reference}: cannot tell the image type from the URL;"
+                            " HINT: write it as {url: ..., mime_type: image/png}")
+                ok = False
+            elif mime not in ACCEPTED_MIME_TYPES:
+                checker.add(raw.line, raw.where, label,
+                            f"{mime} is not accepted; use one of {', '.join(ACCEPTED_MIME_TYPES)}")
+                ok = False
+            else:
+                images.append(ImageInput(kind="url", reference=reference, mime_type=mime))
+            continue
+        path = (base_dir / reference).resolve()
+        found = checker.image(path)
+        if isinstance(found, str):
+            checker.add(raw.line, raw.where, label, found)
+            ok = False
+            continue
+        if declared and normalise_mime(declared) != found.mime_type:
+            checker.add(raw.line, raw.where, label,
+                        f"{reference}: declared {declared} but its bytes are {found.mime_type}")
+            ok = False
+            continue
+        images.append(found)
+    if len(raw.item.images) > MAX_IMAGES_PER_REQUEST:
+        checker.add(raw.line, raw.where, "images",
+                    f"{len(raw.item.images)} images; at most {MAX_IMAGES_PER_REQUEST} per request")
+        ok = False
+    body_estimate = len(raw.item.prompt.encode("utf-8")) + 1024 + sum(
+        image.encoded_size() for image in images
+    )
+    if body_estimate >= MAX_REQUEST_BYTES:
+        checker.add(raw.line, raw.where, "images",
+                    f"the request would be {body_estimate / 1e6:.1f} MB after base64;"
+                    " it must stay under 100 MB")
+        ok = False
+    return tuple(images), ok
+
+
+def build_job(
+    loaded: LoadedManifest,
+    problems: list[Problem],
+    endpoint_override: str | None = None,
+    concurrency_override: int | None = None,
+    budget_override: float | None = None,
+) -> Job:
+    """Expand and check a schema-valid manifest; raises UserError listing every problem."""
+    manifest: Manifest = loaded.manifest
+    checker = _Checker(loaded.source, problems=list(problems))
+    base_dir = loaded.path.parent.resolve()
+    lines = loaded.lines
+
+    endpoint = (endpoint_override or manifest.endpoint).rstrip("/")
+    endpoint_problem = check_endpoint(endpoint, manifest.allow_insecure_http)
+    if endpoint_problem:
+        line = None if endpoint_override else lines.line_of(("endpoint",))
+        checker.add(line, "", "--endpoint" if endpoint_override else "endpoint", endpoint_problem)
+    for key, hint in (
+        ("inline_urls", "URL images are sent as fileData"),
+        ("optimize_inputs", "inputs are sent as they are"),
+    ):
+        value = getattr(manifest, key)
+        if value not in (False, "none"):
+            checker.add(lines.line_of((key,)), "", key,
+                        f"{value!r} is not available in this version yet; remove it ({hint})")
+
+    raw_items: list[_RawItem] = [
+        _RawItem(item, loaded.source, lines.line_of(("items", index)), item_label(
+            {"id": item.id} if item.id else None, index))
+        for index, item in loaded.items
+    ]
+    if manifest.items_file:
+        file_path = (base_dir / manifest.items_file).resolve()
+        raw_items.extend(_items_file_rows(file_path, manifest.items_file, checker))
+
+    pricing = {
+        model: PriceRule(entry.per_request_usd, entry.per_million_tokens_usd)
+        for model, entry in manifest.pricing.items()
+    }
+    work: list[WorkItem] = []
+    ids_seen: dict[str, tuple[str, int | None]] = {}
+    derived_count: dict[str, int] = {}
+    for raw in raw_items:
+        item = raw.item
+        model = item.model or manifest.model or DEFAULT_MODEL
+        image_size = item.image_size or manifest.image_size or "1K"
+        aspect_ratio = item.aspect_ratio if item.aspect_ratio is not None else manifest.aspect_ratio
+        system_prompt = (
+            item.system_prompt if item.system_prompt is not None else manifest.system_prompt
+        )
+        modalities = tuple(
+            item.response_modalities or manifest.response_modalities or DEFAULT_MODALITIES
+        )
+        for field_name, message in check_generation(model, image_size, aspect_ratio):
+            checker.add(raw.line, raw.where, field_name, message)
+        rule = price_rule(manifest.price_book, pricing, model, image_size)
+        if rule is None:
+            if rules_for(model) is None:
+                checker.add(raw.line, raw.where, "model",
+                            f"unknown model {model!r}; HINT: add `pricing: {{{model}:"
+                            " {per_request_usd: ...}}` to use it (its sizes are then not checked)")
+            else:
+                checker.add(raw.line, raw.where, "image_size",
+                            f"the {manifest.price_book} price book has no price for {model}"
+                            f" at {image_size}; add a `pricing` entry")
+        images, _ = _resolve_images(raw, base_dir, checker)
+        if rule is None:
+            continue
+        if item.id is not None:
+            base_id = item.id
+        else:
+            meaning = {
+                "prompt": item.prompt,
+                "images": [str(entry) if isinstance(entry, str) else entry.model_dump()
+                           for entry in item.images],
+                "model": model,
+                "image_size": image_size,
+                "aspect_ratio": aspect_ratio,
+                "system_prompt": system_prompt,
+                "response_modalities": list(modalities),
+            }
+            base_id = derived_id(meaning)
+            derived_count[base_id] = derived_count.get(base_id, 0) + 1
+            if derived_count[base_id] > 1:
+                base_id = f"{base_id}-{derived_count[base_id]}"
+        ids = [base_id] if item.repeat == 1 else [f"{base_id}-{n}" for n in range(1, item.repeat + 1)]
+        print_id = fingerprint(model, item.prompt, image_size, aspect_ratio, system_prompt,
+                               modalities, images)
+        for item_id in ids:
+            if item_id in ids_seen:
+                first_source, first_line = ids_seen[item_id]
+                at = f"{first_source}:{first_line}" if first_line else first_source
+                checker.add(raw.line, raw.where, "id",
+                            f"duplicate id {item_id!r} (first used at {at}); ids must be unique")
+                continue
+            ids_seen[item_id] = (raw.source, raw.line)
+            work.append(
+                WorkItem(
+                    id=item_id,
+                    prompt=item.prompt,
+                    images=images,
+                    model=model,
+                    image_size=image_size,
+                    aspect_ratio=aspect_ratio,
+                    system_prompt=system_prompt,
+                    response_modalities=modalities,
+                    price=rule,
+                    fingerprint=print_id,
+                )
+            )
+    if not work and not checker.problems:
+        checker.add(None, "", "items", "the job has no items")
+    if checker.problems:
+        ordered = sorted(
+            checker.problems,
+            key=lambda problem: (problem.source != loaded.source, problem.source, problem.line or 0),
+        )
+        raise UserError([problem.render() for problem in ordered])
+
+    name = manifest.job or loaded.path.stem
+    output_dir = (base_dir / (manifest.output_dir or f"out/{name}")).resolve()
+    ledger_path = (
+        (base_dir / manifest.ledger).resolve() if manifest.ledger else output_dir / "ledger.jsonl"
+    )
+    return Job(
+        name=name,
+        manifest_path=loaded.path.resolve(),
+        manifest_sha256=loaded.sha256,
+        endpoint=endpoint,
+        auth=manifest.auth,
+        api_key_env=manifest.api_key_env,
+        concurrency=concurrency_override or manifest.concurrency,
+        budget_usd=budget_override if budget_override is not None else manifest.budget_usd,
+        output_dir=output_dir,
+        ledger_path=ledger_path,
+        timeouts=manifest.timeouts,
+        retry=manifest.retry,
+        adaptive=manifest.adaptive,
+        rate_limit_rpm=manifest.rate_limit_rpm,
+        price_book=manifest.price_book,
+        pricing=pricing,
+        items=tuple(work),
+        allow_insecure_http=manifest.allow_insecure_http,
+    )
+
+
+def load_job(
+    path: Path,
+    endpoint_override: str | None = None,
+    concurrency_override: int | None = None,
+    budget_override: float | None = None,
+) -> Job:
+    """Read, validate and expand a manifest; raises UserError with every problem found."""
+    loaded, problems = load_manifest(path)
+    if loaded is None:
+        raise UserError([problem.render() for problem in problems])
+    return build_job(loaded, problems, endpoint_override, concurrency_override, budget_override)

@@ -1,0 +1,54 @@
+"""The progress bar on stderr: items done, ok / failed, dollars spent, requests allowed in flight."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, TextIO
+
+from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from batchbanana.runner import RunTotals
+
+
+class Progress:
+    """A tqdm bar that shows what an overnight job costs while it runs; silent when disabled."""
+
+    def __init__(self, total: int, enabled: bool, stream: TextIO) -> None:
+        self.ok = 0
+        self.failed = 0
+        self._bar: tqdm[None] | None = None
+        if enabled:
+            self._bar = tqdm(
+                total=total,
+                file=stream,
+                unit="img",
+                dynamic_ncols=True,
+                mininterval=0.5,
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}",
+            )
+
+    def _postfix(self, totals: RunTotals, target: int) -> str:
+        text = f"ok={self.ok} failed={self.failed} spent=${totals.run_spent_usd:.2f}"
+        if totals.possibly_spent_usd:
+            text += f" (+${totals.possibly_spent_usd:.2f}?)"
+        return text + f" in-flight<={target}"
+
+    def item_done(self, ok: bool, totals: RunTotals, target: int) -> None:
+        """One item reached its final outcome for this run."""
+        if ok:
+            self.ok += 1
+        else:
+            self.failed += 1
+        if self._bar is not None:
+            self._bar.set_postfix_str(self._postfix(totals, target), refresh=False)
+            self._bar.update(1)
+
+    def refresh(self, totals: RunTotals, target: int) -> None:
+        """Show new money or a new in-flight target without finishing an item."""
+        if self._bar is not None:
+            self._bar.set_postfix_str(self._postfix(totals, target))
+
+    def close(self) -> None:
+        """Leave the final state of the bar on screen."""
+        if self._bar is not None:
+            self._bar.close()
