@@ -55,7 +55,9 @@ def main() -> None:
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--endpoint", help="Base URL to send to (overrides the manifest), or `simulate`.")
 @click.option("--concurrency", type=click.IntRange(1, 1024), help="Requests in flight at once.")
-@click.option("--budget", type=click.FloatRange(min=0), help="Hard cap in USD for the whole ledger.")
+@click.option(
+    "--budget", type=click.FloatRange(min=0), help="Hard cap in USD for the whole ledger."
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar (summaries still go to stderr).")
 @_user_errors
 def run(
@@ -118,29 +120,76 @@ def schema() -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535),
-              help="Port (0 picks a free one).")
-@click.option("--price-book", type=click.Choice(["apiyi", "google"]), default="apiyi",
-              show_default=True, help="Prices the simulator bills at.")
-@click.option("--latency", "latency_s", type=click.FloatRange(min=0), default=0.0,
-              show_default=True, help="Seconds before each answer.")
+@click.option(
+    "--port",
+    default=8765,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port (0 picks a free one).",
+)
+@click.option(
+    "--price-book",
+    type=click.Choice(["apiyi", "google"]),
+    default="apiyi",
+    show_default=True,
+    help="Prices the simulator bills at.",
+)
+@click.option(
+    "--latency",
+    "latency_s",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Seconds before each answer.",
+)
 @click.option("--rate-429", type=click.FloatRange(0, 1), default=0.0, help="Share of 429 answers.")
 @click.option("--rate-503", type=click.FloatRange(0, 1), default=0.0, help="Share of 503 answers.")
 @click.option("--rate-500", type=click.FloatRange(0, 1), default=0.0, help="Share of 500 answers.")
-@click.option("--rate-refuse", type=click.FloatRange(0, 1), default=0.0,
-              help="Share of billed safety refusals.")
-@click.option("--rate-no-image", type=click.FloatRange(0, 1), default=0.0,
-              help="Share of billed answers without an image.")
-@click.option("--rate-drop", type=click.FloatRange(0, 1), default=0.0,
-              help="Share of connections dropped after the request (billed).")
-@click.option("--rate-slow", type=click.FloatRange(0, 1), default=0.0,
-              help="Share of slow answers (see --slow).")
-@click.option("--slow", "slow_s", type=click.FloatRange(min=0), default=30.0, show_default=True,
-              help="Seconds a slow answer takes.")
-@click.option("--retry-after", "retry_after_s", type=click.FloatRange(min=0), default=None,
-              help="Retry-After seconds on random 429/503.")
-@click.option("--image-bytes", type=click.IntRange(min=0), default=None,
-              help="Pad answer PNGs to about this size (memory benchmarks).")
+@click.option(
+    "--rate-refuse",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="Share of billed safety refusals.",
+)
+@click.option(
+    "--rate-no-image",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="Share of billed answers without an image.",
+)
+@click.option(
+    "--rate-drop",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="Share of connections dropped after the request (billed).",
+)
+@click.option(
+    "--rate-slow",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="Share of slow answers (see --slow).",
+)
+@click.option(
+    "--slow",
+    "slow_s",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds a slow answer takes.",
+)
+@click.option(
+    "--retry-after",
+    "retry_after_s",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Retry-After seconds on random 429/503.",
+)
+@click.option(
+    "--image-bytes",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Pad answer PNGs to about this size (memory benchmarks).",
+)
 @click.option("--seed", type=int, default=None, help="Seed for the fault dice.")
 def simulate(
     host: str,
@@ -188,3 +237,107 @@ def simulate(
         price_book=price_book,
     )
     serve(config, host=host, port=port)
+
+
+@main.command()
+@click.argument(
+    "ledgers", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "json", "csv", "html"]),
+    default="table",
+    show_default=True,
+    help="How to print the report.",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the report to this file instead of stdout.",
+)
+@_user_errors
+def report(ledgers: tuple[Path, ...], output_format: str, output: Path | None) -> None:
+    """Cost and failure report of one or more ledgers (several nights or shards merge).
+
+    \b
+    Examples:
+      batchbanana report out/demo/ledger.jsonl
+      batchbanana report out/demo/ledger.jsonl --format json | jq .spent_usd
+      batchbanana report night1.jsonl night2.jsonl --format html --output report.html
+    """
+    from batchbanana.report import load_report, render
+
+    for path in ledgers:
+        if not path.is_file():
+            raise UserError(f"{path}: no such ledger file")
+    loaded = load_report(list(ledgers), warn=lambda text: click.echo(text, err=True))
+    text = render(loaded, output_format, output)
+    if output is None:
+        click.echo(text, nl=not text.endswith("\n"))
+    else:
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"{output}: cannot write the report ({exc.strerror})") from None
+        click.echo(f"batchbanana: report written to {output}", err=True)
+
+
+@main.command()
+@click.argument("ledger", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--only",
+    metavar="OUTCOME[,OUTCOME...]",
+    help="Re-run only items whose latest outcome is one of these (e.g. timeout,refused).",
+)
+@click.option("--concurrency", type=click.IntRange(1, 1024), help="Requests in flight at once.")
+@click.option("--budget", type=click.FloatRange(min=0), help="Hard cap in USD for the whole ledger.")
+@click.option("--endpoint", help="Send to this base URL instead of the one the ledger recorded.")
+@click.option("--yes", is_flag=True, help="Do not ask to confirm the cost (for scripts).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@_user_errors
+def retry(
+    ledger: Path,
+    only: str | None,
+    concurrency: int | None,
+    budget: float | None,
+    endpoint: str | None,
+    yes: bool,
+    no_progress: bool,
+) -> None:
+    """Pay again for failed items: re-run those whose latest outcome is a failure.
+
+    Items are rebuilt from the LEDGER alone (the manifest may be gone) and the
+    new attempts are appended to it. On a terminal it asks to confirm the cost;
+    `--yes` skips that; with no terminal and no `--yes` it exits 2.
+
+    \b
+    Examples:
+      batchbanana retry out/night/ledger.jsonl --only timeout,server_error
+      batchbanana retry out/night/ledger.jsonl --yes --budget 10
+    """
+    from batchbanana.rebuild import parse_only
+    from batchbanana.runner import retry_ledger
+
+    outcomes = parse_only(only)
+
+    def confirm(question: str) -> bool:
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise UserError(
+                f"{question} There is no terminal to ask on: add --yes to confirm the cost"
+            )
+        return click.confirm(question, default=False, err=True)
+
+    sys.exit(
+        retry_ledger(
+            ledger,
+            only=outcomes,
+            concurrency=concurrency,
+            budget_usd=budget,
+            endpoint=endpoint,
+            confirm=confirm,
+            show_progress=not no_progress,
+        )
+    )

@@ -6,7 +6,6 @@ what was sent (a refused connection sent nothing; a timeout after sending is bil
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -99,7 +98,7 @@ class ProviderClient:
             return AttemptResult(
                 Outcome.CONNECT_ERROR, None, elapsed(), f"no connection: {_describe(exc)}"
             )
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             return AttemptResult(
                 Outcome.TIMEOUT,
                 status,
@@ -140,9 +139,7 @@ class ProviderClient:
             model_version=answer.model_version,
         )
 
-    def _refused(
-        self, status: int, body: bytes, headers: Any, latency_s: float
-    ) -> AttemptResult:
+    def _refused(self, status: int, body: bytes, headers: Any, latency_s: float) -> AttemptResult:
         info = parse_error(body)
         verdict: Verdict = classify_error(status, info)
         waits = [

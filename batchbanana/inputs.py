@@ -33,7 +33,7 @@ _HEIF_BRANDS = {b"mif1", b"msf1", b"heif"}
 
 
 def sniff_mime(head: bytes) -> str | None:
-    """The image MIME type announced by a file's first bytes, or None if it is not an accepted image."""
+    """The image MIME type a file's first bytes announce, or None for anything not accepted."""
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return "image/png"
     if head.startswith(b"\xff\xd8\xff"):
@@ -110,7 +110,7 @@ def inspect_file(path: Path) -> ImageInput:
     mime = sniff_mime(data[:32])
     if mime is None:
         raise ImageProblem(
-            f"{path}: not a PNG, JPEG, WebP, HEIC or HEIF image (its bytes say so, whatever its name)"
+            f"{path}: not a PNG, JPEG, WebP, HEIC or HEIF image (by its bytes, whatever its name)"
         )
     if len(data) > MAX_IMAGE_BYTES:
         raise ImageProblem(

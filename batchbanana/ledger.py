@@ -39,6 +39,10 @@ class LedgerWriter:
         self._syncing = False
         self._sync_done = anyio.Event()
 
+    def set_scrubber(self, scrub: Scrubber) -> None:
+        """Use this function to remove secrets from every line written from now on."""
+        self._scrub = scrub
+
     def open(self) -> None:
         """Create or open the ledger, take its lock, and make sure the next line starts clean."""
         try:
@@ -56,11 +60,10 @@ class LedgerWriter:
             ) from None
         self._fd = fd
         size = os.fstat(fd).st_size
-        if size:
-            # A crash can leave a torn last line; end it so the next record starts on its own line.
-            if os.pread(fd, 1, size - 1) != b"\n":
-                os.write(fd, b"\n")
-                os.fsync(fd)
+        # A crash can leave a torn last line; end it so the next record starts on its own line.
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            os.write(fd, b"\n")
+            os.fsync(fd)
 
     def close(self) -> None:
         """fsync, release the lock and close."""
@@ -95,7 +98,7 @@ class LedgerWriter:
         self._synced = self._written
 
     async def append_durable(self, record: dict[str, Any]) -> None:
-        """Write one record and return once it is on disk (fsyncs shared with concurrent callers)."""
+        """Write one record; return once it is on disk (fsyncs shared with concurrent callers)."""
         self.append(record)
         await self.sync()
 

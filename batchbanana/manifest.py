@@ -9,10 +9,10 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -84,7 +84,7 @@ class GenerationFields(_Strict):
             return None
         if not isinstance(value, str) or not RATIO_PATTERN.match(value):
             raise ValueError(
-                f"{value!r} is not a ratio like \"16:9\"; quote it in YAML (unquoted 16:9 reads as a"
+                f'{value!r} is not a ratio like "16:9"; quote it in YAML (unquoted 16:9 reads as a'
                 " number)"
             )
         return value
@@ -302,7 +302,7 @@ def _suggest(key: str, known: Iterable[str]) -> str:
     return f"; did you mean {close[0]}?" if close else ""
 
 
-def _describe_error(error: dict[str, Any], known_keys: Iterable[str]) -> str:
+def _describe_error(error: Mapping[str, Any], known_keys: Iterable[str]) -> str:
     kind = error.get("type", "")
     loc = error.get("loc", ())
     if kind == "extra_forbidden":

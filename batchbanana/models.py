@@ -8,7 +8,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 TEN_RATIOS: tuple[str, ...] = (
-    "1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9",
+    "1:1",
+    "2:3",
+    "3:2",
+    "3:4",
+    "4:3",
+    "4:5",
+    "5:4",
+    "9:16",
+    "16:9",
+    "21:9",
 )
 EXTRA_FLASH_RATIOS: tuple[str, ...] = ("1:4", "4:1", "1:8", "8:1")
 ALL_SIZES: tuple[str, ...] = ("512", "1K", "2K", "4K")
@@ -16,7 +25,7 @@ ALL_SIZES: tuple[str, ...] = ("512", "1K", "2K", "4K")
 
 @dataclass(frozen=True, slots=True)
 class ModelRules:
-    """Sizes and ratios one model accepts; `sends_image_size` is False where imageSize must be left out."""
+    """Sizes and ratios one model accepts; `sends_image_size` False: imageSize must be left out."""
 
     canonical: str
     sizes: tuple[str, ...]
@@ -25,9 +34,7 @@ class ModelRules:
 
 
 _PRO = ModelRules("gemini-3-pro-image", ("1K", "2K", "4K"), TEN_RATIOS)
-_FLASH_31 = ModelRules(
-    "gemini-3.1-flash-image", ALL_SIZES, TEN_RATIOS + EXTRA_FLASH_RATIOS
-)
+_FLASH_31 = ModelRules("gemini-3.1-flash-image", ALL_SIZES, TEN_RATIOS + EXTRA_FLASH_RATIOS)
 _FLASH_25 = ModelRules("gemini-2.5-flash-image", ("1K",), TEN_RATIOS, sends_image_size=False)
 
 KNOWN_MODELS: dict[str, ModelRules] = {
@@ -50,7 +57,9 @@ def canonical_model(model: str) -> str:
     return rules.canonical if rules else model
 
 
-def check_generation(model: str, image_size: str, aspect_ratio: str | None) -> list[tuple[str, str]]:
+def check_generation(
+    model: str, image_size: str, aspect_ratio: str | None
+) -> list[tuple[str, str]]:
     """Problems with a model/size/ratio combination as (field, message) pairs; empty when fine."""
     rules = rules_for(model)
     if rules is None:
@@ -59,9 +68,7 @@ def check_generation(model: str, image_size: str, aspect_ratio: str | None) -> l
     if image_size not in rules.sizes:
         offered = ", ".join(rules.sizes)
         only = " only" if len(rules.sizes) == 1 else ""
-        problems.append(
-            ("image_size", f"{image_size} is not offered by {model} ({offered}{only})")
-        )
+        problems.append(("image_size", f"{image_size} is not offered by {model} ({offered}{only})"))
     if aspect_ratio is not None and aspect_ratio not in rules.ratios:
         problems.append(
             (

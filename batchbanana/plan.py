@@ -141,9 +141,7 @@ class Job:
             "concurrency": self.concurrency,
             "budget_usd": self.budget_usd,
             "price_book": self.price_book,
-            "pricing": {
-                model: _rule_json(rule) for model, rule in sorted(self.pricing.items())
-            },
+            "pricing": {model: _rule_json(rule) for model, rule in sorted(self.pricing.items())},
             "output_dir": str(self.output_dir),
             "timeouts": self.timeouts.model_dump(by_alias=True),
             "retry": self.retry.model_dump(),
@@ -178,14 +176,18 @@ def check_endpoint(endpoint: str, allow_insecure_http: bool) -> str | None:
         return None
     parts = urlsplit(endpoint)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"{endpoint!r} is not an http(s) base URL such as https://api.apiyi.com, nor `simulate`"
+        return (
+            f"{endpoint!r} is not an http(s) base URL such as https://api.apiyi.com, nor `simulate`"
+        )
     if parts.query or parts.fragment:
         return (
             "give the base URL only, without a query (never put the key in the URL: set the"
             " variable named by api_key_env)"
         )
-    if ":generateContent" in parts.path or "/models/" in parts.path or parts.path.endswith(
-        "/v1beta"
+    if (
+        ":generateContent" in parts.path
+        or "/models/" in parts.path
+        or parts.path.endswith("/v1beta")
     ):
         return (
             "give the base URL only (such as https://api.apiyi.com); batchbanana adds"
@@ -252,8 +254,13 @@ def _items_file_rows(path: Path, display: str, checker: _Checker) -> Iterator[_R
             unknown = [name for name in header if name not in ITEM_KEYS]
             if unknown:
                 checker.problems.append(
-                    Problem(display, 1, "", "", f"unknown column(s) {', '.join(unknown)};"
-                            f" known: {', '.join(ITEM_KEYS)}")
+                    Problem(
+                        display,
+                        1,
+                        "",
+                        "",
+                        f"unknown column(s) {', '.join(unknown)}; known: {', '.join(ITEM_KEYS)}",
+                    )
                 )
                 return
             start = 2
@@ -282,7 +289,9 @@ def _items_file_rows(path: Path, display: str, checker: _Checker) -> Iterator[_R
                 try:
                     values = json.loads(text)
                 except json.JSONDecodeError as exc:
-                    checker.problems.append(Problem(display, number, "", "", f"not JSON: {exc.msg}"))
+                    checker.problems.append(
+                        Problem(display, number, "", "", f"not JSON: {exc.msg}")
+                    )
                     continue
                 if not isinstance(values, dict):
                     checker.problems.append(Problem(display, number, "", "", "not a JSON object"))
@@ -292,7 +301,9 @@ def _items_file_rows(path: Path, display: str, checker: _Checker) -> Iterator[_R
             checker.add(None, "", "items_file", f"{display}: use a .csv or .jsonl file")
 
 
-def _validated(values: dict[str, Any], display: str, line: int, checker: _Checker) -> Iterator[_RawItem]:
+def _validated(
+    values: dict[str, Any], display: str, line: int, checker: _Checker
+) -> Iterator[_RawItem]:
     where = f"item '{values['id']}'" if isinstance(values.get("id"), str) else ""
     try:
         yield _RawItem(Item.model_validate(values), display, line, where)
@@ -322,13 +333,21 @@ def _resolve_images(
         if is_url(reference):
             mime = normalise_mime(declared) if declared else mime_from_url(reference)
             if mime is None:
-                checker.add(raw.line, raw.where, label,
-                            f"{reference}: cannot tell the image type from the URL;"
-                            " HINT: write it as {url: ..., mime_type: image/png}")
+                checker.add(
+                    raw.line,
+                    raw.where,
+                    label,
+                    f"{reference}: cannot tell the image type from the URL;"
+                    " HINT: write it as {url: ..., mime_type: image/png}",
+                )
                 ok = False
             elif mime not in ACCEPTED_MIME_TYPES:
-                checker.add(raw.line, raw.where, label,
-                            f"{mime} is not accepted; use one of {', '.join(ACCEPTED_MIME_TYPES)}")
+                checker.add(
+                    raw.line,
+                    raw.where,
+                    label,
+                    f"{mime} is not accepted; use one of {', '.join(ACCEPTED_MIME_TYPES)}",
+                )
                 ok = False
             else:
                 images.append(ImageInput(kind="url", reference=reference, mime_type=mime))
@@ -340,22 +359,34 @@ def _resolve_images(
             ok = False
             continue
         if declared and normalise_mime(declared) != found.mime_type:
-            checker.add(raw.line, raw.where, label,
-                        f"{reference}: declared {declared} but its bytes are {found.mime_type}")
+            checker.add(
+                raw.line,
+                raw.where,
+                label,
+                f"{reference}: declared {declared} but its bytes are {found.mime_type}",
+            )
             ok = False
             continue
         images.append(found)
     if len(raw.item.images) > MAX_IMAGES_PER_REQUEST:
-        checker.add(raw.line, raw.where, "images",
-                    f"{len(raw.item.images)} images; at most {MAX_IMAGES_PER_REQUEST} per request")
+        checker.add(
+            raw.line,
+            raw.where,
+            "images",
+            f"{len(raw.item.images)} images; at most {MAX_IMAGES_PER_REQUEST} per request",
+        )
         ok = False
-    body_estimate = len(raw.item.prompt.encode("utf-8")) + 1024 + sum(
-        image.encoded_size() for image in images
+    body_estimate = (
+        len(raw.item.prompt.encode("utf-8")) + 1024 + sum(image.encoded_size() for image in images)
     )
     if body_estimate >= MAX_REQUEST_BYTES:
-        checker.add(raw.line, raw.where, "images",
-                    f"the request would be {body_estimate / 1e6:.1f} MB after base64;"
-                    " it must stay under 100 MB")
+        checker.add(
+            raw.line,
+            raw.where,
+            "images",
+            f"the request would be {body_estimate / 1e6:.1f} MB after base64;"
+            " it must stay under 100 MB",
+        )
         ok = False
     return tuple(images), ok
 
@@ -384,12 +415,20 @@ def build_job(
     ):
         value = getattr(manifest, key)
         if value not in (False, "none"):
-            checker.add(lines.line_of((key,)), "", key,
-                        f"{value!r} is not available in this version yet; remove it ({hint})")
+            checker.add(
+                lines.line_of((key,)),
+                "",
+                key,
+                f"{value!r} is not available in this version yet; remove it ({hint})",
+            )
 
     raw_items: list[_RawItem] = [
-        _RawItem(item, loaded.source, lines.line_of(("items", index)), item_label(
-            {"id": item.id} if item.id else None, index))
+        _RawItem(
+            item,
+            loaded.source,
+            lines.line_of(("items", index)),
+            item_label({"id": item.id} if item.id else None, index),
+        )
         for index, item in loaded.items
     ]
     if manifest.items_file:
@@ -419,13 +458,21 @@ def build_job(
         rule = price_rule(manifest.price_book, pricing, model, image_size)
         if rule is None:
             if rules_for(model) is None:
-                checker.add(raw.line, raw.where, "model",
-                            f"unknown model {model!r}; HINT: add `pricing: {{{model}:"
-                            " {per_request_usd: ...}}` to use it (its sizes are then not checked)")
+                checker.add(
+                    raw.line,
+                    raw.where,
+                    "model",
+                    f"unknown model {model!r}; HINT: add `pricing: {{{model}:"
+                    " {per_request_usd: ...}}` to use it (its sizes are then not checked)",
+                )
             else:
-                checker.add(raw.line, raw.where, "image_size",
-                            f"the {manifest.price_book} price book has no price for {model}"
-                            f" at {image_size}; add a `pricing` entry")
+                checker.add(
+                    raw.line,
+                    raw.where,
+                    "image_size",
+                    f"the {manifest.price_book} price book has no price for {model}"
+                    f" at {image_size}; add a `pricing` entry",
+                )
         images, _ = _resolve_images(raw, base_dir, checker)
         if rule is None:
             continue
@@ -434,8 +481,10 @@ def build_job(
         else:
             meaning = {
                 "prompt": item.prompt,
-                "images": [str(entry) if isinstance(entry, str) else entry.model_dump()
-                           for entry in item.images],
+                "images": [
+                    str(entry) if isinstance(entry, str) else entry.model_dump()
+                    for entry in item.images
+                ],
                 "model": model,
                 "image_size": image_size,
                 "aspect_ratio": aspect_ratio,
@@ -446,15 +495,22 @@ def build_job(
             derived_count[base_id] = derived_count.get(base_id, 0) + 1
             if derived_count[base_id] > 1:
                 base_id = f"{base_id}-{derived_count[base_id]}"
-        ids = [base_id] if item.repeat == 1 else [f"{base_id}-{n}" for n in range(1, item.repeat + 1)]
-        print_id = fingerprint(model, item.prompt, image_size, aspect_ratio, system_prompt,
-                               modalities, images)
+        ids = (
+            [base_id] if item.repeat == 1 else [f"{base_id}-{n}" for n in range(1, item.repeat + 1)]
+        )
+        print_id = fingerprint(
+            model, item.prompt, image_size, aspect_ratio, system_prompt, modalities, images
+        )
         for item_id in ids:
             if item_id in ids_seen:
                 first_source, first_line = ids_seen[item_id]
                 at = f"{first_source}:{first_line}" if first_line else first_source
-                checker.add(raw.line, raw.where, "id",
-                            f"duplicate id {item_id!r} (first used at {at}); ids must be unique")
+                checker.add(
+                    raw.line,
+                    raw.where,
+                    "id",
+                    f"duplicate id {item_id!r} (first used at {at}); ids must be unique",
+                )
                 continue
             ids_seen[item_id] = (raw.source, raw.line)
             work.append(
@@ -476,7 +532,11 @@ def build_job(
     if checker.problems:
         ordered = sorted(
             checker.problems,
-            key=lambda problem: (problem.source != loaded.source, problem.source, problem.line or 0),
+            key=lambda problem: (
+                problem.source != loaded.source,
+                problem.source,
+                problem.line or 0,
+            ),
         )
         raise UserError([problem.render() for problem in ordered])
 

@@ -1,4 +1,4 @@
-"""A bounded-concurrency pool that behaves like N synchronous workers, driven by one anyio task group.
+"""A bounded pool that behaves like N synchronous workers, driven by one anyio task group.
 
 Work is taken in order; an item that must wait (backoff) waits in a timer heap, not in a worker,
 so the other workers go on. With `adaptive`, the number in flight shrinks on throttling

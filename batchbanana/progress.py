@@ -1,8 +1,8 @@
-"""The progress bar on stderr: items done, ok / failed, dollars spent, requests allowed in flight."""
+"""The progress bar on stderr: items done, ok / failed, dollars spent, the in-flight target."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tqdm import tqdm
 
@@ -16,7 +16,7 @@ class Progress:
     def __init__(self, total: int, enabled: bool, stream: TextIO) -> None:
         self.ok = 0
         self.failed = 0
-        self._bar: tqdm[None] | None = None
+        self._bar: tqdm[Any] | None = None
         if enabled:
             self._bar = tqdm(
                 total=total,

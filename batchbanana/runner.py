@@ -1,4 +1,4 @@
-"""Runs a job: decides what is owed from the ledger, sends it through the pool, records every attempt.
+"""Runs a job: decide what is owed from the ledger, send it through the pool, record every attempt.
 
 The order of events per request is the money contract: a durable `sent` line, the request, the
 image written atomically, then a durable `result` line. Whatever stops the process, the ledger
@@ -238,7 +238,9 @@ class JobRunner:
         budget = self.settings.budget_usd
         if budget is None:
             return True
-        committed = self.totals.spent_usd + self.totals.possibly_spent_usd + self.totals.reserved_usd
+        committed = (
+            self.totals.spent_usd + self.totals.possibly_spent_usd + self.totals.reserved_usd
+        )
         return committed + price_usd <= budget + BUDGET_SLACK_USD
 
     def _body(self, item: WorkItem) -> bytes:
@@ -342,7 +344,11 @@ class JobRunner:
             try:
                 for index, image in enumerate(result.images, start=1):
                     path = await anyio.to_thread.run_sync(
-                        write_image, self.job.output_dir, item.id, index, image.mime_type,
+                        write_image,
+                        self.job.output_dir,
+                        item.id,
+                        index,
+                        image.mime_type,
                         image.data,
                     )
                     outputs.append(path)
@@ -367,7 +373,10 @@ class JobRunner:
                 result.server_wait_s,
                 self.settings.rng,
             )
-            if result.server_wait_s is not None and result.server_wait_s > self.job.retry.max_wait_s:
+            if (
+                result.server_wait_s is not None
+                and result.server_wait_s > self.job.retry.max_wait_s
+            ):
                 retry_now = False
                 self._stop(
                     f"the provider asks to wait {result.server_wait_s:.0f} s, over"
@@ -382,13 +391,12 @@ class JobRunner:
             self.pool.target.on_throttled()
         else:
             self.pool.target.on_success()
-        if outcome in (Outcome.RATE_LIMITED, Outcome.UNAVAILABLE, Outcome.CONNECT_ERROR):
-            if retry_now:
-                self.totals.free_retries += 1
-                self.pool.defer(item, delay)
-                if self.progress:
-                    self.progress.refresh(self.totals, self.pool.target.value)
-                return
+        if retry_now:
+            self.totals.free_retries += 1
+            self.pool.defer(item, delay)
+            if self.progress:
+                self.progress.refresh(self.totals, self.pool.target.value)
+            return
         if result.job_stop:
             self._stop(result.job_stop)
         if outcome is Outcome.WRITE_ERROR:
@@ -492,7 +500,9 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("r-%Y%m%d-%H%M%S-") + secrets.token_hex(2)
 
 
-def open_ledger(path: Path, scrub: Callable[[str], str], stderr: TextIO) -> tuple[LedgerWriter, LedgerState]:
+def open_ledger(
+    path: Path, scrub: Callable[[str], str], stderr: TextIO
+) -> tuple[LedgerWriter, LedgerState]:
     """Lock the ledger, read it (warning about unreadable lines) and replay it."""
     writer = LedgerWriter(path, scrub)
     writer.open()
@@ -526,7 +536,7 @@ def record_dangling(writer: LedgerWriter, state: LedgerState) -> int:
                 "output": None,
                 "bytes": None,
                 "finish_reason": None,
-                "error": "the process stopped with this request in flight (found at the next start)",
+                "error": "the process stopped with this request in flight (found at next start)",
                 "usage": None,
                 "model": (history.spec or {}).get("model"),
                 "image_size": (history.spec or {}).get("image_size"),
@@ -554,7 +564,7 @@ def check_foreign_files(job: Job, items: Sequence[WorkItem], state: LedgerState)
         more = f" and {len(clashes) - 5} more" if len(clashes) > 5 else ""
         raise UserError(
             f"{shown}{more}: already exist(s) and this job's ledger never made them; move them"
-            " away or choose another output_dir (batchbanana never overwrites files it did not make)"
+            " away or choose another output_dir (batchbanana never overwrites what it did not make)"
         )
 
 
@@ -570,14 +580,14 @@ async def execute(
     """Send `items` and return how the run ended (the ledger is written as it goes)."""
     runner = JobRunner(job, writer, state, settings, stderr, scrub)
     endpoint_cm: AbstractAsyncContextManager[str] = _endpoint_for(job, settings.endpoint)
-    async with endpoint_cm as base_url:
-        async with ProviderClient(
-            base_url, settings.auth, settings.api_key, job.timeouts.connect
-        ) as client:
-            await runner.run(items, client)
+    async with (
+        endpoint_cm as base_url,
+        ProviderClient(base_url, settings.auth, settings.api_key, job.timeouts.connect) as client,
+    ):
+        await runner.run(items, client)
     totals = runner.totals
-    for item in runner.unsent:
-        totals.outcomes["not_sent"] = totals.outcomes.get("not_sent", 0) + 1
+    if runner.unsent:
+        totals.outcomes["not_sent"] = len(runner.unsent)
     failed = any(outcome != Outcome.OK.value for outcome in totals.outcomes)
     if runner.interrupted:
         code = EXIT_INTERRUPTED
@@ -591,9 +601,10 @@ async def execute(
 def run_job(
     job: Job,
     settings: RunSettings,
-    stderr: TextIO = sys.stderr,
+    stderr: TextIO | None = None,
 ) -> int:
     """`batchbanana run`: everything after validation. Returns the exit code."""
+    stderr = stderr or sys.stderr
     scrub = make_scrubber([settings.api_key])
     prepare_output_dir(job.output_dir)
     writer, state = open_ledger(job.ledger_path, scrub, stderr)
@@ -615,9 +626,7 @@ def run_job(
                 " again\n"
             )
         started = time.monotonic()
-        result = anyio.run(
-            execute, job, decision.to_send, writer, state, settings, stderr, scrub
-        )
+        result = anyio.run(execute, job, decision.to_send, writer, state, settings, stderr, scrub)
         elapsed = time.monotonic() - started
     finally:
         writer.close()
@@ -642,7 +651,9 @@ def print_summary(
         f" spent, ${totals.possibly_spent_usd:.4f} possibly spent",
     ]
     if totals.free_retries:
-        lines.append(f"  {totals.free_retries} request(s) retried at no charge (429/503/no connection)")
+        lines.append(
+            f"  {totals.free_retries} request(s) retried at no charge (429/503/no connection)"
+        )
     for item_id, outcome, error in totals.failures[:10]:
         lines.append(f"  item '{item_id}': {outcome}: {error}")
     if len(totals.failures) > 10:
@@ -653,9 +664,18 @@ def print_summary(
             " (or --budget) and run again"
         )
     left = len(decision.left_for_retry) + sum(
-        count for name, count in totals.outcomes.items()
-        if name not in ("ok", "rate_limited", "unavailable", "connect_error", "http_error",
-                        "over_budget", "not_sent")
+        count
+        for name, count in totals.outcomes.items()
+        if name
+        not in (
+            "ok",
+            "rate_limited",
+            "unavailable",
+            "connect_error",
+            "http_error",
+            "over_budget",
+            "not_sent",
+        )
     )
     if left:
         lines.append(
@@ -664,10 +684,77 @@ def print_summary(
         )
     if totals.outcomes.get("not_sent"):
         lines.append(
-            f"  {totals.outcomes['not_sent']} item(s) were not sent; `batchbanana run` again sends them"
+            f"  {totals.outcomes['not_sent']} item(s) were not sent; running again sends them"
         )
     if result.stop_reason:
         lines.append(f"  stopped: {result.stop_reason}")
     lines.append(f"  images: {job.output_dir}  ledger: {job.ledger_path}")
     stderr.write("\n".join(lines) + "\n")
     stderr.flush()
+
+
+def retry_ledger(
+    ledger_path: Path,
+    *,
+    only: set[str] | None,
+    concurrency: int | None,
+    budget_usd: float | None,
+    endpoint: str | None,
+    confirm: Callable[[str], bool],
+    show_progress: bool = True,
+    stderr: TextIO | None = None,
+) -> int:
+    """`batchbanana retry`: pay again, explicitly, for the items whose latest outcome failed."""
+    from batchbanana.plan import check_endpoint
+    from batchbanana.rebuild import failed_items, job_from_ledger, ledger_pricing
+
+    stderr = stderr or sys.stderr
+    if not ledger_path.is_file():
+        raise UserError(f"{ledger_path}: no such ledger file")
+    writer, state = open_ledger(ledger_path, make_scrubber([]), stderr)
+    try:
+        pricing, book = ledger_pricing(state, ledger_path)
+        chosen = failed_items(state, only, pricing, book)
+        if not chosen:
+            stderr.write("batchbanana: nothing to retry: no item's latest outcome is a failure\n")
+            return EXIT_OK
+        job = job_from_ledger(
+            state, ledger_path, [item for item, _ in chosen], concurrency, budget_usd, endpoint
+        )
+        problem = check_endpoint(job.endpoint, job.allow_insecure_http)
+        if problem:
+            raise UserError(f"endpoint: {problem}")
+        api_key = resolve_api_key(job.endpoint, job.api_key_env)
+        scrub = make_scrubber([api_key])
+        writer.set_scrubber(scrub)
+        counts: dict[str, int] = {}
+        for _, outcome in chosen:
+            counts[outcome] = counts.get(outcome, 0) + 1
+        estimate = money(sum(item.price.estimate_usd(item.image_size) for item, _ in chosen))
+        described = ", ".join(f"{count} {name}" for name, count in sorted(counts.items()))
+        question = (
+            f"retry {len(chosen)} item(s) ({described}) at up to ${estimate:.4f}"
+            "?"
+        )
+        if not confirm(question):
+            stderr.write("batchbanana: retry cancelled; nothing was sent\n")
+            return EXIT_FAILED
+        prepare_output_dir(job.output_dir)
+        settings = RunSettings(
+            endpoint=job.endpoint,
+            auth=job.auth,
+            api_key=api_key,
+            concurrency=job.concurrency,
+            budget_usd=job.budget_usd,
+            show_progress=show_progress,
+            command="retry",
+        )
+        writer.append_sync(job_record(job, settings, new_run_id()))
+        record_dangling(writer, state)
+        started = time.monotonic()
+        result = anyio.run(execute, job, job.items, writer, state, settings, stderr, scrub)
+        elapsed = time.monotonic() - started
+    finally:
+        writer.close()
+    print_summary(job, Decision(), result, elapsed, stderr)
+    return result.exit_code

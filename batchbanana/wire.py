@@ -172,9 +172,8 @@ def parse_answer(body: bytes) -> Answer:
                 if not isinstance(payload, str) or not isinstance(mime, str):
                     raise BadResponse("an inlineData part lacks data or mimeType")
                 images.append(AnswerImage(mime_type=mime.lower(), data=decode_base64(payload)))
-    elif not block_reason and not isinstance(candidates, list):
-        if "error" in data:
-            raise BadResponse("a 200 answer carried an error object")
+    elif not block_reason and not isinstance(candidates, list) and "error" in data:
+        raise BadResponse("a 200 answer carried an error object")
     joined = "\n".join(texts).strip()
     return Answer(
         images=tuple(images),
@@ -220,7 +219,7 @@ def parse_duration_s(value: Any) -> float | None:
 
 
 def parse_error(body: bytes) -> ErrorInfo:
-    """Read a Google-style error body; anything else (an HTML page from a proxy) gives what it can."""
+    """Read a Google-style error body; anything else (a proxy's HTML page) gives what it can."""
     try:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError):

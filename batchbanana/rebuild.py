@@ -1,0 +1,161 @@
+"""Rebuild a job from its ledger alone, for `batchbanana retry` (the manifest may be gone).
+
+The latest `job` line gives the settings; each failed item's `spec` gives its request, and its
+local images are checked against the digests recorded when they were first sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from batchbanana.errors import UserError
+from batchbanana.inputs import ImageInput, ImageProblem, inspect_file
+from batchbanana.ledger import LedgerState
+from batchbanana.manifest import RetrySettings, Timeouts
+from batchbanana.outcomes import Outcome
+from batchbanana.plan import Job, WorkItem, rule_from_json
+from batchbanana.pricing import PriceRule, price_rule
+
+FAILED_OUTCOMES = tuple(outcome.value for outcome in Outcome if outcome is not Outcome.OK)
+
+
+def parse_only(text: str | None) -> set[str] | None:
+    """The `--only` list of outcomes, checked against the contract's names."""
+    if text is None:
+        return None
+    names = {part.strip() for part in text.split(",") if part.strip()}
+    unknown = sorted(names - set(FAILED_OUTCOMES))
+    if unknown or not names:
+        raise UserError(
+            f"--only: unknown outcome(s) {', '.join(unknown) or '(none given)'};"
+            f" use some of {', '.join(FAILED_OUTCOMES)}"
+        )
+    return names
+
+
+def _settings(state: LedgerState, ledger_path: Path) -> dict[str, Any]:
+    if not state.jobs:
+        raise UserError(f"{ledger_path}: no `job` line; is this a batchbanana ledger?")
+    settings = state.jobs[-1].get("settings")
+    return settings if isinstance(settings, dict) else {}
+
+
+def _model(cls: Any, data: Any, default: Any) -> Any:
+    try:
+        return cls.model_validate(data) if isinstance(data, dict) else default
+    except ValidationError:
+        return default
+
+
+def _images(item_id: str, spec: dict[str, Any]) -> tuple[ImageInput, ...]:
+    images: list[ImageInput] = []
+    for entry in spec.get("images") or []:
+        if not isinstance(entry, dict):
+            raise UserError(f"item '{item_id}': unreadable image entry in the ledger's spec")
+        if isinstance(entry.get("url"), str):
+            mime = str(entry.get("mime_type") or "image/png")
+            images.append(ImageInput(kind="url", reference=entry["url"], mime_type=mime))
+            continue
+        path = Path(str(entry.get("path")))
+        try:
+            found = inspect_file(path)
+        except ImageProblem as exc:
+            raise UserError(f"item '{item_id}': {exc}") from None
+        if entry.get("sha256") and found.sha256 != entry["sha256"]:
+            raise UserError(
+                f"item '{item_id}': {path} changed since it was first sent (its sha256 differs);"
+                " run the manifest instead, which treats it as new work"
+            )
+        images.append(found)
+    return tuple(images)
+
+
+def failed_items(
+    state: LedgerState, only: set[str] | None, pricing: dict[str, PriceRule], book: str
+) -> list[tuple[WorkItem, str]]:
+    """(item, its latest outcome) for every item whose latest outcome is a failure."""
+    chosen: list[tuple[WorkItem, str]] = []
+    for item_id, history in state.items.items():
+        pair = history.current()
+        outcome = pair.outcome or (Outcome.INTERRUPTED.value if pair.in_flight_attempt else None)
+        if outcome is None or outcome == Outcome.OK.value:
+            continue
+        if only is not None and outcome not in only:
+            continue
+        spec = history.spec
+        if not isinstance(spec, dict) or not isinstance(spec.get("prompt"), str):
+            raise UserError(f"item '{item_id}': the ledger has no usable spec to send it again")
+        model = str(spec.get("model"))
+        image_size = str(spec.get("image_size") or "1K")
+        rule = price_rule(book, pricing, model, image_size)
+        if rule is None:
+            raise UserError(f"item '{item_id}': no price known for {model} at {image_size}")
+        modalities = spec.get("response_modalities") or ["TEXT", "IMAGE"]
+        item = WorkItem(
+            id=item_id,
+            prompt=spec["prompt"],
+            images=_images(item_id, spec),
+            model=model,
+            image_size=image_size,
+            aspect_ratio=spec.get("aspect_ratio"),
+            system_prompt=spec.get("system_prompt"),
+            response_modalities=tuple(str(value) for value in modalities),
+            price=rule,
+            fingerprint=history.fingerprint or "",
+        )
+        chosen.append((item, outcome))
+    return chosen
+
+
+def job_from_ledger(
+    state: LedgerState,
+    ledger_path: Path,
+    items: Sequence[WorkItem],
+    concurrency: int | None = None,
+    budget_usd: float | None = None,
+    endpoint: str | None = None,
+) -> Job:
+    """A Job whose settings come from the ledger's latest `job` line and whose items are given."""
+    settings = _settings(state, ledger_path)
+    latest = state.jobs[-1]
+    pricing = {
+        str(model): rule
+        for model, data in (settings.get("pricing") or {}).items()
+        if (rule := rule_from_json(data)) is not None
+    }
+    output_dir = settings.get("output_dir")
+    return Job(
+        name=str(latest.get("job") or ledger_path.parent.name),
+        manifest_path=Path(str(latest.get("manifest") or ledger_path)),
+        manifest_sha256=str(latest.get("manifest_sha256") or ""),
+        endpoint=endpoint or str(settings.get("endpoint") or "https://api.apiyi.com"),
+        auth=str(settings.get("auth") or "bearer"),
+        api_key_env=str(settings.get("api_key_env") or "BATCHBANANA_API_KEY"),
+        concurrency=concurrency or int(settings.get("concurrency") or 8),
+        budget_usd=budget_usd if budget_usd is not None else settings.get("budget_usd"),
+        output_dir=Path(str(output_dir)) if output_dir else ledger_path.parent,
+        ledger_path=ledger_path.resolve(),
+        timeouts=_model(Timeouts, settings.get("timeouts"), Timeouts()),
+        retry=_model(RetrySettings, settings.get("retry"), RetrySettings()),
+        adaptive=bool(settings.get("adaptive", True)),
+        rate_limit_rpm=settings.get("rate_limit_rpm"),
+        price_book=str(settings.get("price_book") or "apiyi"),
+        pricing=pricing,
+        items=tuple(items),
+        allow_insecure_http=bool(settings.get("allow_insecure_http", False)),
+    )
+
+
+def ledger_pricing(state: LedgerState, ledger_path: Path) -> tuple[dict[str, PriceRule], str]:
+    """The price overrides and price book recorded by the latest `job` line."""
+    settings = _settings(state, ledger_path)
+    pricing = {
+        str(model): rule
+        for model, data in (settings.get("pricing") or {}).items()
+        if (rule := rule_from_json(data)) is not None
+    }
+    return pricing, str(settings.get("price_book") or "apiyi")
