@@ -18,7 +18,7 @@ from batchbanana import __version__
 from batchbanana.errors import UserError
 from batchbanana.manifest import json_schema
 from batchbanana.plan import load_job
-from batchbanana.runner import EXIT_USAGE, RunSettings, resolve_api_key, run_job
+from batchbanana.runner import EXIT_INTERRUPTED, EXIT_USAGE, RunSettings, resolve_api_key, run_job
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,6 +36,9 @@ def _user_errors(command: F) -> F:
             if len(exc.problems) > 1:
                 click.echo(f"batchbanana: {len(exc.problems)} problems; nothing was sent", err=True)
             sys.exit(EXIT_USAGE)
+        except KeyboardInterrupt:
+            click.echo("batchbanana: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
 
     return wrapper  # type: ignore[return-value]
 
@@ -240,9 +243,7 @@ def simulate(
 
 
 @main.command()
-@click.argument(
-    "ledgers", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path)
-)
+@click.argument("ledgers", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--format",
     "output_format",
@@ -291,7 +292,9 @@ def report(ledgers: tuple[Path, ...], output_format: str, output: Path | None) -
     help="Re-run only items whose latest outcome is one of these (e.g. timeout,refused).",
 )
 @click.option("--concurrency", type=click.IntRange(1, 1024), help="Requests in flight at once.")
-@click.option("--budget", type=click.FloatRange(min=0), help="Hard cap in USD for the whole ledger.")
+@click.option(
+    "--budget", type=click.FloatRange(min=0), help="Hard cap in USD for the whole ledger."
+)
 @click.option("--endpoint", help="Send to this base URL instead of the one the ledger recorded.")
 @click.option("--yes", is_flag=True, help="Do not ask to confirm the cost (for scripts).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")

@@ -732,10 +732,7 @@ def retry_ledger(
             counts[outcome] = counts.get(outcome, 0) + 1
         estimate = money(sum(item.price.estimate_usd(item.image_size) for item, _ in chosen))
         described = ", ".join(f"{count} {name}" for name, count in sorted(counts.items()))
-        question = (
-            f"retry {len(chosen)} item(s) ({described}) at up to ${estimate:.4f}"
-            "?"
-        )
+        question = f"retry {len(chosen)} item(s) ({described}) at up to ${estimate:.4f}?"
         if not confirm(question):
             stderr.write("batchbanana: retry cancelled; nothing was sent\n")
             return EXIT_FAILED

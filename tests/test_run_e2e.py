@@ -52,7 +52,7 @@ def test_happy_path_writes_one_image_and_one_ok_line_per_item(
 def test_ledger_has_job_sent_and_result_lines_in_contract_order(
     cli: Cli, write_manifest: Writer, simulator: RunningSimulator, tmp_path: Path
 ) -> None:
-    """Each request has a `sent` line before its `result`, after one `job` line, with every field."""
+    """Each request has a `sent` line before its `result`, after one `job` line; all fields."""
     manifest = write_manifest([{"id": "a", "prompt": "a cat"}], endpoint=simulator.url)
     assert cli("run", str(manifest), "--no-progress").exit_code == 0
     records = read_jsonl(tmp_path / "out" / "ledger.jsonl")
@@ -153,7 +153,7 @@ def test_failures_that_may_have_cost_money_are_never_retried(
     billed: str,
     status: int,
 ) -> None:
-    """Refusals, answers without image, 500s and 4xx are classified, billed as the table says, sent once."""
+    """Refusals, no-image answers, 500s and 4xx are classified and billed as the table says, sent once."""
     manifest = write_manifest(
         [{"id": "x", "prompt": f"p [sim:{directive}]"}], endpoint=simulator.url
     )
@@ -232,7 +232,7 @@ def test_bill_invariant_holds_on_a_mixed_fault_job(
 def test_never_more_requests_in_flight_than_concurrency(
     cli: Cli, write_manifest: Writer, simulator: RunningSimulator
 ) -> None:
-    """With concurrency 4 and slow answers the simulator sees at most, and at least once exactly, 4."""
+    """With concurrency 4 and slow answers the simulator sees at most 4 in flight, and reaches 4."""
     items = [{"id": f"s{n}", "prompt": f"slow {n} [sim:slow:0.3]"} for n in range(12)]
     manifest = write_manifest(items, endpoint=simulator.url, concurrency=4)
     assert cli("run", str(manifest), "--no-progress").exit_code == 0
