@@ -113,7 +113,7 @@ def test_one_sigint_lets_requests_in_flight_finish_and_exits_130(
 def test_two_sigints_abort_requests_in_flight_as_interrupted(
     write_manifest: Writer, simulator: RunningSimulator, tmp_path: Path
 ) -> None:
-    """A second Ctrl-C aborts what is in flight, recorded `interrupted` (billed unknown); exit 130."""
+    """A second Ctrl-C aborts what is in flight: `interrupted`, billed unknown; exit 130."""
     manifest = write_manifest(slow_items(4, 5.0), endpoint=simulator.url, concurrency=2)
     ledger = tmp_path / "out" / "ledger.jsonl"
     process = start_run(manifest)

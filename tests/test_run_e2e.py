@@ -153,7 +153,7 @@ def test_failures_that_may_have_cost_money_are_never_retried(
     billed: str,
     status: int,
 ) -> None:
-    """Refusals, no-image answers, 500s and 4xx are classified and billed as the table says, sent once."""
+    """Refusals, no-image answers, 500s and 4xx: classified, billed as the table says, sent once."""
     manifest = write_manifest(
         [{"id": "x", "prompt": f"p [sim:{directive}]"}], endpoint=simulator.url
     )
