@@ -12,19 +12,24 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
 )
 
 Loc = tuple[str | int, ...]
+
+# The keys allowed inside each nested mapping, for "did you mean" hints (filled in below).
+_NESTED_KEYS: dict[str, tuple[str, ...]] = {}
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 RATIO_PATTERN = re.compile(r"^\d{1,2}:\d{1,2}$")
@@ -61,6 +66,18 @@ class ImageEntry(_Strict):
         if (self.url is None) == (self.path is None):
             raise ValueError("give exactly one of url or path")
         return self
+
+
+def _image_kind(value: Any) -> str:
+    return "ImageEntry" if isinstance(value, dict) else "str"
+
+
+# A path or URL string, or a mapping; the discriminator makes pydantic report errors for the
+# form the user wrote only, instead of one confusing error per form.
+ImageSpec = Annotated[
+    Annotated[str, Tag("str")] | Annotated[ImageEntry, Tag("ImageEntry")],
+    Discriminator(_image_kind),
+]
 
 
 class GenerationFields(_Strict):
@@ -104,7 +121,7 @@ class Item(GenerationFields):
 
     id: str | None = None
     prompt: str = Field(min_length=1)
-    images: list[str | ImageEntry] = Field(default_factory=list)
+    images: list[ImageSpec] = Field(default_factory=list)
     repeat: int = Field(default=1, ge=1, le=10_000)
 
     @field_validator("id", mode="before")
@@ -205,6 +222,14 @@ class Manifest(GenerationFields):
 
 
 GENERATION_FIELDS = tuple(GenerationFields.model_fields)
+_NESTED_KEYS.update(
+    {
+        "timeouts": tuple(info.alias or name for name, info in Timeouts.model_fields.items()),
+        "retry": tuple(RetrySettings.model_fields),
+        "pricing": tuple(PricingEntry.model_fields),
+        "images": tuple(ImageEntry.model_fields),
+    }
+)
 TOP_LEVEL_KEYS = tuple(
     field_info.alias or name for name, field_info in Manifest.model_fields.items()
 )
@@ -302,12 +327,20 @@ def _suggest(key: str, known: Iterable[str]) -> str:
     return f"; did you mean {close[0]}?" if close else ""
 
 
+def _keys_at(loc: Loc, known_keys: Iterable[str]) -> Iterable[str]:
+    """The keys allowed where an unknown key was found, for the "did you mean" hint."""
+    parents = [part for part in loc[:-1] if isinstance(part, str)]
+    if not parents:
+        return known_keys
+    return _NESTED_KEYS.get(parents[0], ())
+
+
 def _describe_error(error: Mapping[str, Any], known_keys: Iterable[str]) -> str:
     kind = error.get("type", "")
-    loc = error.get("loc", ())
+    loc = tuple(part for part in error.get("loc", ()) if not _is_union_tag(part))
     if kind == "extra_forbidden":
         key = str(loc[-1]) if loc else "?"
-        return "unknown key" + _suggest(key, known_keys)
+        return "unknown key" + _suggest(key, _keys_at(loc, known_keys))
     if kind == "missing":
         return "required"
     message = str(error.get("msg", "invalid"))
@@ -345,8 +378,13 @@ def _problems_from(
 
 
 def _is_union_tag(part: str | int) -> bool:
-    # pydantic names the union branch it tried ("str", "ImageEntry"); users never wrote those.
-    return isinstance(part, str) and (part in {"str", "int", "float"} or part[:1].isupper())
+    # pydantic names the union branch or validator it went through ("str", "ImageEntry",
+    # "function-after[...]"); users never wrote those.
+    return isinstance(part, str) and (
+        part in {"str", "int", "float"}
+        or part[:1].isupper()
+        or part.startswith(("function-", "literal["))
+    )
 
 
 def _dedupe(problems: list[Problem]) -> list[Problem]:
@@ -404,6 +442,15 @@ def load_manifest(path: Path) -> tuple[LoadedManifest | None, list[Problem]]:
         manifest = Manifest.model_validate(top)
     except ValidationError as exc:
         problems.extend(_problems_from(exc, source, lines, (), "", TOP_LEVEL_KEYS))
+        # Check the rest of the manifest without the broken keys, so one pass reports everything
+        # (model rules, files) rather than one layer of problems per run.
+        broken = {str(error["loc"][0]) for error in exc.errors() if error["loc"]}
+        try:
+            manifest = Manifest.model_validate(
+                {key: value for key, value in top.items() if key not in broken}
+            )
+        except ValidationError:
+            manifest = None
 
     items: list[tuple[int, Item]] = []
     if raw_items is None:

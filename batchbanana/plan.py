@@ -221,6 +221,10 @@ class _Checker:
     def add(self, line: int | None, where: str, field_name: str, message: str) -> None:
         self.problems.append(Problem(self.source, line, where, field_name, message))
 
+    def add_item(self, raw: _RawItem, field_name: str, message: str) -> None:
+        """A problem with one item, placed in the file (manifest or items_file) it came from."""
+        self.problems.append(Problem(raw.source, raw.line, raw.where, field_name, message))
+
     def image(self, path: Path) -> ImageInput | str:
         if path not in self.files:
             try:
@@ -243,7 +247,7 @@ class _RawItem:
 def _items_file_rows(path: Path, display: str, checker: _Checker) -> Iterator[_RawItem]:
     suffix = path.suffix.lower()
     try:
-        handle = path.open("r", encoding="utf-8", newline="")
+        handle = path.open("r", encoding="utf-8-sig", newline="")  # Excel writes a BOM
     except OSError as exc:
         checker.add(None, "", "items_file", f"{display}: cannot read ({exc.strerror})")
         return
@@ -333,18 +337,16 @@ def _resolve_images(
         if is_url(reference):
             mime = normalise_mime(declared) if declared else mime_from_url(reference)
             if mime is None:
-                checker.add(
-                    raw.line,
-                    raw.where,
+                checker.add_item(
+                    raw,
                     label,
                     f"{reference}: cannot tell the image type from the URL;"
                     " HINT: write it as {url: ..., mime_type: image/png}",
                 )
                 ok = False
             elif mime not in ACCEPTED_MIME_TYPES:
-                checker.add(
-                    raw.line,
-                    raw.where,
+                checker.add_item(
+                    raw,
                     label,
                     f"{mime} is not accepted; use one of {', '.join(ACCEPTED_MIME_TYPES)}",
                 )
@@ -355,13 +357,12 @@ def _resolve_images(
         path = (base_dir / reference).resolve()
         found = checker.image(path)
         if isinstance(found, str):
-            checker.add(raw.line, raw.where, label, found)
+            checker.add_item(raw, label, found)
             ok = False
             continue
         if declared and normalise_mime(declared) != found.mime_type:
-            checker.add(
-                raw.line,
-                raw.where,
+            checker.add_item(
+                raw,
                 label,
                 f"{reference}: declared {declared} but its bytes are {found.mime_type}",
             )
@@ -369,9 +370,8 @@ def _resolve_images(
             continue
         images.append(found)
     if len(raw.item.images) > MAX_IMAGES_PER_REQUEST:
-        checker.add(
-            raw.line,
-            raw.where,
+        checker.add_item(
+            raw,
             "images",
             f"{len(raw.item.images)} images; at most {MAX_IMAGES_PER_REQUEST} per request",
         )
@@ -380,9 +380,8 @@ def _resolve_images(
         len(raw.item.prompt.encode("utf-8")) + 1024 + sum(image.encoded_size() for image in images)
     )
     if body_estimate >= MAX_REQUEST_BYTES:
-        checker.add(
-            raw.line,
-            raw.where,
+        checker.add_item(
+            raw,
             "images",
             f"the request would be {body_estimate / 1e6:.1f} MB after base64;"
             " it must stay under 100 MB",
@@ -454,21 +453,19 @@ def build_job(
             item.response_modalities or manifest.response_modalities or DEFAULT_MODALITIES
         )
         for field_name, message in check_generation(model, image_size, aspect_ratio):
-            checker.add(raw.line, raw.where, field_name, message)
+            checker.add_item(raw, field_name, message)
         rule = price_rule(manifest.price_book, pricing, model, image_size)
         if rule is None:
             if rules_for(model) is None:
-                checker.add(
-                    raw.line,
-                    raw.where,
+                checker.add_item(
+                    raw,
                     "model",
                     f"unknown model {model!r}; HINT: add `pricing: {{{model}:"
                     " {per_request_usd: ...}}` to use it (its sizes are then not checked)",
                 )
             else:
-                checker.add(
-                    raw.line,
-                    raw.where,
+                checker.add_item(
+                    raw,
                     "image_size",
                     f"the {manifest.price_book} price book has no price for {model}"
                     f" at {image_size}; add a `pricing` entry",
@@ -479,7 +476,7 @@ def build_job(
         if item.id is not None:
             base_id = item.id
         else:
-            meaning = {
+            meaning: dict[str, Any] = {
                 "prompt": item.prompt,
                 "images": [
                     str(entry) if isinstance(entry, str) else entry.model_dump()
@@ -491,6 +488,10 @@ def build_job(
                 "system_prompt": system_prompt,
                 "response_modalities": list(modalities),
             }
+            if item.repeat != 1:
+                # a repeated item differs from a single one, and its variations take -1..-N,
+                # so its base id must not be one that a duplicate single item would get
+                meaning["repeat"] = item.repeat
             base_id = derived_id(meaning)
             derived_count[base_id] = derived_count.get(base_id, 0) + 1
             if derived_count[base_id] > 1:
@@ -505,9 +506,8 @@ def build_job(
             if item_id in ids_seen:
                 first_source, first_line = ids_seen[item_id]
                 at = f"{first_source}:{first_line}" if first_line else first_source
-                checker.add(
-                    raw.line,
-                    raw.where,
+                checker.add_item(
+                    raw,
                     "id",
                     f"duplicate id {item_id!r} (first used at {at}); ids must be unique",
                 )
@@ -576,5 +576,6 @@ def load_job(
     """Read, validate and expand a manifest; raises UserError with every problem found."""
     loaded, problems = load_manifest(path)
     if loaded is None:
+        problems.sort(key=lambda problem: problem.line or 0)
         raise UserError([problem.render() for problem in problems])
     return build_job(loaded, problems, endpoint_override, concurrency_override, budget_override)

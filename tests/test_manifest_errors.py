@@ -330,12 +330,6 @@ def test_longest_valid_id_is_accepted(tmp_path: Path) -> None:
     assert _ids(load_job(path)) == [item_id]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: manifest._problems_from keeps pydantic's union branch name in the field"
-    " (`images[0].function-after[_one_source(), ImageEntry].mime`), adds a second 'Input should be"
-    " a valid string' line, and suggests an item key ('did you mean images?') for an image key",
-)
 def test_unknown_key_in_an_image_mapping_is_one_readable_problem(tmp_path: Path) -> None:
     """A typo inside `{url: ..., mime_type: ...}` is one readable line naming images[0].mime."""
     path = _write(
@@ -513,11 +507,6 @@ def test_every_problem_has_the_contract_format(tmp_path: Path) -> None:
     assert all(pattern.match(problem) for problem in problems), problems
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a top-level schema error (plan.load_job returns early when load_manifest gives"
-    " no manifest) hides every model-rule and file problem, so they are not reported in one pass",
-)
 def test_top_level_typo_does_not_hide_file_problems(tmp_path: Path) -> None:
     """A top-level typo and a missing image file are both reported in the same pass."""
     path = _write(
@@ -579,12 +568,6 @@ def test_exact_duplicates_get_numbered_ids(tmp_path: Path) -> None:
     assert (second, third) == (f"{first}-2", f"{first}-3")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: plan.build_job numbers an exact duplicate's derived id `<hash>-2`, which collides"
-    " with the `-2` variation of a `repeat` item of the same meaning; the user wrote no id at all"
-    " and gets a 'duplicate id' error",
-)
 def test_derived_ids_never_collide_with_repeat_variations(tmp_path: Path) -> None:
     """Items without ids never fail as duplicates, even when one repeats and one does not."""
     text = "version: 1\nitems:\n  - prompt: same\n    repeat: 2\n  - prompt: same\n"
@@ -698,11 +681,6 @@ def test_items_file_rows_are_checked_against_model_rules(tmp_path: Path) -> None
     assert "item 'bad': image_size: 4K is not offered by gemini-2.5-flash-image" in problem
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: plan._Checker.add (plan.py:222) always uses the manifest's path, so model-rule,"
-    " image, price and duplicate-id problems of an items_file row read `job.yaml:<csv line>`",
-)
 @pytest.mark.parametrize(
     "csv_text",
     [
@@ -727,11 +705,6 @@ def test_items_file_id_colliding_with_an_item_is_a_duplicate(tmp_path: Path) -> 
     assert "duplicate id 'first'" in _one_problem(_write(tmp_path, CSV_MANIFEST))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (contract silent; what a user expects): plan._items_file_rows opens CSV as 'utf-8',"
-    " so the BOM that Excel's 'CSV UTF-8' writes makes the first column '\\ufeffid' unknown",
-)
 def test_items_file_csv_with_a_byte_order_mark(tmp_path: Path) -> None:
     """A CSV saved by Excel as UTF-8 (with a byte-order mark) is read like any other."""
     (tmp_path / "data").mkdir()

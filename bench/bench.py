@@ -1,0 +1,192 @@
+"""`make bench`: batchbanana against a plain ThreadPoolExecutor + requests client, same workloads.
+
+The simulator runs in its own process; each client runs in its own process so that its peak RSS
+and CPU seconds are its own (os.wait4). Each workload runs 3 times per client; medians are shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One benchmark scenario."""
+
+    name: str
+    latency_s: float
+    image_bytes: int
+    items: int
+    concurrency: int
+
+
+WORKLOADS = (
+    Workload("W1 overhead", 0.0, 50_000, 2000, 64),
+    Workload("W2 scheduling", 0.5, 50_000, 1000, 50),
+    Workload("W3 memory", 0.3, 16_000_000, 96, 32),
+)
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One client run."""
+
+    wall_s: float
+    peak_rss_mb: float
+    cpu_s: float
+
+
+def start_simulator(workload: Workload) -> tuple[subprocess.Popen[str], str]:
+    """The simulator with this workload's latency and image size, on a free port."""
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "batchbanana", "simulate", "--port", "0",
+            "--latency", str(workload.latency_s), "--image-bytes", str(workload.image_bytes),
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stderr is not None
+    line = process.stderr.readline()
+    match = re.search(r"(http://\S+)", line)
+    if not match:
+        process.kill()
+        raise SystemExit(f"simulator did not start: {line!r}")
+    return process, match.group(1)
+
+
+def measured(command: list[str], env: dict[str, str] | None = None) -> Measure:
+    """Run a command; its wall time, peak RSS and CPU seconds (user + system)."""
+    started = time.monotonic()
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.monotonic() - started
+    stderr = process.stderr.read().decode() if process.stderr else ""
+    if process.stderr:
+        process.stderr.close()
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"{command[:4]} failed with {code}:\n{stderr[-2000:]}")
+    return Measure(wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime)
+
+
+def run_batchbanana(workload: Workload, url: str, folder: Path) -> Measure:
+    """batchbanana run on a fresh manifest and ledger."""
+    manifest = folder / "bench.yaml"
+    items = [{"id": f"i{n}", "prompt": f"bench item {n}"} for n in range(workload.items)]
+    manifest.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "endpoint": url,
+                "model": "gemini-3.1-flash-image-preview",
+                "aspect_ratio": "1:1",
+                "concurrency": workload.concurrency,
+                "adaptive": False,
+                "output_dir": "out",
+                "items": items,
+            }
+        )
+    )
+    env = {**os.environ, "BATCHBANANA_API_KEY": "bench-key"}
+    return measured(
+        [sys.executable, "-m", "batchbanana", "run", str(manifest), "--no-progress"], env
+    )
+
+
+def run_baseline(workload: Workload, url: str, folder: Path) -> Measure:
+    """The thread-pool client."""
+    return measured(
+        [
+            sys.executable, str(ROOT / "bench" / "baseline_client.py"), "--url", url,
+            "--items", str(workload.items), "--concurrency", str(workload.concurrency),
+            "--out", str(folder / "out"),
+        ]
+    )
+
+
+def reset(url: str) -> None:
+    """Zero the simulator's counters between runs."""
+    request = urllib.request.Request(f"{url}/_sim/reset", method="POST", data=b"")
+    urllib.request.urlopen(request, timeout=10).close()
+
+
+def median_measure(runs: list[Measure]) -> Measure:
+    """Per-field medians."""
+    return Measure(
+        statistics.median(run.wall_s for run in runs),
+        statistics.median(run.peak_rss_mb for run in runs),
+        statistics.median(run.cpu_s for run in runs),
+    )
+
+
+def main() -> None:
+    """Run every workload and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", help="run only workloads whose name starts with this (W1...)")
+    args = parser.parse_args()
+    rows = []
+    for workload in WORKLOADS:
+        if args.only and not workload.name.startswith(args.only):
+            continue
+        simulator, url = start_simulator(workload)
+        try:
+            results: dict[str, list[Measure]] = {"batchbanana": [], "threadpool": []}
+            for _ in range(args.runs):
+                for client, runner in (("batchbanana", run_batchbanana), ("threadpool", run_baseline)):
+                    folder = Path(tempfile.mkdtemp(prefix="bb-bench-"))
+                    try:
+                        reset(url)
+                        results[client].append(runner(workload, url, folder))
+                    finally:
+                        shutil.rmtree(folder, ignore_errors=True)
+            rows.append((workload, {name: median_measure(runs) for name, runs in results.items()}))
+        finally:
+            simulator.terminate()
+            simulator.wait(timeout=10)
+    print_table(rows)
+
+
+def print_table(rows: list[tuple[Workload, dict[str, Measure]]]) -> None:
+    """The benchmark table, one line per workload and client, with ratios to the baseline."""
+    header = (
+        f"{'workload':<14} {'client':<12} {'wall s':>7} {'items/s':>8} {'effic.':>7}"
+        f" {'RSS MB':>7} {'CPU s':>6} {'CPU ms/img':>10} {'x items/s':>9} {'x RSS':>6} {'x CPU':>6}"
+    )
+    print(header)
+    print("-" * len(header))
+    for workload, measures in rows:
+        base = measures["threadpool"]
+        for client in ("batchbanana", "threadpool"):
+            m = measures[client]
+            rate = workload.items / m.wall_s
+            ideal = workload.items * workload.latency_s / workload.concurrency
+            efficiency = f"{ideal / m.wall_s:.3f}" if ideal else "-"
+            print(
+                f"{workload.name:<14} {client:<12} {m.wall_s:>7.2f} {rate:>8.1f} {efficiency:>7}"
+                f" {m.peak_rss_mb:>7.0f} {m.cpu_s:>6.2f} {1000 * m.cpu_s / workload.items:>10.2f}"
+                f" {rate / (workload.items / base.wall_s):>9.2f} {m.peak_rss_mb / base.peak_rss_mb:>6.2f}"
+                f" {m.cpu_s / base.cpu_s:>6.2f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
