@@ -1,0 +1,840 @@
+"""Cost and failure report over one or more ledgers: load, aggregate, render as table/json/csv/html.
+
+Money comes only from the ledger's own lines: spent is the sum of `price_usd` over results billed
+`yes`; possibly spent adds results billed `unknown` and each `sent` line left without a result.
+Ledgers whose `job` lines name the same job are nights (or shards) of one job and merge by item id;
+other ledgers keep their items apart.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import math
+import os
+import re
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from batchbanana.ledger import read_ledger
+from batchbanana.pricing import money
+
+__all__ = ["Attempt", "Figures", "Item", "JobInfo", "LoadedReport", "load_report", "render"]
+
+FORMATS = ("table", "json", "csv", "html")
+# The contract's outcomes in its own order; anything else a ledger holds sorts after them.
+OUTCOME_ORDER = (
+    "ok", "refused", "no_image", "bad_response", "timeout", "write_error", "rate_limited",
+    "unavailable", "connect_error", "http_error", "server_error", "interrupted", "over_budget",
+)  # fmt: skip
+FREE_RETRY_OUTCOMES = frozenset({"rate_limited", "unavailable", "connect_error"})
+SIZE_ORDER = {"512": 0, "1K": 1, "2K": 2, "4K": 3}
+UNKNOWN = "unknown"
+TABLE_FAILURES = 20
+HTML_FAILURES = 2000
+SHEET_PAGE = 500
+THUMB_PX = 160
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Defence in depth: the ledger never holds a key, but text echoed by servers might look like one.
+_KEY_LIKE = re.compile(
+    r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-]{16,}|AIza[0-9A-Za-z_\-]{30,}"
+    r"|(?i:(?<=[?&]key=))[^&\s\"']+|(?i:(?<=bearer ))[A-Za-z0-9._\-]{12,}"
+)
+
+
+# -- records ------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One `result` line, or a `sent` line that never got one (`dangling`, counted interrupted)."""
+
+    item: str
+    group: str  # items merge by (group, item): "job:NAME" or "file:N"
+    ledger: int  # index into LoadedReport.ledgers
+    order: int  # position of the line among its ledger's records
+    outcome: str
+    billed: str  # yes | no | unknown
+    price_usd: float
+    model: str
+    image_size: str
+    ts: datetime | None
+    latency_s: float | None = None
+    outputs: tuple[str, ...] = ()
+    error: str | None = None
+    prompt: str = ""
+    aspect_ratio: str | None = None
+    dangling: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One piece of work and its final attempt (the latest, by line order, then by time)."""
+
+    id: str
+    job: str | None
+    final: Attempt
+    results: int  # result lines for this item
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    """What a ledger's latest `job` line says, limited to what is safe to show."""
+
+    ledger: str
+    name: str | None
+    endpoint: str | None
+    price_book: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedReport:
+    """Every ledger read, merged into attempts and items."""
+
+    ledgers: tuple[Path, ...]
+    jobs: tuple[JobInfo, ...]
+    attempts: tuple[Attempt, ...]
+    items: tuple[Item, ...]
+    warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """The report's figures over a set of attempts and items (the whole report, or one row)."""
+
+    items: int
+    outcomes: tuple[tuple[str, int], ...]  # final outcome -> items
+    attempts: int
+    images: int
+    spent_usd: float
+    possibly_spent_usd: float
+    free_retries: int
+    failed_items: int
+    retry_cost_usd: float
+    latency_s: tuple[float | None, float | None, float | None]  # p50, p90, p99 of ok attempts
+    latency_count: int
+
+    @property
+    def cost_per_image_usd(self) -> float | None:
+        """Spent divided by delivered images; None when nothing was delivered."""
+        return money(self.spent_usd / self.images) if self.images else None
+
+
+# -- loading ------------------------------------------------------------------------------------
+def load_report(paths: Sequence[Path], warn: Callable[[str], None]) -> LoadedReport:
+    """Read ledgers (unreadable lines skipped, each named through `warn`) and merge them."""
+    warnings: list[str] = []
+
+    def note(text: str) -> None:
+        warnings.append(text)
+        warn(f"batchbanana: warning: {text}")
+
+    ledgers: list[Path] = []
+    seen_files: set[str] = set()
+    for path in paths:
+        real = os.path.realpath(path)
+        if real in seen_files:
+            note(f"{path}: given twice; read once")
+            continue
+        seen_files.add(real)
+        ledgers.append(Path(path))
+
+    jobs: list[JobInfo] = []
+    events: list[Attempt] = []
+    pending: list[tuple[int, str, int, dict[str, Any]]] = []  # (ledger, group, order, sent line)
+    seen_lines: set[tuple[str, ...]] = set()
+    for index, path in enumerate(ledgers):
+        read = read_ledger(path)
+        for text in read.warnings:
+            note(text)
+        job = _job_info(path, read.records)
+        jobs.append(job)
+        group = f"job:{job.name}" if job.name else f"file:{index}"
+        in_flight: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
+        duplicates = 0
+        for order, record in enumerate(read.records):
+            event = record.get("event")
+            item = record.get("item")
+            if event not in ("sent", "result") or not isinstance(item, str):
+                continue
+            # A copy of a ledger passed with the original must not count its money twice.
+            identity = (group, str(event), item, *(str(record.get(k)) for k in _IDENTITY))
+            if identity in seen_lines:
+                duplicates += 1
+                continue
+            seen_lines.add(identity)
+            attempt_key = (item, str(record.get("attempt")))
+            if event == "sent":
+                in_flight[attempt_key] = (order, record)
+            else:
+                in_flight.pop(attempt_key, None)
+                events.append(_attempt(record, item, group, index, order))
+        if duplicates:
+            note(f"{path}: {duplicates} lines repeat lines already read; counted once")
+        pending.extend((index, group, order, sent) for order, sent in in_flight.values())
+
+    events.extend(_dangling(pending, events, ledgers, note))
+    events.sort(key=lambda a: (a.ledger, a.order))
+    return LoadedReport(
+        ledgers=tuple(ledgers),
+        jobs=tuple(jobs),
+        attempts=tuple(events),
+        items=_items(events, jobs),
+        warnings=tuple(warnings),
+    )
+
+
+_IDENTITY = ("attempt", "fingerprint", "ts")
+
+
+def _job_info(path: Path, records: list[dict[str, Any]]) -> JobInfo:
+    job_lines = [r for r in records if r.get("event") == "job"]
+    if not job_lines:
+        return JobInfo(str(path), None, None, None)
+    latest = job_lines[-1]
+    settings = _mapping(latest.get("settings"))
+    # Older ledgers lack "job"; a job's default name is its manifest's stem (contract section 2).
+    manifest = _text(latest.get("manifest"))
+    name = _text(latest.get("job")) or (Path(manifest).stem if manifest else None)
+    return JobInfo(
+        ledger=str(path),
+        name=name or None,
+        endpoint=_safe_endpoint(settings.get("endpoint")),
+        price_book=_text(settings.get("price_book")),
+    )
+
+
+def _safe_endpoint(value: Any) -> str | None:
+    """Scheme, host, port and path only: never userinfo or a query that could carry a key."""
+    if not isinstance(value, str) or not value:
+        return None
+    parts = urlsplit(value)
+    if not parts.scheme or not parts.hostname:
+        return _redact(value)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
+
+
+def _attempt(record: dict[str, Any], item: str, group: str, ledger: int, order: int) -> Attempt:
+    spec = _mapping(record.get("spec"))
+    billed = record.get("billed")
+    outputs = record.get("outputs")
+    if isinstance(outputs, list):
+        paths = tuple(p for p in outputs if isinstance(p, str))
+    else:
+        paths = (record["output"],) if isinstance(record.get("output"), str) else ()
+    return Attempt(
+        item=item,
+        group=group,
+        ledger=ledger,
+        order=order,
+        outcome=_text(record.get("outcome")) or UNKNOWN,
+        # An unreadable billing mark is treated as "maybe paid", never as free.
+        billed=billed if billed in ("yes", "no", "unknown") else "unknown",
+        price_usd=_number(record.get("price_usd")) or 0.0,
+        model=_text(record.get("model")) or _text(spec.get("model")) or UNKNOWN,
+        image_size=_text(record.get("image_size")) or _text(spec.get("image_size")) or UNKNOWN,
+        ts=_parse_ts(record.get("ts")),
+        latency_s=_number(record.get("latency_s")),
+        outputs=paths,
+        error=_redact(record["error"]) if isinstance(record.get("error"), str) else None,
+        prompt=_redact(_text(spec.get("prompt")) or ""),
+        aspect_ratio=_text(record.get("aspect_ratio")) or _text(spec.get("aspect_ratio")),
+    )
+
+
+def _dangling(
+    pending: list[tuple[int, str, int, dict[str, Any]]],
+    results: list[Attempt],
+    ledgers: list[Path],
+    note: Callable[[str], None],
+) -> list[Attempt]:
+    """`sent` lines with no result after them: in flight when the process stopped."""
+    latest_price = {(a.model, a.image_size): a.price_usd for a in results if a.price_usd}
+    found = []
+    for ledger, group, order, sent in pending:
+        base = _attempt(sent, str(sent["item"]), group, ledger, order)
+        price = _number(sent.get("price_usd"))
+        if price is None:
+            # Older ledgers wrote no price on `sent`; the job's price for that model and size
+            # is the best estimate, and a silent zero would understate what may be owed.
+            price = latest_price.get((base.model, base.image_size))
+            if price is None:
+                note(f"{ledgers[ledger]}: item '{base.item}': in-flight request has no price")
+        found.append(
+            replace(
+                base,
+                outcome="interrupted",
+                billed="unknown",
+                price_usd=price or 0.0,
+                error="in flight when the process stopped (a sent line with no result)",
+                dangling=True,
+            )
+        )
+    return found
+
+
+def _items(events: list[Attempt], jobs: list[JobInfo]) -> tuple[Item, ...]:
+    """Each item's final attempt: the last line per ledger, then the latest of those by time."""
+    per_ledger: dict[tuple[str, str], dict[int, Attempt]] = {}
+    results: Counter[tuple[str, str]] = Counter()
+    for event in events:  # sorted by (ledger, order): later lines overwrite earlier ones
+        key = (event.group, event.item)
+        per_ledger.setdefault(key, {})[event.ledger] = event
+        if not event.dangling:
+            results[key] += 1
+    items = []
+    for key, candidates in per_ledger.items():
+        final = max(candidates.values(), key=lambda a: (a.ts or _EPOCH, a.ledger))
+        items.append(Item(key[1], jobs[final.ledger].name, final, results[key]))
+    return tuple(items)
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _parse_ts(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _redact(text: str) -> str:
+    return _KEY_LIKE.sub("***", text)
+
+
+# -- figures ------------------------------------------------------------------------------------
+def figures(attempts: Iterable[Attempt], items: Iterable[Item]) -> Figures:
+    """Totals over some attempts and items; every money sum is taken once, then rounded."""
+    attempts = list(attempts)
+    items = list(items)
+    results = [a for a in attempts if not a.dangling]
+    ok = [a for a in results if a.outcome == "ok"]
+    latencies = sorted(a.latency_s for a in ok if a.latency_s is not None)
+    failed = [i for i in items if i.final.outcome != "ok"]
+    outcomes = Counter(i.final.outcome for i in items)
+    return Figures(
+        items=len(items),
+        outcomes=tuple(sorted(outcomes.items(), key=lambda pair: _outcome_rank(pair[0]))),
+        attempts=len(results),
+        images=sum(max(1, len(a.outputs)) for a in ok),
+        spent_usd=money(math.fsum(a.price_usd for a in results if a.billed == "yes")),
+        possibly_spent_usd=money(math.fsum(a.price_usd for a in attempts if a.billed == "unknown")),
+        free_retries=sum(
+            1 for a in results if a.billed == "no" and a.outcome in FREE_RETRY_OUTCOMES
+        ),
+        failed_items=len(failed),
+        retry_cost_usd=money(math.fsum(i.final.price_usd for i in failed)),
+        latency_s=(
+            _percentile(latencies, 50),
+            _percentile(latencies, 90),
+            _percentile(latencies, 99),
+        ),
+        latency_count=len(latencies),
+    )
+
+
+def _outcome_rank(outcome: str) -> tuple[int, str]:
+    rank = OUTCOME_ORDER.index(outcome) if outcome in OUTCOME_ORDER else len(OUTCOME_ORDER)
+    return rank, outcome
+
+
+def _percentile(ordered: list[float], percent: int) -> float | None:
+    """Nearest-rank percentile: always a latency that was actually measured."""
+    if not ordered:
+        return None
+    return round(ordered[max(1, math.ceil(percent / 100 * len(ordered))) - 1], 3)
+
+
+def by_model_size(loaded: LoadedReport) -> list[tuple[str, str, Figures]]:
+    """One row per model and size: attempts by their own line, items by their final attempt."""
+    attempts: dict[tuple[str, str], list[Attempt]] = defaultdict(list)
+    items: dict[tuple[str, str], list[Item]] = defaultdict(list)
+    for attempt in loaded.attempts:
+        attempts[(attempt.model, attempt.image_size)].append(attempt)
+    for item in loaded.items:
+        items[(item.final.model, item.final.image_size)].append(item)
+    keys = sorted(set(attempts) | set(items), key=lambda k: (k[0], SIZE_ORDER.get(k[1], 9), k[1]))
+    return [(m, s, figures(attempts[(m, s)], items[(m, s)])) for m, s in keys]
+
+
+def failed_items(loaded: LoadedReport) -> list[Item]:
+    """Items whose final outcome is not ok, in ledger order."""
+    return [item for item in loaded.items if item.final.outcome != "ok"]
+
+
+# -- rendering ----------------------------------------------------------------------------------
+def render(loaded: LoadedReport, output_format: str, output_path: Path | None) -> str:
+    """The whole report as text in one of FORMATS (html links images relative to output_path)."""
+    if output_format == "json":
+        return json.dumps(as_json(loaded), indent=2, ensure_ascii=False) + "\n"
+    if output_format == "csv":
+        return _csv(loaded)
+    if output_format == "html":
+        return _html(loaded, output_path)
+    if output_format == "table":
+        return _table(loaded)
+    raise ValueError(f"unknown report format {output_format!r}; choose one of {FORMATS}")
+
+
+def _row_json(figs: Figures) -> dict[str, Any]:
+    return {
+        "items": figs.items,
+        "attempts": figs.attempts,
+        "images": figs.images,
+        "spent_usd": figs.spent_usd,
+        "possibly_spent_usd": figs.possibly_spent_usd,
+        "free_retries": figs.free_retries,
+        "failed_items": figs.failed_items,
+        "retry_cost_usd": figs.retry_cost_usd,
+        "cost_per_image_usd": figs.cost_per_image_usd,
+    }
+
+
+def _latency_json(figs: Figures) -> dict[str, Any]:
+    p50, p90, p99 = figs.latency_s
+    return {"p50": p50, "p90": p90, "p99": p99, "count": figs.latency_count}
+
+
+def as_json(loaded: LoadedReport) -> dict[str, Any]:
+    """The report as one JSON-ready object (contract section 1 keys, and more)."""
+    total = figures(loaded.attempts, loaded.items)
+    return {
+        "spent_usd": total.spent_usd,
+        "possibly_spent_usd": total.possibly_spent_usd,
+        "items": total.items,
+        "outcomes": dict(total.outcomes),
+        "attempts": total.attempts,
+        "attempt_outcomes": dict(
+            sorted(
+                Counter(a.outcome for a in loaded.attempts if not a.dangling).items(),
+                key=lambda pair: _outcome_rank(pair[0]),
+            )
+        ),
+        "by_model_size": [
+            {"model": m, "image_size": s, **_row_json(f), "latency_s": _latency_json(f)}
+            for m, s, f in by_model_size(loaded)
+        ],
+        "free_retries": total.free_retries,
+        "images_delivered": total.images,
+        "cost_per_image_usd": total.cost_per_image_usd,
+        "latency_s": _latency_json(total),
+        "failures": [
+            {
+                "id": item.id,
+                "job": item.job,
+                "ledger": str(loaded.ledgers[item.final.ledger]),
+                "outcome": item.final.outcome,
+                "error": item.final.error,
+                "price_usd": item.final.price_usd,
+                "model": item.final.model,
+                "image_size": item.final.image_size,
+                "attempts": item.results,
+            }
+            for item in failed_items(loaded)
+        ],
+        "retry_cost_usd": total.retry_cost_usd,
+        "ledgers": [str(path) for path in loaded.ledgers],
+        "jobs": [
+            {"ledger": j.ledger, "job": j.name, "endpoint": j.endpoint, "price_book": j.price_book}
+            for j in loaded.jobs
+        ],
+        "warnings": len(loaded.warnings),
+    }
+
+
+CSV_COLUMNS = (
+    "model", "image_size", "items", "attempts", "images", "spent_usd", "possibly_spent_usd",
+    "free_retries", "failed_items", "retry_cost_usd", "cost_per_image_usd",
+    "latency_p50_s", "latency_p90_s", "latency_p99_s",
+)  # fmt: skip
+
+
+def _csv(loaded: LoadedReport) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    rows = [(m, s, f) for m, s, f in by_model_size(loaded)]
+    rows.append(("TOTAL", "", figures(loaded.attempts, loaded.items)))
+    for model, size, figs in rows:
+        values = [model, size, *_row_json(figs).values(), *figs.latency_s]
+        writer.writerow(["" if value is None else value for value in values])
+    return buffer.getvalue()
+
+
+def usd(amount: float | None) -> str:
+    """Dollars with at least cents and up to six decimals, never hiding a tenth of a cent."""
+    if amount is None:
+        return "-"
+    text = f"{amount:,.6f}".rstrip("0")
+    whole, _, fraction = text.partition(".")
+    return f"${whole}.{fraction.ljust(2, '0')}"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} s"
+
+
+def _one_line(text: str | None, limit: int) -> str:
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _item_label(item: Item, several_jobs: bool) -> str:
+    return f"{item.job or '?'}/{item.id}" if several_jobs and item.job else item.id
+
+
+def _retry_lines(loaded: LoadedReport, failed: list[Item]) -> list[str]:
+    per_ledger: dict[int, list[Item]] = defaultdict(list)
+    for item in failed:
+        per_ledger[item.final.ledger].append(item)
+    return [
+        f"  batchbanana retry {loaded.ledgers[index]}   # {_count(len(group), 'item')}, about "
+        + usd(money(math.fsum(i.final.price_usd for i in group)))
+        for index, group in sorted(per_ledger.items())
+    ]
+
+
+def _table(loaded: LoadedReport) -> str:
+    total = figures(loaded.attempts, loaded.items)
+    several_jobs = len({item.final.group for item in loaded.items}) > 1
+    out = [
+        f"batchbanana report: {_count(len(loaded.ledgers), 'ledger')},"
+        f" {_count(total.items, 'item')}"
+    ]
+    for job in loaded.jobs:
+        out.append(f"  {job.ledger}" + (f"  (job '{job.name}')" if job.name else ""))
+    out.append("")
+    out.append("Items by final outcome:")
+    out.extend(f"  {outcome:<14}{count:>8}" for outcome, count in total.outcomes)
+    if not total.outcomes:
+        out.append("  (none)")
+    p50, p90, p99 = total.latency_s
+    out += [
+        "",
+        f"Attempts:                  {total.attempts}",
+        f"Spent:                     {usd(total.spent_usd)}",
+        f"Possibly spent:            {usd(total.possibly_spent_usd)}"
+        "  (billed unknown, or in flight when stopped)",
+        f"Retried at no charge:      {total.free_retries}",
+        f"Cost per delivered image:  {usd(total.cost_per_image_usd)}"
+        f"  ({_count(total.images, 'image')} delivered)",
+        f"Latency of ok attempts:    p50 {_seconds(p50)}  p90 {_seconds(p90)}"
+        f"  p99 {_seconds(p99)}  (n={total.latency_count})",
+        "",
+        "By model and size:",
+        f"  {'model':<32}{'size':<6}{'items':>7}{'attempts':>10}{'images':>8}"
+        f"{'spent':>14}{'possibly':>12}",
+    ]
+    for model, size, figs in by_model_size(loaded):
+        out.append(
+            f"  {model:<32}{size:<6}{figs.items:>7}{figs.attempts:>10}{figs.images:>8}"
+            f"{usd(figs.spent_usd):>14}{usd(figs.possibly_spent_usd):>12}"
+        )
+    failed = failed_items(loaded)
+    out += ["", f"Failed items ({len(failed)}):"]
+    shown = failed[:TABLE_FAILURES]
+    width = max((len(_item_label(item, several_jobs)) for item in shown), default=0)
+    for item in shown:
+        out.append(
+            f"  {_item_label(item, several_jobs):<{width}}  {item.final.outcome:<13}"
+            f"{usd(item.final.price_usd):>10}  {_one_line(item.final.error, 120)}"
+        )
+    if len(failed) > TABLE_FAILURES:
+        out.append(f"  ... and {len(failed) - TABLE_FAILURES} more (see --format json or csv)")
+    if failed:
+        out += ["", f"Retry would cost about {usd(total.retry_cost_usd)}:"]
+        out.extend(_retry_lines(loaded, failed))
+    else:
+        out.append("  (none)")
+    if loaded.warnings:
+        out += ["", f"Warnings: {len(loaded.warnings)} (printed above on stderr)"]
+    return "\n".join(out) + "\n"
+
+
+# -- html ---------------------------------------------------------------------------------------
+_COLORS = {
+    "ok": "#2e7d32", "refused": "#c62828", "no_image": "#ef6c00", "bad_response": "#ad1457",
+    "timeout": "#6a1b9a", "write_error": "#4e342e", "rate_limited": "#90a4ae",
+    "unavailable": "#b0bec5", "connect_error": "#cfd8dc", "http_error": "#f9a825",
+    "server_error": "#8e24aa", "interrupted": "#5d4037", "over_budget": "#546e7a",
+}  # fmt: skip
+_CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px}
+td.n{text-align:right}dl{display:grid;grid-template-columns:max-content auto;gap:2px 16px}
+dd{margin:0}.sheet{display:flex;flex-wrap:wrap;gap:8px}
+figure{margin:0;width:160px;font-size:11px}figure img{object-fit:contain;background:#eee}
+.sw{display:inline-block;width:10px;height:10px;margin:0 4px 0 10px}summary{cursor:pointer}
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _html(loaded: LoadedReport, output_path: Path | None) -> str:
+    total = figures(loaded.attempts, loaded.items)
+    base = os.path.abspath(output_path.parent if output_path is not None else Path.cwd())
+    several_jobs = len({item.final.group for item in loaded.items}) > 1
+    parts = [
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">',
+        "<title>batchbanana report</title><style>",
+        _CSS,
+        "</style></head><body><h1>batchbanana report</h1><p>",
+    ]
+    for job in loaded.jobs:
+        host = urlsplit(job.endpoint).netloc if job.endpoint and "://" in job.endpoint else ""
+        parts.append(
+            f"ledger <code>{_e(job.ledger)}</code>"
+            + (f", job <b>{_e(job.name)}</b>" if job.name else "")
+            + (f", endpoint {_e(host or job.endpoint)}" if job.endpoint else "")
+            + (f", price book {_e(job.price_book)}" if job.price_book else "")
+            + "<br>"
+        )
+    p50, p90, p99 = total.latency_s
+    summary = [
+        ("Items", total.items),
+        ("Attempts", total.attempts),
+        ("Spent", usd(total.spent_usd)),
+        ("Possibly spent", usd(total.possibly_spent_usd)),
+        ("Retried at no charge", total.free_retries),
+        ("Delivered images", total.images),
+        ("Cost per delivered image", usd(total.cost_per_image_usd)),
+        ("Latency p50 / p90 / p99", f"{_seconds(p50)} / {_seconds(p90)} / {_seconds(p99)}"),
+        ("Failed items", total.failed_items),
+        ("Retry would cost", usd(total.retry_cost_usd)),
+        ("Warnings", len(loaded.warnings)),
+    ]
+    parts.append("</p><h2>Summary</h2><dl>")
+    parts.extend(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in summary)
+    parts.append("</dl><h3>Items by final outcome</h3><table>")
+    parts.extend(
+        f'<tr><td><span class="sw" style="background:{_color(o)}"></span>{_e(o)}</td>'
+        f'<td class="n">{n}</td></tr>'
+        for o, n in total.outcomes
+    )
+    parts.append("</table><h3>By model and size</h3><table><tr>")
+    parts.extend(f"<th>{_e(h)}</th>" for h in ("model", "size", "items", "attempts", "images"))
+    parts.append("<th>spent</th><th>possibly spent</th><th>retry cost</th></tr>")
+    for model, size, figs in by_model_size(loaded):
+        parts.append(
+            f"<tr><td>{_e(model)}</td><td>{_e(size)}</td><td class=n>{figs.items}</td>"
+            f"<td class=n>{figs.attempts}</td><td class=n>{figs.images}</td>"
+            f"<td class=n>{_e(usd(figs.spent_usd))}</td>"
+            f"<td class=n>{_e(usd(figs.possibly_spent_usd))}</td>"
+            f"<td class=n>{_e(usd(figs.retry_cost_usd))}</td></tr>"
+        )
+    parts.append("</table><h2>Spend and outcomes over time</h2>")
+    parts.append(_spend_svg(loaded.attempts))
+    parts.append(_outcomes_svg(loaded.attempts))
+    parts.extend(_contact_sheet(loaded, base))
+    parts.extend(_failures_html(loaded, several_jobs))
+    parts.append("</body></html>\n")
+    return "".join(parts)
+
+
+def _color(outcome: str) -> str:
+    return _COLORS.get(outcome, "#9e9e9e")
+
+
+_W, _H, _PAD = 720, 200, 40
+
+
+def _spend_svg(attempts: Sequence[Attempt]) -> str:
+    """Cumulative spent (solid) and spent plus possibly spent (dashed), from result times."""
+    timed = sorted((a for a in attempts if a.ts and a.billed != "no"), key=lambda a: a.ts or _EPOCH)
+    if not timed:
+        return "<p>No timestamped billed attempts to chart.</p>"
+    start, end = timed[0].ts or _EPOCH, timed[-1].ts or _EPOCH
+    span = max((end - start).total_seconds(), 1.0)
+    spent = maybe = 0.0
+    sure: dict[int, float] = {}
+    upper: dict[int, float] = {}
+    for a in timed:  # one point per pixel column keeps the chart small for any ledger size
+        if a.billed == "yes":
+            spent += a.price_usd
+        else:
+            maybe += a.price_usd
+        x = round(_PAD + ((a.ts or start) - start).total_seconds() / span * (_W - 2 * _PAD))
+        sure[x], upper[x] = spent, spent + maybe
+    top = max(spent + maybe, 1e-9)
+
+    def line(points: dict[int, float], extra: str) -> str:
+        coords = " ".join(
+            f"{x},{_H - _PAD - y / top * (_H - 2 * _PAD):.1f}" for x, y in points.items()
+        )
+        start_point = f"{_PAD},{_H - _PAD}"
+        return f'<polyline fill="none" stroke-width="2" points="{start_point} {coords}" {extra}/>'
+
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{_H}" role="img">'
+        "<title>Cumulative spend</title>"
+        f'<line x1="{_PAD}" y1="{_H - _PAD}" x2="{_W - _PAD}" y2="{_H - _PAD}" stroke="#999"/>'
+        f'<line x1="{_PAD}" y1="{_PAD}" x2="{_PAD}" y2="{_H - _PAD}" stroke="#999"/>'
+        + line(upper, 'stroke="#8e24aa" stroke-dasharray="4 3"')
+        + line(sure, 'stroke="#2e7d32"')
+        + f'<text x="{_PAD}" y="{_PAD - 8}" font-size="11">{_e(usd(money(top)))}</text>'
+        + f'<text x="{_PAD}" y="{_H - 12}" font-size="11">{_e(_clock(start))}</text>'
+        + f'<text x="{_W - _PAD}" y="{_H - 12}" font-size="11" text-anchor="end">'
+        f"{_e(_clock(end))}</text>"
+        "</svg><p>"
+        '<span class="sw" style="background:#2e7d32"></span>spent '
+        '<span class="sw" style="background:#8e24aa"></span>spent + possibly spent</p>'
+    )
+
+
+def _outcomes_svg(attempts: Sequence[Attempt], buckets: int = 48) -> str:
+    """Attempts per time slice, stacked by outcome."""
+    timed = sorted((a for a in attempts if a.ts), key=lambda a: a.ts or _EPOCH)
+    if not timed:
+        return ""
+    start, end = timed[0].ts or _EPOCH, timed[-1].ts or _EPOCH
+    span = max((end - start).total_seconds(), 1.0)
+    counts: list[Counter[str]] = [Counter() for _ in range(buckets)]
+    for a in timed:
+        slot = min(buckets - 1, int(((a.ts or start) - start).total_seconds() / span * buckets))
+        counts[slot][a.outcome] += 1
+    tallest = max(sum(c.values()) for c in counts)
+    width = (_W - 2 * _PAD) / buckets
+    bars = []
+    for slot, counter in enumerate(counts):
+        y = float(_H - _PAD)
+        for outcome, count in sorted(counter.items(), key=lambda p: _outcome_rank(p[0])):
+            height = count / tallest * (_H - 2 * _PAD)
+            y -= height
+            bars.append(
+                f'<rect x="{_PAD + slot * width:.1f}" y="{y:.1f}" width="{width - 1:.1f}" '
+                f'height="{height:.1f}" fill="{_color(outcome)}"><title>{_e(outcome)}: {count}'
+                "</title></rect>"
+            )
+    legend = "".join(
+        f'<span class="sw" style="background:{_color(o)}"></span>{_e(o)}'
+        for o in sorted({a.outcome for a in timed}, key=_outcome_rank)
+    )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{_H}" role="img">'
+        "<title>Attempts over time by outcome</title>"
+        + "".join(bars)
+        + f'<text x="{_PAD}" y="{_PAD - 8}" font-size="11">{tallest} per slice</text>'
+        + f'<text x="{_PAD}" y="{_H - 12}" font-size="11">{_e(_clock(start))}</text>'
+        + f'<text x="{_W - _PAD}" y="{_H - 12}" font-size="11" text-anchor="end">'
+        f"{_e(_clock(end))}</text></svg><p>{legend}</p>"
+    )
+
+
+def _clock(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _locate(raw: str, ledger: Path) -> str | None:
+    """The image file a ledger's `output` names (absolute, or relative to cwd or the ledger)."""
+    path = Path(raw)
+    folder = ledger.parent
+    candidates = [path] if path.is_absolute() else [path, folder / path, folder / path.name]
+    for candidate in candidates:
+        if candidate.is_file():
+            return os.path.abspath(candidate)
+    return None
+
+
+def _thumb_height(attempt: Attempt, file_path: str) -> int:
+    ratio = None
+    if attempt.aspect_ratio and ":" in attempt.aspect_ratio:
+        w, _, h = attempt.aspect_ratio.partition(":")
+        if w.isdigit() and h.isdigit() and int(w) and int(h):
+            ratio = int(h) / int(w)
+    if ratio is None:
+        try:
+            with open(file_path, "rb") as handle:
+                head = handle.read(24)
+        except OSError:
+            head = b""
+        if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) == 24:
+            width, height = int.from_bytes(head[16:20]), int.from_bytes(head[20:24])
+            ratio = height / width if width and height else None
+    return max(1, round(THUMB_PX * (ratio or 1.0)))
+
+
+def _contact_sheet(loaded: LoadedReport, base: str) -> list[str]:
+    cards: list[str] = []
+    missing = 0
+    for attempt in loaded.attempts:
+        if attempt.outcome != "ok" or attempt.dangling:
+            continue
+        for number, raw in enumerate(attempt.outputs, start=1):
+            found = _locate(raw, loaded.ledgers[attempt.ledger])
+            if found is None:
+                missing += 1
+                continue
+            try:
+                relative = os.path.relpath(found, base)
+            except ValueError:  # another drive on Windows: no relative path exists
+                missing += 1
+                continue
+            src = quote(relative.replace(os.sep, "/"))
+            label = attempt.item if number == 1 else f"{attempt.item}+{number}"
+            cards.append(
+                f'<figure><img src="{_e(src)}" loading="lazy" width="{THUMB_PX}" '
+                f'height="{_thumb_height(attempt, found)}" alt="{_e(label)}"><figcaption>'
+                f"<b>{_e(label)}</b> {_e(usd(attempt.price_usd))}<br>"
+                f"{_e(_one_line(attempt.prompt, 140))}</figcaption></figure>"
+            )
+    parts = [f"<h2>Delivered images ({len(cards)})</h2>"]
+    if missing:
+        parts.append(f"<p>{missing} delivered image files were not found and are not shown.</p>")
+    for first in range(0, len(cards), SHEET_PAGE):
+        page = cards[first : first + SHEET_PAGE]
+        parts.append(
+            f"<details{' open' if first == 0 else ''}><summary>Images {first + 1}–"
+            f'{first + len(page)} of {len(cards)}</summary><div class="sheet">'
+            + "".join(page)
+            + "</div></details>"
+        )
+    return parts
+
+
+def _failures_html(loaded: LoadedReport, several_jobs: bool) -> list[str]:
+    failed = failed_items(loaded)
+    parts = [f"<h2>Failures ({len(failed)})</h2>"]
+    if not failed:
+        return [*parts, "<p>None.</p>"]
+    parts.append("<table><tr><th>item</th><th>outcome</th><th>price</th><th>reason</th></tr>")
+    parts.extend(
+        f"<tr><td>{_e(_item_label(item, several_jobs))}</td><td>{_e(item.final.outcome)}</td>"
+        f"<td class=n>{_e(usd(item.final.price_usd))}</td>"
+        f"<td>{_e(_one_line(item.final.error, 300))}</td></tr>"
+        for item in failed[:HTML_FAILURES]
+    )
+    parts.append("</table>")
+    if len(failed) > HTML_FAILURES:
+        parts.append(f"<p>... and {len(failed) - HTML_FAILURES} more (see --format json).</p>")
+    parts.append(f"<p>Retry would cost about {_e(usd(figures([], failed).retry_cost_usd))}.</p>")
+    return parts
