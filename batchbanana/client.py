@@ -7,13 +7,17 @@ what was sent (a refused connection sent nothing; a timeout after sending is bil
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from batchbanana.outcomes import Outcome, Verdict, classify_answer, classify_error
+from batchbanana.responses import AnswerStream, SinkError
 from batchbanana.wire import (
+    Answer,
     AnswerImage,
     BadResponse,
     auth_headers,
@@ -44,6 +48,23 @@ class AttemptResult:
     job_stop: str | None = None
 
 
+class _SendProgress:
+    """Whether a request's headers were written: before that, nothing can have been billed."""
+
+    __slots__ = ("sent",)
+
+    def __init__(self) -> None:
+        self.sent = False
+
+
+async def _mark_sent(
+    session: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestHeadersSentParams
+) -> None:
+    progress = getattr(context, "trace_request_ctx", None)
+    if isinstance(progress, _SendProgress):
+        progress.sent = True
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
@@ -55,6 +76,7 @@ class ProviderClient:
     def __init__(self, endpoint: str, auth: str, api_key: str, connect_timeout_s: float) -> None:
         self.endpoint = endpoint
         self._headers = {"Content-Type": "application/json", **auth_headers(auth, api_key)}
+        self._api_key = api_key
         self._connect_timeout_s = connect_timeout_s
         self._session: aiohttp.ClientSession | None = None
 
@@ -62,7 +84,11 @@ class ProviderClient:
         # The pool bounds the requests in flight; the connector must never queue them, or the
         # wait for a free connection would eat into each request's timeout.
         connector = aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True)
-        self._session = aiohttp.ClientSession(connector=connector, trust_env=True)
+        tracing = aiohttp.TraceConfig()
+        tracing.on_request_headers_sent.append(_mark_sent)
+        self._session = aiohttp.ClientSession(
+            connector=connector, trust_env=True, trace_configs=[tracing]
+        )
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -70,15 +96,39 @@ class ProviderClient:
             await self._session.close()
             self._session = None
 
-    async def generate(self, model: str, body: bytes, timeout_s: float) -> AttemptResult:
-        """Send one request and classify how it ended. Never raises for network trouble."""
+    def _scrub(self, text: str) -> str:
+        """Remove the key from text a server or an exception produced, before it is cut short."""
+        return text.replace(self._api_key, "***") if len(self._api_key) >= 4 else text
+
+    async def generate(
+        self,
+        model: str,
+        body: bytes,
+        timeout_s: float,
+        sink_dir: Path | None = None,
+        prefix: str = "answer",
+    ) -> AttemptResult:
+        """Send one request and classify how it ended. Never raises for network trouble.
+
+        With `sink_dir`, a 200 answer is streamed: its images are decoded into temporary files
+        there (returned as AnswerImage.path) instead of being held in memory.
+        """
         assert self._session is not None, "use ProviderClient as an async context manager"
         timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=self._connect_timeout_s)
         started = time.monotonic()
         status: int | None = None
+        progress = _SendProgress()
 
         def elapsed() -> float:
             return round(time.monotonic() - started, 3)
+
+        def not_sent(exc: BaseException) -> AttemptResult:
+            return AttemptResult(
+                Outcome.CONNECT_ERROR,
+                None,
+                elapsed(),
+                self._scrub(f"no connection, nothing sent: {_describe(exc)}"),
+            )
 
         try:
             async with self._session.post(
@@ -87,42 +137,80 @@ class ProviderClient:
                 headers=self._headers,
                 timeout=timeout,
                 allow_redirects=False,  # a redirected POST could be sent, and billed, twice
+                trace_request_ctx=progress,
             ) as response:
                 status = response.status
                 if status == 200:
-                    payload = await response.read()
-                    return self._answered(payload, elapsed())
-                error_body = await response.content.read(ERROR_BODY_LIMIT)
+                    if sink_dir is None:
+                        payload = await response.read()
+                        return self._answered(parse_answer, payload, elapsed())
+                    return await self._streamed(response, sink_dir, prefix, elapsed)
+                try:
+                    error_body = await response.content.read(ERROR_BODY_LIMIT)
+                except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                    # The status already says what happened; a lost error body changes nothing.
+                    error_body = f"(error body unreadable: {_describe(exc)})".encode()
                 return self._refused(status, error_body, response.headers, elapsed())
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            return AttemptResult(
-                Outcome.CONNECT_ERROR, None, elapsed(), f"no connection: {_describe(exc)}"
-            )
-        except TimeoutError:
+            return not_sent(exc)
+        except TimeoutError as exc:
+            if not progress.sent:
+                return not_sent(exc)  # the total timeout fired while still connecting
             return AttemptResult(
                 Outcome.TIMEOUT,
                 status,
                 elapsed(),
                 f"no full answer within {timeout_s:g} s (billed: the provider charges disconnects)",
             )
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, OSError) as exc:
+        except (aiohttp.ClientError, OSError) as exc:
+            if not progress.sent:
+                return not_sent(exc)
             if status == 200:
                 return AttemptResult(
-                    Outcome.BAD_RESPONSE, status, elapsed(), f"answer cut off: {_describe(exc)}"
+                    Outcome.BAD_RESPONSE,
+                    status,
+                    elapsed(),
+                    self._scrub(f"answer cut off: {_describe(exc)}"),
                 )
             return AttemptResult(
                 Outcome.SERVER_ERROR,
                 status,
                 elapsed(),
-                f"connection lost after sending: {_describe(exc)}",
+                self._scrub(f"connection lost after sending: {_describe(exc)}"),
             )
-        except aiohttp.ClientError as exc:
-            outcome = Outcome.BAD_RESPONSE if status == 200 else Outcome.SERVER_ERROR
-            return AttemptResult(outcome, status, elapsed(), _describe(exc))
 
-    def _answered(self, payload: bytes, latency_s: float) -> AttemptResult:
+    async def _streamed(
+        self,
+        response: aiohttp.ClientResponse,
+        sink_dir: Path,
+        prefix: str,
+        elapsed: Callable[[], float],
+    ) -> AttemptResult:
+        stream = AnswerStream(sink_dir, prefix)
         try:
-            answer = parse_answer(payload)
+            async for chunk in response.content.iter_any():
+                stream.feed(chunk)
+            result = self._answered(lambda _: stream.finish(), b"", elapsed())
+        except SinkError as exc:
+            stream.discard()
+            return AttemptResult(
+                Outcome.WRITE_ERROR, 200, elapsed(), f"could not write the image: {exc}"
+            )
+        except BadResponse as exc:
+            stream.discard()  # the rest of the body cannot make it valid; it is paid for anyway
+            return AttemptResult(Outcome.BAD_RESPONSE, 200, elapsed(), str(exc))
+        except BaseException:
+            stream.discard()  # a timeout, a cut connection or a cancellation: no partial file
+            raise
+        if result.outcome is not Outcome.OK:
+            stream.discard()
+        return result
+
+    def _answered(
+        self, read: Callable[[bytes], Answer], payload: bytes, latency_s: float
+    ) -> AttemptResult:
+        try:
+            answer = read(payload)
         except BadResponse as exc:
             return AttemptResult(Outcome.BAD_RESPONSE, 200, latency_s, str(exc))
         verdict = classify_answer(answer)
@@ -140,7 +228,8 @@ class ProviderClient:
         )
 
     def _refused(self, status: int, body: bytes, headers: Any, latency_s: float) -> AttemptResult:
-        info = parse_error(body)
+        # Scrub before parsing: the parser cuts long messages, which could leave part of the key.
+        info = parse_error(self._scrub(body.decode("utf-8", "replace")).encode("utf-8"))
         verdict: Verdict = classify_error(status, info)
         waits = [
             wait

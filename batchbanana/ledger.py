@@ -178,6 +178,7 @@ class ItemHistory:
     spec: dict[str, Any] | None = None
     by_fingerprint: dict[str, AttemptState] = field(default_factory=dict)
     last_result: dict[str, Any] | None = None
+    ever_sent: bool = False  # a `sent` line exists (an over_budget line alone sends nothing)
 
     def current(self) -> AttemptState:
         """The state of the latest fingerprint."""
@@ -234,6 +235,7 @@ def replay(records: list[dict[str, Any]]) -> LedgerState:
             history.spec = spec
         pair = history.by_fingerprint.setdefault(print_id, AttemptState())
         if event == "sent":
+            history.ever_sent = True
             pair.in_flight_attempt = attempt if isinstance(attempt, int) else history.attempts
             pair.in_flight_price_usd = _price(record)
         elif event == "result":

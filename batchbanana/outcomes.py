@@ -91,7 +91,7 @@ def classify_answer(answer: Answer) -> Verdict:
             mime = normalise_mime(image.mime_type)
             if mime not in IMAGE_EXTENSIONS:
                 return Verdict(Outcome.BAD_RESPONSE, f"answer image has MIME type {mime!r}")
-            sniffed = sniff_mime(image.data[:32])
+            sniffed = sniff_mime(image.head)
             if sniffed != mime:
                 return Verdict(
                     Outcome.BAD_RESPONSE,

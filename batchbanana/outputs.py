@@ -1,16 +1,19 @@
-"""Image files: written under a temporary name, fsynced, then renamed, so no partial image ever
-stands under a final name. Names can never leave the output folder."""
+"""Image files: written under a temporary name, fsynced, renamed, and the folder fsynced, so no
+partial image ever stands under a final name and a renamed image survives a power cut.
+Names can never leave the output folder."""
 
 from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Iterable
 from pathlib import Path
 
 from batchbanana.errors import UserError
 from batchbanana.outcomes import IMAGE_EXTENSIONS
 
 TEMP_SUFFIX = ".tmp"
+TEMP_MARK = "~"  # never in an id: a temporary file's name says which item it belongs to
 
 
 def output_name(item_id: str, index: int, extension: str) -> str:
@@ -21,13 +24,37 @@ def output_name(item_id: str, index: int, extension: str) -> str:
     return f"{item_id}{suffix}.{extension}"
 
 
+def temp_path(output_dir: Path, item_id: str, label: str) -> Path:
+    """A fresh temporary name for one of an item's images: `.<id>~<label>-<random>.tmp`."""
+    return output_dir / f".{item_id}{TEMP_MARK}{label}-{secrets.token_hex(4)}{TEMP_SUFFIX}"
+
+
+def _final_path(output_dir: Path, item_id: str, index: int, mime_type: str) -> Path:
+    final = output_dir / output_name(item_id, index, IMAGE_EXTENSIONS[mime_type])
+    if final.parent.resolve() != output_dir.resolve():
+        raise ValueError(f"{final} would leave the output folder")
+    return final
+
+
+def _fsync_path(path: Path, flags: int = os.O_RDONLY) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _publish(temp: Path, final: Path) -> None:
+    os.replace(temp, final)
+    # The rename lives in the folder: without this, a power cut could undo it after the `ok`
+    # line is on disk.
+    _fsync_path(final.parent, os.O_RDONLY | os.O_DIRECTORY)
+
+
 def write_image(output_dir: Path, item_id: str, index: int, mime_type: str, data: bytes) -> Path:
     """Write one image atomically and durably; returns its final path. Raises OSError on failure."""
-    extension = IMAGE_EXTENSIONS[mime_type]
-    final = output_dir / output_name(item_id, index, extension)
-    if final.resolve().parent != output_dir.resolve():
-        raise ValueError(f"{final} would leave the output folder")
-    temp = output_dir / f".{final.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    final = _final_path(output_dir, item_id, index, mime_type)
+    temp = temp_path(output_dir, item_id, str(index))
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
@@ -37,7 +64,19 @@ def write_image(output_dir: Path, item_id: str, index: int, mime_type: str, data
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(temp, final)
+        _publish(temp, final)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return final
+
+
+def commit_image(temp: Path, output_dir: Path, item_id: str, index: int, mime_type: str) -> Path:
+    """Make a streamed image durable and give it its final name; the temp is gone either way."""
+    try:
+        final = _final_path(output_dir, item_id, index, mime_type)
+        _fsync_path(temp)
+        _publish(temp, final)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
@@ -58,24 +97,32 @@ def prepare_output_dir(output_dir: Path) -> None:
 
 
 def existing_outputs(output_dir: Path, item_id: str) -> list[Path]:
-    """Files already at an item's final names (any image extension, first image)."""
+    """Image files already at an item's final names (first image and `+N` ones)."""
+    extensions = set(IMAGE_EXTENSIONS.values())
     found = []
-    for extension in sorted(set(IMAGE_EXTENSIONS.values())):
-        candidate = output_dir / output_name(item_id, 1, extension)
-        if candidate.exists():
-            found.append(candidate)
-    return found
+    for pattern in (f"{item_id}.*", f"{item_id}+*.*"):
+        for candidate in output_dir.glob(pattern):
+            stem, _, extension = candidate.name.rpartition(".")
+            extra = stem[len(item_id) :]
+            if extension in extensions and (extra == "" or extra[1:].isdigit()):
+                found.append(candidate)
+    return sorted(found)
 
 
-def remove_stale_temps(output_dir: Path) -> int:
-    """Delete temporary files a killed run left behind; returns how many."""
+def remove_stale_temps(output_dir: Path, item_ids: Iterable[str]) -> int:
+    """Delete temporary files a killed run of this job left behind; returns how many.
+
+    Only this job's items' temporaries are touched: another job may share the folder."""
+    ids = set(item_ids)
     removed = 0
     if not output_dir.is_dir():
         return 0
-    for entry in output_dir.glob(f".*{TEMP_SUFFIX}"):
-        try:
-            entry.unlink()
-            removed += 1
-        except OSError:
-            pass
+    for entry in output_dir.glob(f".*{TEMP_MARK}*{TEMP_SUFFIX}"):
+        owner = entry.name[1:].partition(TEMP_MARK)[0]
+        if owner in ids:
+            try:
+                entry.unlink()
+                removed += 1
+            except OSError:
+                pass
     return removed

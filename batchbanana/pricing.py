@@ -26,6 +26,8 @@ PRICE_BOOKS = ("apiyi", "google")
 
 # Typical output tokens of one image, used to estimate token-priced requests before the answer.
 TYPICAL_IMAGE_TOKENS: dict[str, int] = {"512": 747, "1K": 1120, "2K": 1680, "4K": 2520}
+INPUT_IMAGE_TOKENS = 1120  # an input image, generously
+PROMPT_TOKENS_ALLOWANCE = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,22 @@ class PriceRule:
         if self.per_request_usd is not None:
             return self.per_request_usd
         tokens = TYPICAL_IMAGE_TOKENS.get(image_size, 1120)
+        return round((self.per_million_tokens_usd or 0.0) * tokens / 1e6, 6)
+
+    def ceiling_usd(self, image_size: str, input_images: int = 0) -> float:
+        """The most a request is expected to cost, reserved against a budget before sending.
+
+        Per-request prices are exact. A token-priced request is only known from its answer's
+        usage, so the reservation allows for twice the typical output (an answer may carry two
+        images), every input image and a long prompt.
+        """
+        if self.per_request_usd is not None:
+            return self.per_request_usd
+        tokens = (
+            2 * TYPICAL_IMAGE_TOKENS.get(image_size, 1120)
+            + INPUT_IMAGE_TOKENS * input_images
+            + PROMPT_TOKENS_ALLOWANCE
+        )
         return round((self.per_million_tokens_usd or 0.0) * tokens / 1e6, 6)
 
     def actual_usd(self, image_size: str, usage: Mapping[str, Any] | None) -> float:

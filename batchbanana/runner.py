@@ -32,6 +32,7 @@ from batchbanana.inputs import EncodedImageCache, ImageProblem
 from batchbanana.ledger import LedgerState, LedgerWriter, read_ledger, replay
 from batchbanana.outcomes import Billed, Outcome, billed, is_retryable
 from batchbanana.outputs import (
+    commit_image,
     existing_outputs,
     prepare_output_dir,
     remove_stale_temps,
@@ -41,7 +42,7 @@ from batchbanana.plan import SIMULATE, Job, WorkItem
 from batchbanana.pool import WorkPool
 from batchbanana.pricing import money, price_rule
 from batchbanana.progress import Progress
-from batchbanana.wire import build_request, file_part, inline_part
+from batchbanana.wire import AnswerImage, build_request, file_part, inline_part
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -49,6 +50,11 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 BUDGET_SLACK_USD = 1e-9  # float noise, not money
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
 
 
 def utc_now() -> str:
@@ -96,6 +102,10 @@ def decide(items: Sequence[WorkItem], state: LedgerState) -> Decision:
         elif pair.outcome == Outcome.OK.value:
             decision.done.append(item)
         elif pair.billed == Billed.NO.value:
+            decision.to_send.append(item)
+        elif history is not None and history.fingerprint != item.fingerprint:
+            # Edited back to an earlier version that failed: an edit is new work. (`retry`
+            # only sees the ledger's latest version, so leaving it would strand the item.)
             decision.to_send.append(item)
         else:
             decision.left_for_retry.append((item, pair.outcome or "unknown"))
@@ -280,7 +290,7 @@ class JobRunner:
         if self.pool.stopping:
             self.unsent.append(item)
             return
-        price = item.price.estimate_usd(item.image_size)
+        price = item.price.ceiling_usd(item.image_size, len(item.images))
         if not self._within_budget(price):
             attempt = self._next_attempt(item)
             self.totals.over_budget_usd = money(self.totals.over_budget_usd + price)
@@ -317,7 +327,9 @@ class JobRunner:
                 await self.ledger.append_durable(sent)
             timeout_s = self.job.timeouts.for_size(item.image_size)
             try:
-                result = await self.settings_client.generate(item.model, body, timeout_s)
+                result = await self.settings_client.generate(
+                    item.model, body, timeout_s, self.job.output_dir, item.id
+                )
             except anyio.get_cancelled_exc_class():
                 with anyio.CancelScope(shield=True):
                     await self._record_result(
@@ -329,10 +341,30 @@ class JobRunner:
                     )
                 self._finish(item, Outcome.INTERRUPTED, "interrupted")
                 raise
+            except Exception as exc:  # a bug must not hide a request that may have gone out
+                with anyio.CancelScope(shield=True):
+                    await self._record_result(
+                        item,
+                        attempt,
+                        Outcome.INTERRUPTED,
+                        price,
+                        error=f"internal error with the request in flight: {_describe(exc)}",
+                    )
+                self._finish(item, Outcome.INTERRUPTED, "internal error")
+                self._stop(f"internal error: {_describe(exc)}")
+                return
             del body
-            await self._conclude(item, attempt, result)
+            # The answer is paid for: record it even if a second Ctrl-C arrives meanwhile.
+            with anyio.CancelScope(shield=True):
+                await self._conclude(item, attempt, result)
         finally:
             self.totals.reserved_usd = max(0.0, self.totals.reserved_usd - price)
+
+    def _save(self, item: WorkItem, index: int, image: AnswerImage) -> Path:
+        """Give one image of an ok answer its final name, durably (runs in a worker thread)."""
+        if image.path is not None:
+            return commit_image(image.path, self.job.output_dir, item.id, index, image.mime_type)
+        return write_image(self.job.output_dir, item.id, index, image.mime_type, image.data)
 
     async def _conclude(self, item: WorkItem, attempt: int, result: AttemptResult) -> None:
         outcome = result.outcome
@@ -343,20 +375,16 @@ class JobRunner:
         if outcome is Outcome.OK:
             try:
                 for index, image in enumerate(result.images, start=1):
-                    path = await anyio.to_thread.run_sync(
-                        write_image,
-                        self.job.output_dir,
-                        item.id,
-                        index,
-                        image.mime_type,
-                        image.data,
-                    )
-                    outputs.append(path)
-                size_bytes = sum(len(image.data) for image in result.images)
-            except (OSError, ValueError) as exc:
+                    outputs.append(await anyio.to_thread.run_sync(self._save, item, index, image))
+                size_bytes = sum(image.size for image in result.images)
+            except Exception as exc:  # whatever failed, the image was paid for and not saved
                 outcome = Outcome.WRITE_ERROR
-                error = f"could not write the image: {exc}"
+                error = f"could not write the image: {_describe(exc)}"
                 outputs, size_bytes = [], None
+            finally:
+                for image in result.images:
+                    if image.path is not None:
+                        image.path.unlink(missing_ok=True)  # committed ones were renamed away
         extra: dict[str, Any] = {}
         retry_now = (
             is_retryable(outcome)
@@ -467,6 +495,11 @@ def resolve_api_key(endpoint: str, api_key_env: str) -> str:
             f"the environment variable {api_key_env} is not set or empty;"
             f" HINT: export {api_key_env}=... (api_key_env in the manifest names the variable)"
         )
+    if not all(33 <= ord(char) <= 126 for char in key):
+        raise UserError(
+            f"the key in {api_key_env} holds spaces, control or non-ASCII characters;"
+            " HINT: copy it again without quotes or line breaks"
+        )
     return key
 
 
@@ -556,7 +589,8 @@ def check_foreign_files(job: Job, items: Sequence[WorkItem], state: LedgerState)
     """Refuse to overwrite a file at an item's final name that this job never made."""
     clashes = []
     for item in items:
-        if item.id in state.items:
+        history = state.items.get(item.id)
+        if history is not None and history.ever_sent:
             continue
         clashes.extend(existing_outputs(job.output_dir, item.id))
     if clashes:
@@ -611,7 +645,7 @@ def run_job(
     try:
         decision = decide(job.items, state)
         check_foreign_files(job, decision.to_send, state)
-        remove_stale_temps(job.output_dir)
+        remove_stale_temps(job.output_dir, {item.id for item in job.items})
         writer.append_sync(job_record(job, settings, new_run_id()))
         recovered = record_dangling(writer, state)
         if recovered:

@@ -83,8 +83,15 @@ class SimulatorConfig:
     price_usd: Callable[[str, str], float] | None = None
 
     def __post_init__(self) -> None:
-        for name in ("rate_429", "rate_503", "rate_refuse", "rate_no_image", "rate_drop",
-                     "rate_500", "rate_slow"):
+        for name in (
+            "rate_429",
+            "rate_503",
+            "rate_refuse",
+            "rate_no_image",
+            "rate_drop",
+            "rate_500",
+            "rate_slow",
+        ):
             rate = getattr(self, name)
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"{name}={rate} is not a probability; use a value from 0 to 1")
@@ -177,6 +184,7 @@ _FAULTS = frozenset({
 _SHAPES = frozenset({
     "refuse", "block", "no_image", "drop", "cut", "bad_json", "bad_b64", "gzip", "snake",
     "urlsafe", "nopad", "escaped_slashes", "thought", "two_images", "jpeg",
+    "mime_jpg", "mime_text",
 })  # fmt: skip
 _TIMED_SHAPES = frozenset({"slow", "trickle"})  # need ":S" seconds
 _RETRY_HINTS = frozenset({"retry_after", "retry_date", "retry_info"})  # need ":S", no count
@@ -305,13 +313,19 @@ def plan_request(directives: Directives, index: int) -> Plan:
 def _random_plan(config: SimulatorConfig, rng: random.Random) -> Plan:
     """A plan drawn from the configured fault rates (one draw, so each rate is exact)."""
     roll = rng.random()
-    for rate, fault in ((config.rate_429, "429"), (config.rate_503, "503"),
-                        (config.rate_500, "500")):
+    for rate, fault in (
+        (config.rate_429, "429"),
+        (config.rate_503, "503"),
+        (config.rate_500, "500"),
+    ):
         if roll < rate:
             return Plan(fault=fault, retry_after_s=config.retry_after_s)
         roll -= rate
-    for rate, shape in ((config.rate_refuse, "refuse"), (config.rate_no_image, "no_image"),
-                        (config.rate_drop, "drop")):
+    for rate, shape in (
+        (config.rate_refuse, "refuse"),
+        (config.rate_no_image, "no_image"),
+        (config.rate_drop, "drop"),
+    ):
         if roll < rate:
             return Plan(shapes=frozenset({shape}))
         roll -= rate
@@ -558,24 +572,30 @@ def _read_image_part(inline: Any, where: str) -> tuple[int, int] | None:
         raise _bad(f"{where}.inlineData.mimeType is required")
     data = _decode_b64(_pick(inline, "data"))
     if data is None:
-        raise _bad(f"Invalid value at '{where}.inline_data.data' (TYPE_BYTES), "
-                   "Base64 decoding failed")
+        raise _bad(
+            f"Invalid value at '{where}.inline_data.data' (TYPE_BYTES), Base64 decoding failed"
+        )
     if len(data) > _MAX_IMAGE_BYTES:
-        raise _bad(f"{where}: the image is {len(data)} bytes; the limit is "
-                   f"{_MAX_IMAGE_BYTES} bytes")
+        raise _bad(
+            f"{where}: the image is {len(data)} bytes; the limit is {_MAX_IMAGE_BYTES} bytes"
+        )
     sniffed = sniff_mime(data)
     if sniffed is None:
-        raise _bad(f"{where}: Unable to process input image. The bytes are not png, jpeg, webp, "
-                   "heic or heif.")
+        raise _bad(
+            f"{where}: Unable to process input image. The bytes are not png, jpeg, webp, "
+            "heic or heif."
+        )
     if not _same_mime(declared, sniffed):
-        raise _bad(f"{where}: Unable to process input image. mimeType {declared} does not match "
-                   f"the image data ({sniffed}).")
+        raise _bad(
+            f"{where}: Unable to process input image. mimeType {declared} does not match "
+            f"the image data ({sniffed})."
+        )
     return png_size(data)
 
 
-def _read_generation_config(rule: _ModelRule, model: str, body: Mapping[str, Any]) -> tuple[
-    str | None, str | None, bool, bool
-]:
+def _read_generation_config(
+    rule: _ModelRule, model: str, body: Mapping[str, Any]
+) -> tuple[str | None, str | None, bool, bool]:
     """(imageSize, aspectRatio, want_text, want_image) from generationConfig, checked."""
     gen = _pick(body, "generationConfig") or {}
     if not isinstance(gen, Mapping):
@@ -587,7 +607,7 @@ def _read_generation_config(rule: _ModelRule, model: str, body: Mapping[str, Any
     wanted = {"TEXT", "IMAGE"}
     if modalities is not None:
         if not isinstance(modalities, list) or not all(isinstance(m, str) for m in modalities):
-            raise _bad("responseModalities must be a list such as [\"TEXT\", \"IMAGE\"]")
+            raise _bad('responseModalities must be a list such as ["TEXT", "IMAGE"]')
         wanted = {m.upper() for m in modalities}
         if not wanted or not wanted <= {"TEXT", "IMAGE"}:
             raise _bad(f"responseModalities {modalities} is not supported; use TEXT and IMAGE")
@@ -599,11 +619,15 @@ def _read_generation_config(rule: _ModelRule, model: str, body: Mapping[str, Any
     if size is not None and not rule.sizes:
         raise _bad(f"imageSize is not supported by {model}; HINT: leave imageSize out (1K only)")
     if size is not None and size not in rule.sizes:
-        raise _bad(f"imageSize {size!r} is not supported by {model}; HINT: use one of "
-                   f"{', '.join(rule.sizes)}")
+        raise _bad(
+            f"imageSize {size!r} is not supported by {model}; HINT: use one of "
+            f"{', '.join(rule.sizes)}"
+        )
     if ratio is not None and ratio not in rule.ratios:
-        raise _bad(f"aspectRatio {ratio!r} is not supported by {model}; HINT: use one of "
-                   f"{', '.join(rule.ratios)}")
+        raise _bad(
+            f"aspectRatio {ratio!r} is not supported by {model}; HINT: use one of "
+            f"{', '.join(rule.ratios)}"
+        )
     return size, ratio, "TEXT" in wanted, "IMAGE" in wanted
 
 
@@ -645,8 +669,10 @@ def _read_request(rule: _ModelRule, model: str, raw: bytes) -> _ImageRequest:
                 user_parts += is_user
             elif text is not None:
                 if not isinstance(text, str) or not text:
-                    raise _bad("Unable to submit request because it has an empty text parameter. "
-                               "Add a value to the parameter and try again.")
+                    raise _bad(
+                        "Unable to submit request because it has an empty text parameter. "
+                        "Add a value to the parameter and try again."
+                    )
                 if is_user:
                     texts.append(text)
                     user_parts += 1
@@ -676,8 +702,10 @@ def _duration(seconds: float) -> str:
 
 def _nginx_page(code: int, reason: str) -> bytes:
     title = f"{code} {reason}"
-    return (f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n<center><h1>{title}"
-            "</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n").encode()
+    return (
+        f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n<center><h1>{title}"
+        "</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+    ).encode()
 
 
 @dataclass(slots=True)
@@ -715,19 +743,28 @@ def _quota_failure(per_day: bool, model: str) -> tuple[int, str, str, list[Any]]
     metric = "generativelanguage.googleapis.com/generate_requests_per_model" + (
         "_per_day" if per_day else ""
     )
-    quota_id = ("GenerateRequestsPerDayPerProjectPerModel" if per_day
-                else "GenerateRequestsPerMinutePerProjectPerModel-FreeTier")
+    quota_id = (
+        "GenerateRequestsPerDayPerProjectPerModel"
+        if per_day
+        else "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"
+    )
     limit = "250" if per_day else "0"
-    violation = {"quotaMetric": metric, "quotaId": quota_id,
-                 "quotaDimensions": {"location": "global", "model": model}, "quotaValue": limit}
+    violation = {
+        "quotaMetric": metric,
+        "quotaId": quota_id,
+        "quotaDimensions": {"location": "global", "model": model},
+        "quotaValue": limit,
+    }
     details: list[Any] = [
         {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [violation]},
         {"@type": "type.googleapis.com/google.rpc.Help", "links": [{
             "description": "Learn more about Gemini API quotas",
             "url": "https://ai.google.dev/gemini-api/docs/rate-limits"}]},
     ]  # fmt: skip
-    message = ("You exceeded your current quota, please check your plan and billing details. "
-               f"* Quota exceeded for metric: {metric}, limit: {limit}, model: {model}")
+    message = (
+        "You exceeded your current quota, please check your plan and billing details. "
+        f"* Quota exceeded for metric: {metric}, limit: {limit}, model: {model}"
+    )
     return 429, "RESOURCE_EXHAUSTED", message, details
 
 
@@ -746,8 +783,12 @@ def _fault_answer(fault: str, plan: Plan, model: str, key: str) -> _Answer:
             code, status, message = _PLAIN_ERRORS[fault]
             details = []
         if code == 429 and plan.retry_info_s is not None:
-            details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo",
-                            "retryDelay": _duration(plan.retry_info_s)})
+            details.append(
+                {
+                    "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                    "retryDelay": _duration(plan.retry_info_s),
+                }
+            )
         answer = _Answer(code, _error_json(code, status, message, details))
     if fault in _RETRYABLE_FAULTS:
         if plan.retry_after_s is not None:
@@ -775,10 +816,14 @@ def _snake_keys(obj: Any) -> Any:
     return obj
 
 
-_REFUSAL_TEXT = ("I can't create that image because it may go against the safety policy. "
-                 "Try rephrasing the prompt.")
-_NO_IMAGE_TEXT = ("I was unable to generate an image for this request; here is a description "
-                  "of what it would show instead.")
+_REFUSAL_TEXT = (
+    "I can't create that image because it may go against the safety policy. "
+    "Try rephrasing the prompt."
+)
+_NO_IMAGE_TEXT = (
+    "I was unable to generate an image for this request; here is a description "
+    "of what it would show instead."
+)
 
 
 _IMAGE_SLOT = re.compile(r'"@@sim-image-(\d+)@@"')
@@ -809,16 +854,24 @@ async def _success_payload(
     elif req.want_text:
         parts.append({"text": "Here is the image you asked for."})
     if with_images:
-        fmt = "jpeg" if "jpeg" in shapes else "png"
+        fmt = "jpeg" if shapes & {"jpeg", "mime_jpg"} else "png"
+        mime = f"image/{fmt}"
+        if "mime_jpg" in shapes:
+            mime = "image/jpg"  # a common, non-standard spelling some servers send
+        elif "mime_text" in shapes:
+            mime = "text/plain"  # a broken server: the bytes are a PNG, the label is not
         width, height = image_dimensions(req.image_size, req.aspect_ratio, req.last_input_size)
         variants = ["final", "second"] if "two_images" in shapes else ["final"]
         if "thought" in shapes:
             variants.insert(0, "draft")
         for variant in variants:
             _, data = await cache.get((fmt, width, height, variant))
-            slot = {"mimeType": f"image/{fmt}", "data": f"@@sim-image-{len(images)}@@"}
-            parts.append({"thought": True, "inlineData": slot} if variant == "draft"
-                         else {"inlineData": slot})
+            slot = {"mimeType": mime, "data": f"@@sim-image-{len(images)}@@"}
+            parts.append(
+                {"thought": True, "inlineData": slot}
+                if variant == "draft"
+                else {"inlineData": slot}
+            )
             images.append(data)
     per_image = _OUTPUT_TOKENS[req.image_size or "1K"] if rule.sizes else 1290
     output_tokens = per_image * len(images) + 12
@@ -979,12 +1032,20 @@ async def _decide(request: web.Request, state: _State) -> _Answer:
     model, _, method = request.match_info["name"].partition(":")
     key = _api_key(request)
     if not key:
-        raise _ApiError(401, "UNAUTHENTICATED", "Request is missing required authentication "
-                        "credential. Expected an API key in x-goog-api-key or Authorization.")
+        raise _ApiError(
+            401,
+            "UNAUTHENTICATED",
+            "Request is missing required authentication "
+            "credential. Expected an API key in x-goog-api-key or Authorization.",
+        )
     rule = _MODELS.get(model)
     if rule is None or method != "generateContent":
-        raise _ApiError(404, "NOT_FOUND", f"models/{model} is not found for API version v1beta, "
-                        f"or {method or 'this method'} is not supported for it.")
+        raise _ApiError(
+            404,
+            "NOT_FOUND",
+            f"models/{model} is not found for API version v1beta, "
+            f"or {method or 'this method'} is not supported for it.",
+        )
     too_big = _bad(f"Request payload size exceeds the limit: {_MAX_BODY_BYTES} bytes.")
     if (request.content_length or 0) >= _MAX_BODY_BYTES:
         raise too_big
@@ -1001,8 +1062,10 @@ async def _decide(request: web.Request, state: _State) -> _Answer:
     except DirectiveError as exc:
         raise _bad(str(exc)) from None
     index = state.count_prompt(req.prompt)
-    plan = plan_request(directives, index) if not directives.empty else _random_plan(
-        state.config, state.rng
+    plan = (
+        plan_request(directives, index)
+        if not directives.empty
+        else _random_plan(state.config, state.rng)
     )
     if plan.fault is not None:
         answer = _fault_answer(plan.fault, plan, model, key)
@@ -1058,8 +1121,11 @@ async def _generate_content(request: web.Request) -> web.StreamResponse:
         try:
             answer = await _decide(request, state)
         except _ApiError as exc:
-            answer = _Answer(exc.code, _error_json(exc.code, exc.status, exc.message),
-                             delay_s=state.config.latency_s)
+            answer = _Answer(
+                exc.code,
+                _error_json(exc.code, exc.status, exc.message),
+                delay_s=state.config.latency_s,
+            )
         return await _send(request, state, answer)
     finally:
         state.leave()
@@ -1194,4 +1260,3 @@ def serve(config: SimulatorConfig, host: str = "127.0.0.1", port: int = 8765) ->
     """Serve until SIGINT or SIGTERM, after one banner line on stderr; return cleanly on Ctrl-C."""
     with suppress(KeyboardInterrupt):
         asyncio.run(_serve_until_signal(config, host, port))
-

@@ -5,16 +5,17 @@ Pure functions on bytes and dicts, so every shape an answer can take is tested w
 
 from __future__ import annotations
 
-import base64
 import binascii
 import email.utils
 import json
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from batchbanana.inputs import normalise_mime
 from batchbanana.models import rules_for
 
 API_PATH = "/v1beta/models/{model}:generateContent"
@@ -93,10 +94,18 @@ class BadResponse(Exception):
 
 @dataclass(frozen=True, slots=True)
 class AnswerImage:
-    """One final image of an answer."""
+    """One final image of an answer: its bytes in memory, or in a temporary file when streamed."""
 
     mime_type: str
-    data: bytes
+    data: bytes = b""
+    path: Path | None = None  # a temporary file holding the decoded bytes (streamed answers)
+    size: int = 0
+    head: bytes = b""  # the first bytes, to check the image is what its MIME type says
+
+    @classmethod
+    def in_memory(cls, mime_type: str, data: bytes) -> AnswerImage:
+        """An image decoded from a plain (not streamed) answer."""
+        return cls(mime_type=mime_type, data=data, size=len(data), head=data[:32])
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,16 +127,28 @@ def _get(mapping: Mapping[str, Any], camel: str, snake: str) -> Any:
     return mapping.get(snake)
 
 
-def decode_base64(data: str) -> bytes:
+URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+_WHITESPACE = re.compile(rb"\s+")
+
+
+def decode_base64(data: str | bytes) -> bytes:
     """Decode standard or URL-safe base64, padded or not; raises BadResponse when invalid."""
-    cleaned = re.sub(r"\s+", "", data)
-    if "-" in cleaned or "_" in cleaned:
-        cleaned = cleaned.replace("-", "+").replace("_", "/")
-    cleaned += "=" * (-len(cleaned) % 4)
+    raw = data.encode("ascii", "replace") if isinstance(data, str) else data
+    raw = raw.translate(URLSAFE_TO_STANDARD)
+    if _WHITESPACE.search(raw):
+        raw = _WHITESPACE.sub(b"", raw)
+    raw += b"=" * (-len(raw) % 4)
     try:
-        return base64.b64decode(cleaned, validate=True)
+        return binascii.a2b_base64(raw, strict_mode=True)
     except (binascii.Error, ValueError) as exc:
         raise BadResponse(f"image data is not valid base64 ({exc})") from None
+
+
+ImageReader = Callable[[str, str], AnswerImage]
+
+
+def _decode_inline(mime_type: str, payload: str) -> AnswerImage:
+    return AnswerImage.in_memory(mime_type, decode_base64(payload))
 
 
 def parse_answer(body: bytes) -> Answer:
@@ -136,6 +157,12 @@ def parse_answer(body: bytes) -> Answer:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadResponse(f"answer is not valid JSON ({exc.__class__.__name__}: {exc})") from None
+    return answer_from_json(data, _decode_inline)
+
+
+def answer_from_json(data: Any, read_image: ImageReader) -> Answer:
+    """Read a parsed 200 answer; `read_image(mime_type, data_string)` turns image data into an
+    AnswerImage (decoding it, or finding the file a streamed answer was decoded into)."""
     if not isinstance(data, dict):
         raise BadResponse("answer is not a JSON object")
     usage = _get(data, "usageMetadata", "usage_metadata")
@@ -171,7 +198,7 @@ def parse_answer(body: bytes) -> Answer:
                 mime = _get(inline, "mimeType", "mime_type")
                 if not isinstance(payload, str) or not isinstance(mime, str):
                     raise BadResponse("an inlineData part lacks data or mimeType")
-                images.append(AnswerImage(mime_type=mime.lower(), data=decode_base64(payload)))
+                images.append(read_image(normalise_mime(mime), payload))
     elif not block_reason and not isinstance(candidates, list) and "error" in data:
         raise BadResponse("a 200 answer carried an error object")
     joined = "\n".join(texts).strip()

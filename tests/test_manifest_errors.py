@@ -115,8 +115,9 @@ def test_unknown_item_key_names_the_item_and_its_line(tmp_path: Path) -> None:
     ("text", "line"),
     [
         pytest.param("version: 1\nimage_size: 1k\nitems:\n  - prompt: a\n", 2, id="top-level"),
-        pytest.param("version: 1\nitems:\n  - id: x\n    image_size: 2k\n    prompt: a\n", 4,
-                     id="per-item"),
+        pytest.param(
+            "version: 1\nitems:\n  - id: x\n    image_size: 2k\n    prompt: a\n", 4, id="per-item"
+        ),
     ],
 )
 def test_lowercase_k_is_refused_with_a_hint(tmp_path: Path, text: str, line: int) -> None:
@@ -131,8 +132,9 @@ def test_lowercase_k_is_refused_with_a_hint(tmp_path: Path, text: str, line: int
     "text",
     [
         pytest.param("version: 1\naspect_ratio: 16:9\nitems:\n  - prompt: a\n", id="top-level"),
-        pytest.param("version: 1\nitems:\n  - id: x\n    prompt: a\n    aspect_ratio: 16:9\n",
-                     id="per-item"),
+        pytest.param(
+            "version: 1\nitems:\n  - id: x\n    prompt: a\n    aspect_ratio: 16:9\n", id="per-item"
+        ),
     ],
 )
 def test_unquoted_ratio_gets_the_quoting_hint(tmp_path: Path, text: str) -> None:
@@ -684,8 +686,9 @@ def test_items_file_rows_are_checked_against_model_rules(tmp_path: Path) -> None
 @pytest.mark.parametrize(
     "csv_text",
     [
-        pytest.param("id,prompt,model,image_size\nok,a,,\nbad,b,gemini-2.5-flash-image,4K\n",
-                     id="model-rule"),
+        pytest.param(
+            "id,prompt,model,image_size\nok,a,,\nbad,b,gemini-2.5-flash-image,4K\n", id="model-rule"
+        ),
         pytest.param("id,prompt,images\nok,a,\nbad,b,refs/missing.png\n", id="missing-image"),
     ],
 )

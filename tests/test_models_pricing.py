@@ -335,9 +335,7 @@ def test_manifest_pricing_entry_needs_exactly_one_positive_price(
 ) -> None:
     """A pricing entry takes per_request_usd or per_million_tokens_usd (one, not negative)."""
     path = tmp_path / "job.yaml"
-    path.write_text(
-        f"version: 1\npricing:\n  gemini-3-pro-image: {entry}\nitems:\n  - prompt: a\n"
-    )
+    path.write_text(f"version: 1\npricing:\n  gemini-3-pro-image: {entry}\nitems:\n  - prompt: a\n")
     with pytest.raises(UserError) as caught:
         load_job(path)
     assert any(":3:" in problem and "pricing" in problem for problem in caught.value.problems)

@@ -89,51 +89,86 @@ def test_only_unbilled_outcomes_are_retryable() -> None:
 
 
 def _image(mime: str, data: bytes) -> tuple[AnswerImage, ...]:
-    return (AnswerImage(mime_type=mime, data=data),)
+    return (AnswerImage.in_memory(mime, data),)
 
 
 @pytest.mark.parametrize(
     ("answer", "expected"),
     [
-        pytest.param(Answer(images=_image("image/png", PNG), finish_reason="STOP"), Outcome.OK,
-                     id="ok-png"),
+        pytest.param(
+            Answer(images=_image("image/png", PNG), finish_reason="STOP"), Outcome.OK, id="ok-png"
+        ),
         pytest.param(Answer(images=_image("image/jpeg", JPEG)), Outcome.OK, id="ok-jpeg"),
         pytest.param(Answer(images=_image("image/jpg", JPEG)), Outcome.OK, id="ok-image-jpg-alias"),
-        pytest.param(Answer(images=_image("image/png", PNG), text="Here it is."), Outcome.OK,
-                     id="ok-with-text"),
+        pytest.param(
+            Answer(images=_image("image/png", PNG), text="Here it is."),
+            Outcome.OK,
+            id="ok-with-text",
+        ),
         pytest.param(Answer(finish_reason="SAFETY"), Outcome.REFUSED, id="refused-SAFETY"),
-        pytest.param(Answer(finish_reason="IMAGE_SAFETY", text="I can't make that."),
-                     Outcome.REFUSED, id="refused-IMAGE_SAFETY"),
-        pytest.param(Answer(finish_reason="PROHIBITED_CONTENT"), Outcome.REFUSED,
-                     id="refused-PROHIBITED_CONTENT"),
-        pytest.param(Answer(finish_reason="IMAGE_PROHIBITED_CONTENT"), Outcome.REFUSED,
-                     id="refused-IMAGE_PROHIBITED_CONTENT"),
+        pytest.param(
+            Answer(finish_reason="IMAGE_SAFETY", text="I can't make that."),
+            Outcome.REFUSED,
+            id="refused-IMAGE_SAFETY",
+        ),
+        pytest.param(
+            Answer(finish_reason="PROHIBITED_CONTENT"),
+            Outcome.REFUSED,
+            id="refused-PROHIBITED_CONTENT",
+        ),
+        pytest.param(
+            Answer(finish_reason="IMAGE_PROHIBITED_CONTENT"),
+            Outcome.REFUSED,
+            id="refused-IMAGE_PROHIBITED_CONTENT",
+        ),
         pytest.param(Answer(finish_reason="BLOCKLIST"), Outcome.REFUSED, id="refused-BLOCKLIST"),
         pytest.param(Answer(finish_reason="SPII"), Outcome.REFUSED, id="refused-SPII"),
-        pytest.param(Answer(block_reason="PROHIBITED_CONTENT"), Outcome.REFUSED,
-                     id="refused-blockReason"),
+        pytest.param(
+            Answer(block_reason="PROHIBITED_CONTENT"), Outcome.REFUSED, id="refused-blockReason"
+        ),
         pytest.param(Answer(block_reason="OTHER"), Outcome.REFUSED, id="refused-blockReason-OTHER"),
-        pytest.param(Answer(finish_reason="STOP", text="A lovely idea!"), Outcome.NO_IMAGE,
-                     id="no_image-STOP-text-only"),
-        pytest.param(Answer(finish_reason="IMAGE_RECITATION"), Outcome.NO_IMAGE,
-                     id="no_image-IMAGE_RECITATION"),
-        pytest.param(Answer(finish_reason="IMAGE_OTHER"), Outcome.NO_IMAGE,
-                     id="no_image-IMAGE_OTHER"),
+        pytest.param(
+            Answer(finish_reason="STOP", text="A lovely idea!"),
+            Outcome.NO_IMAGE,
+            id="no_image-STOP-text-only",
+        ),
+        pytest.param(
+            Answer(finish_reason="IMAGE_RECITATION"),
+            Outcome.NO_IMAGE,
+            id="no_image-IMAGE_RECITATION",
+        ),
+        pytest.param(
+            Answer(finish_reason="IMAGE_OTHER"), Outcome.NO_IMAGE, id="no_image-IMAGE_OTHER"
+        ),
         pytest.param(Answer(finish_reason="NO_IMAGE"), Outcome.NO_IMAGE, id="no_image-NO_IMAGE"),
-        pytest.param(Answer(finish_reason="RECITATION"), Outcome.NO_IMAGE,
-                     id="no_image-RECITATION"),
-        pytest.param(Answer(finish_reason="MAX_TOKENS"), Outcome.NO_IMAGE,
-                     id="no_image-MAX_TOKENS"),
+        pytest.param(
+            Answer(finish_reason="RECITATION"), Outcome.NO_IMAGE, id="no_image-RECITATION"
+        ),
+        pytest.param(
+            Answer(finish_reason="MAX_TOKENS"), Outcome.NO_IMAGE, id="no_image-MAX_TOKENS"
+        ),
         pytest.param(Answer(finish_reason="OTHER"), Outcome.NO_IMAGE, id="no_image-OTHER"),
         pytest.param(Answer(), Outcome.NO_IMAGE, id="no_image-empty-answer"),
-        pytest.param(Answer(images=_image("image/png", b"this is not a png")),
-                     Outcome.BAD_RESPONSE, id="bad_response-bytes-not-an-image"),
-        pytest.param(Answer(images=_image("image/png", JPEG)), Outcome.BAD_RESPONSE,
-                     id="bad_response-mime-does-not-match-bytes"),
-        pytest.param(Answer(images=_image("text/plain", PNG)), Outcome.BAD_RESPONSE,
-                     id="bad_response-not-an-image-type"),
-        pytest.param(Answer(images=_image("image/png", b"")), Outcome.BAD_RESPONSE,
-                     id="bad_response-empty-image"),
+        pytest.param(
+            Answer(images=_image("image/png", b"this is not a png")),
+            Outcome.BAD_RESPONSE,
+            id="bad_response-bytes-not-an-image",
+        ),
+        pytest.param(
+            Answer(images=_image("image/png", JPEG)),
+            Outcome.BAD_RESPONSE,
+            id="bad_response-mime-does-not-match-bytes",
+        ),
+        pytest.param(
+            Answer(images=_image("text/plain", PNG)),
+            Outcome.BAD_RESPONSE,
+            id="bad_response-not-an-image-type",
+        ),
+        pytest.param(
+            Answer(images=_image("image/png", b"")),
+            Outcome.BAD_RESPONSE,
+            id="bad_response-empty-image",
+        ),
         pytest.param(
             Answer(images=(*_image("image/png", PNG), *_image("image/png", b"junk"))),
             Outcome.BAD_RESPONSE,
@@ -173,22 +208,33 @@ PER_MINUTE = ErrorInfo(status="RESOURCE_EXHAUSTED", message="slow down", retry_d
         pytest.param(429, PER_DAY, Outcome.RATE_LIMITED, True, id="429-per-day-stops-job"),
         pytest.param(429, ZERO, Outcome.RATE_LIMITED, True, id="429-limit-zero-stops-job"),
         pytest.param(503, ErrorInfo(status="UNAVAILABLE"), Outcome.UNAVAILABLE, False, id="503"),
-        pytest.param(400, ErrorInfo(status="INVALID_ARGUMENT"), Outcome.HTTP_ERROR, False,
-                     id="400"),
+        pytest.param(
+            400, ErrorInfo(status="INVALID_ARGUMENT"), Outcome.HTTP_ERROR, False, id="400"
+        ),
         pytest.param(404, ErrorInfo(status="NOT_FOUND"), Outcome.HTTP_ERROR, False, id="404"),
         pytest.param(408, ErrorInfo(), Outcome.HTTP_ERROR, False, id="408"),
         pytest.param(413, ErrorInfo(), Outcome.HTTP_ERROR, False, id="413"),
         pytest.param(422, ErrorInfo(), Outcome.HTTP_ERROR, False, id="422"),
-        pytest.param(401, ErrorInfo(status="UNAUTHENTICATED"), Outcome.HTTP_ERROR, True,
-                     id="401-bad-key-stops-job"),
+        pytest.param(
+            401,
+            ErrorInfo(status="UNAUTHENTICATED"),
+            Outcome.HTTP_ERROR,
+            True,
+            id="401-bad-key-stops-job",
+        ),
         pytest.param(402, ErrorInfo(), Outcome.HTTP_ERROR, True, id="402-no-balance-stops-job"),
-        pytest.param(403, ErrorInfo(status="PERMISSION_DENIED"), Outcome.HTTP_ERROR, True,
-                     id="403-forbidden-stops-job"),
+        pytest.param(
+            403,
+            ErrorInfo(status="PERMISSION_DENIED"),
+            Outcome.HTTP_ERROR,
+            True,
+            id="403-forbidden-stops-job",
+        ),
         pytest.param(500, ErrorInfo(status="INTERNAL"), Outcome.SERVER_ERROR, False, id="500"),
-        pytest.param(502, ErrorInfo(message="Bad Gateway"), Outcome.SERVER_ERROR, False,
-                     id="502"),
-        pytest.param(504, ErrorInfo(status="DEADLINE_EXCEEDED"), Outcome.SERVER_ERROR, False,
-                     id="504"),
+        pytest.param(502, ErrorInfo(message="Bad Gateway"), Outcome.SERVER_ERROR, False, id="502"),
+        pytest.param(
+            504, ErrorInfo(status="DEADLINE_EXCEEDED"), Outcome.SERVER_ERROR, False, id="504"
+        ),
     ],
 )
 def test_classify_error(status: int, info: ErrorInfo, expected: Outcome, stops_job: bool) -> None:

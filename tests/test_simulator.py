@@ -85,8 +85,11 @@ class Answer:
         return parts
 
     def images(self) -> list[bytes]:
-        return [base64.b64decode(p["inlineData"]["data"]) for p in self.parts
-                if "inlineData" in p and not p.get("thought")]
+        return [
+            base64.b64decode(p["inlineData"]["data"])
+            for p in self.parts
+            if "inlineData" in p and not p.get("thought")
+        ]
 
 
 async def post(
@@ -101,8 +104,9 @@ async def post(
     url = f"{sim.url}/v1beta/models/{model}:generateContent"
     # A stream, not bytes: aiohttp warns about large bytes bodies, and warnings are errors here.
     data = io.BytesIO(body if isinstance(body, bytes) else json.dumps(body).encode())
-    async with http.post(url, data=data, headers=KEY if headers is None else headers,
-                         params=params) as response:
+    async with http.post(
+        url, data=data, headers=KEY if headers is None else headers, params=params
+    ) as response:
         return Answer(response.status, response.headers, await response.read())
 
 
@@ -145,18 +149,36 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
     ("prompt", "expected"),
     [
         pytest.param("a cat", parse_directives(""), id="none"),
-        pytest.param("[sim:429x2] a cat", simulator.Directives(
-            faults=(Directive("429", None, 2),)), id="counted-429"),
-        pytest.param("[sim:503,500x3]", simulator.Directives(
-            faults=(Directive("503", None, 1), Directive("500", None, 3))), id="two-faults"),
-        pytest.param("x [sim:slow:0.5] y [sim:refuse]", simulator.Directives(
-            shapes=(Directive("slow", 0.5), Directive("refuse"))), id="two-brackets"),
-        pytest.param("[sim:retry_after:3]", simulator.Directives(
-            faults=(Directive("429", None, 1),), retry_after_s=3.0), id="hint-implies-429"),
-        pytest.param("[sim:503x2, retry_date:4]", simulator.Directives(
-            faults=(Directive("503", None, 2),), retry_date_s=4.0), id="hint-on-503"),
-        pytest.param("[sim:dropx1]", simulator.Directives(
-            shapes=(Directive("drop", None, 1),)), id="counted-shape"),
+        pytest.param(
+            "[sim:429x2] a cat",
+            simulator.Directives(faults=(Directive("429", None, 2),)),
+            id="counted-429",
+        ),
+        pytest.param(
+            "[sim:503,500x3]",
+            simulator.Directives(faults=(Directive("503", None, 1), Directive("500", None, 3))),
+            id="two-faults",
+        ),
+        pytest.param(
+            "x [sim:slow:0.5] y [sim:refuse]",
+            simulator.Directives(shapes=(Directive("slow", 0.5), Directive("refuse"))),
+            id="two-brackets",
+        ),
+        pytest.param(
+            "[sim:retry_after:3]",
+            simulator.Directives(faults=(Directive("429", None, 1),), retry_after_s=3.0),
+            id="hint-implies-429",
+        ),
+        pytest.param(
+            "[sim:503x2, retry_date:4]",
+            simulator.Directives(faults=(Directive("503", None, 2),), retry_date_s=4.0),
+            id="hint-on-503",
+        ),
+        pytest.param(
+            "[sim:dropx1]",
+            simulator.Directives(shapes=(Directive("drop", None, 1),)),
+            id="counted-shape",
+        ),
     ],
 )
 def test_parse_directives(prompt: str, expected: simulator.Directives) -> None:
@@ -164,8 +186,17 @@ def test_parse_directives(prompt: str, expected: simulator.Directives) -> None:
     assert parse_directives(prompt) == expected
 
 
-@pytest.mark.parametrize("prompt", ["[sim:teapot]", "[sim:slow]", "[sim:refuse:3]",
-                                    "[sim:retry_after:2x3]", "[sim:429x]", "[sim:429x0]"])
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "[sim:teapot]",
+        "[sim:slow]",
+        "[sim:refuse:3]",
+        "[sim:retry_after:2x3]",
+        "[sim:429x]",
+        "[sim:429x0]",
+    ],
+)
 def test_parse_directives_rejects_unknown(prompt: str) -> None:
     """A directive the simulator does not know is an error whose message carries a HINT."""
     with pytest.raises(DirectiveError, match="HINT"):
@@ -233,8 +264,10 @@ async def test_ratio_follows_last_input_png(
 @pytest.mark.asyncio
 async def test_image_bytes_pads_the_png() -> None:
     """With image_bytes set, each PNG is about that many bytes and still valid."""
-    async with run_simulator(SimulatorConfig(image_bytes=300_000)) as sim, \
-            aiohttp.ClientSession() as http:
+    async with (
+        run_simulator(SimulatorConfig(image_bytes=300_000)) as sim,
+        aiohttp.ClientSession() as http,
+    ):
         answer = await post(http, sim, request_body())
     (png,) = answer.images()
     assert len(png) == 300_000
@@ -258,23 +291,42 @@ _INVALID = [
     pytest.param(request_body(size="1K"), FLASH_25, "leave imageSize out", id="flash25-any-size"),
     pytest.param(request_body(ratio="1:4"), PRO, "HINT", id="pro-1:4"),
     pytest.param(request_body(size="1k"), FLASH_31, "HINT", id="lowercase-size"),
-    pytest.param(request_body(images=[{"inlineData": {"mimeType": "image/png", "data": "@@@"}}]),
-                 PRO, "Base64", id="bad-base64"),
-    pytest.param(request_body(images=[inline(SMALL_PNG, "image/jpeg")]), PRO, "does not match",
-                 id="mime-mismatch"),
-    pytest.param(request_body(images=[inline(b"just some text\n", "image/png")]), PRO,
-                 "not png", id="text-file"),
-    pytest.param(request_body(images=[inline(SMALL_PNG)] * 15), PRO, "at most 14",
-                 id="15-images"),
-    pytest.param(request_body(images=[inline(_BIG_JPEG, "image/jpeg")]), PRO, "7000000",
-                 id="over-7MB"),
-    pytest.param({"contents": [{"parts": [{"text": "x"}]}],
-                  "generationConfig": {"candidateCount": 2}}, PRO, "candidates",
-                 id="candidate-count"),
+    pytest.param(
+        request_body(images=[{"inlineData": {"mimeType": "image/png", "data": "@@@"}}]),
+        PRO,
+        "Base64",
+        id="bad-base64",
+    ),
+    pytest.param(
+        request_body(images=[inline(SMALL_PNG, "image/jpeg")]),
+        PRO,
+        "does not match",
+        id="mime-mismatch",
+    ),
+    pytest.param(
+        request_body(images=[inline(b"just some text\n", "image/png")]),
+        PRO,
+        "not png",
+        id="text-file",
+    ),
+    pytest.param(request_body(images=[inline(SMALL_PNG)] * 15), PRO, "at most 14", id="15-images"),
+    pytest.param(
+        request_body(images=[inline(_BIG_JPEG, "image/jpeg")]), PRO, "7000000", id="over-7MB"
+    ),
+    pytest.param(
+        {"contents": [{"parts": [{"text": "x"}]}], "generationConfig": {"candidateCount": 2}},
+        PRO,
+        "candidates",
+        id="candidate-count",
+    ),
     pytest.param(b"{not json", PRO, "JSON", id="not-json"),
     pytest.param({"generationConfig": {}}, PRO, "contents", id="no-contents"),
-    pytest.param({"contents": [{"role": "user", "parts": [{"text": ""}]}]}, PRO, "empty text",
-                 id="empty-text"),
+    pytest.param(
+        {"contents": [{"role": "user", "parts": [{"text": ""}]}]},
+        PRO,
+        "empty text",
+        id="empty-text",
+    ),
     pytest.param(request_body("[sim:teapot]"), PRO, "HINT", id="unknown-directive"),
 ]
 
@@ -371,8 +423,9 @@ async def test_missing_key_is_401(sim: RunningSimulator, http: aiohttp.ClientSes
 @pytest.mark.asyncio
 async def test_429x2_then_success(sim: RunningSimulator, http: aiohttp.ClientSession) -> None:
     """`[sim:429x2]` answers 429 twice for that exact prompt, then 200, unbilled until then."""
-    statuses = [(await post(http, sim, request_body("[sim:429x2] a pear"))).status
-                for _ in range(4)]
+    statuses = [
+        (await post(http, sim, request_body("[sim:429x2] a pear"))).status for _ in range(4)
+    ]
     assert statuses == [429, 429, 200, 200]
     assert (await post(http, sim, request_body("[sim:429x2] a plum"))).status == 429
     stats = sim.stats()
@@ -392,7 +445,8 @@ async def test_retry_hints(sim: RunningSimulator, http: aiohttp.ClientSession) -
     info = await post(http, sim, request_body("[sim:retry_info:53]"))
     assert "Retry-After" not in info.headers
     assert info.json["error"]["details"] == [
-        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "53s"}]
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "53s"}
+    ]
 
 
 @pytest.mark.asyncio
@@ -449,8 +503,9 @@ async def test_answer_shapes(sim: RunningSimulator, http: aiohttp.ClientSession)
     decode_png(base64.urlsafe_b64decode(data + "=" * (-len(data) % 4)))
 
     drafted = await post(http, sim, request_body("[sim:thought,two_images]"))
-    kinds = [("thought" if p.get("thought") else "final") for p in drafted.parts
-             if "inlineData" in p]
+    kinds = [
+        ("thought" if p.get("thought") else "final") for p in drafted.parts if "inlineData" in p
+    ]
     assert kinds == ["thought", "final", "final"]
     assert len(set(drafted.images())) == 2
 
@@ -553,8 +608,17 @@ async def test_bill_counts_only_billed_outcomes(
 ) -> None:
     """Only outcomes where the model ran are billed: 200s, drop, 502 and 504; not 4xx/429/5xx."""
     billed = ["ok", "[sim:refuse]", "[sim:bad_json]", "[sim:502]", "[sim:504]", "[sim:cut]"]
-    free = ["[sim:400]", "[sim:401]", "[sim:402]", "[sim:403]", "[sim:429]", "[sim:500]",
-            "[sim:503]", "[sim:html503]", "[sim:quota_day]"]
+    free = [
+        "[sim:400]",
+        "[sim:401]",
+        "[sim:402]",
+        "[sim:403]",
+        "[sim:429]",
+        "[sim:500]",
+        "[sim:503]",
+        "[sim:html503]",
+        "[sim:quota_day]",
+    ]
     for prompt in billed + free:
         with pytest.raises(aiohttp.ClientPayloadError) if "cut" in prompt else nullcontext():
             await post(http, sim, request_body(prompt))
@@ -618,8 +682,9 @@ def test_simulator_in_thread_from_sync_code() -> None:
 
 def test_serve_prints_its_address() -> None:
     """serve() first prints its real address on stderr, then stops cleanly on SIGTERM."""
-    code = ("from batchbanana.simulator import SimulatorConfig, serve; "
-            "serve(SimulatorConfig(), port=0)")
+    code = (
+        "from batchbanana.simulator import SimulatorConfig, serve; serve(SimulatorConfig(), port=0)"
+    )
     with subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) as proc:
         assert proc.stderr is not None
         first = proc.stderr.readline()

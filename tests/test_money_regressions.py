@@ -1,0 +1,169 @@
+"""Regression tests for money bugs found in review: each is a promise the ledger keeps."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from batchbanana.simulator import RunningSimulator
+from tests.conftest import CliResult, read_jsonl, results
+
+Cli = Callable[..., CliResult]
+Writer = Callable[..., Path]
+
+
+def test_image_jpg_mime_type_is_saved_as_jpeg_not_a_crash(
+    cli: Cli, write_manifest: Writer, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    """An answer labelled `image/jpg` (not the standard image/jpeg) is an ok image saved as .jpg."""
+    manifest = write_manifest([{"id": "j", "prompt": "p [sim:mime_jpg]"}], endpoint=simulator.url)
+    result = cli("run", str(manifest), "--no-progress")
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "out" / "j.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
+
+
+def test_non_image_mime_type_is_a_billed_bad_response(
+    cli: Cli, write_manifest: Writer, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    """An image part labelled `text/plain` is `bad_response` (billed) and writes no file."""
+    manifest = write_manifest([{"id": "t", "prompt": "p [sim:mime_text]"}], endpoint=simulator.url)
+    assert cli("run", str(manifest), "--no-progress").exit_code == 1
+    assert [(r["outcome"], r["billed"]) for r in results(tmp_path / "out" / "ledger.jsonl")] == [
+        ("bad_response", "yes")
+    ]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ledger.jsonl"]
+
+
+def test_key_with_a_line_break_is_refused_before_anything_is_sent(
+    cli: Cli,
+    write_manifest: Writer,
+    simulator: RunningSimulator,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """A key pasted with a line break inside is exit 2, with no `sent` line and no request."""
+    monkeypatch.setenv("BATCHBANANA_API_KEY", "sk-abc\ndef-123456")
+    manifest = write_manifest([{"prompt": "p"}], endpoint=simulator.url)
+    result = cli("run", str(manifest))
+    assert result.exit_code == 2
+    assert "abc" not in result.stderr
+    assert simulator.stats()["requests"] == 0
+    assert not (tmp_path / "out" / "ledger.jsonl").exists()
+
+
+def test_token_priced_jobs_never_exceed_the_budget(
+    cli: Cli, write_manifest: Writer, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    """With per-token pricing, answers that carry two images still keep spending within budget."""
+    items = [{"id": f"t{n}", "prompt": f"p{n} [sim:two_images]"} for n in range(6)]
+    manifest = write_manifest(
+        items,
+        endpoint=simulator.url,
+        pricing={"gemini-3-pro-image-preview": {"per_million_tokens_usd": 100}},
+        budget_usd=0.45,
+        concurrency=3,
+    )
+    cli("run", str(manifest), "--no-progress")
+    lines = results(tmp_path / "out" / "ledger.jsonl")
+    spent = sum(r["price_usd"] for r in lines if r["billed"] == "yes")
+    assert 0 < spent <= 0.45
+    assert any(r["outcome"] == "over_budget" for r in lines)
+
+
+def test_reverting_an_edit_to_a_failed_version_sends_it_again(
+    cli: Cli, write_manifest: Writer, simulator: RunningSimulator
+) -> None:
+    """Editing a failed prompt away and back is new work for `run`, not an item stranded forever."""
+    original = [{"id": "a", "prompt": "version A [sim:500x1]"}]
+    manifest = write_manifest(original, endpoint=simulator.url)
+    assert cli("run", str(manifest), "--no-progress").exit_code == 1
+    write_manifest([{"id": "a", "prompt": "version B"}], endpoint=simulator.url)
+    assert cli("run", str(manifest), "--no-progress").exit_code == 0
+    write_manifest(original, endpoint=simulator.url)
+    assert cli("run", str(manifest), "--no-progress").exit_code == 0
+    assert simulator.stats()["by_prompt"] == {"version A [sim:500x1]": 2, "version B": 1}
+
+
+def test_file_of_an_item_only_ever_over_budget_is_not_overwritten(
+    cli: Cli, write_manifest: Writer, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    """An item the ledger never sent (only over_budget) does not own a file found at its name."""
+    manifest = write_manifest([{"id": "x", "prompt": "p"}], endpoint=simulator.url, budget_usd=0)
+    assert cli("run", str(manifest), "--no-progress").exit_code == 1
+    (tmp_path / "out" / "x+2.png").write_bytes(b"mine")
+    result = cli("run", str(manifest), "--no-progress", "--budget", "1")
+    assert result.exit_code == 2
+    assert "x+2.png" in result.stderr
+    assert (tmp_path / "out" / "x+2.png").read_bytes() == b"mine"
+
+
+def test_another_jobs_temporary_files_are_left_alone(
+    cli: Cli, write_manifest: Writer, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    """Cleaning up after a crash removes this job's temporaries only, not a neighbour's."""
+    (tmp_path / "out").mkdir()
+    neighbour = tmp_path / "out" / ".other~s1-abcd.tmp"
+    mine = tmp_path / "out" / ".x~s1-abcd.tmp"
+    neighbour.write_bytes(b"in progress")
+    mine.write_bytes(b"stale")
+    manifest = write_manifest([{"id": "x", "prompt": "p"}], endpoint=simulator.url)
+    assert cli("run", str(manifest), "--no-progress").exit_code == 0
+    assert neighbour.exists() and not mine.exists()
+
+
+@pytest.fixture
+def unanswered_port() -> Iterator[int]:
+    """A port whose listen backlog is full, so a new connection hangs instead of completing."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = []
+    for _ in range(8):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        fillers.append(filler)
+    yield port
+    for filler in fillers:
+        filler.close()
+    server.close()
+
+
+def test_total_timeout_while_still_connecting_is_an_unbilled_connect_error(
+    cli: Cli, write_manifest: Writer, tmp_path: Path, unanswered_port: int
+) -> None:
+    """When the size's timeout fires before the connection is made, nothing was sent: not billed."""
+    manifest = write_manifest(
+        [{"id": "a", "prompt": "p"}],
+        endpoint=f"http://127.0.0.1:{unanswered_port}",
+        timeouts={"1K": 0.5, "connect": 30},
+        retry={"max_attempts": 1},
+    )
+    assert cli("run", str(manifest), "--no-progress").exit_code == 1
+    lines = results(tmp_path / "out" / "ledger.jsonl")
+    assert [(r["outcome"], r["billed"]) for r in lines] == [("connect_error", "no")]
+
+
+def test_echoed_key_is_scrubbed_even_where_messages_are_cut(
+    cli: Cli,
+    write_manifest: Writer,
+    simulator: RunningSimulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A long key echoed by a 403 appears nowhere, not even as a prefix cut by a length limit."""
+    long_key = "sk-" + "K" * 600
+    monkeypatch.setenv("BATCHBANANA_API_KEY", long_key)
+    manifest = write_manifest(
+        [{"id": "e", "prompt": "p [sim:echo_key_403]"}], endpoint=simulator.url
+    )
+    result = cli("run", str(manifest), "--no-progress")
+    assert "K" * 40 not in result.stderr
+    assert "K" * 40 not in (tmp_path / "out" / "ledger.jsonl").read_text()
+    assert read_jsonl(tmp_path / "out" / "ledger.jsonl")[-1]["http_status"] == 403
