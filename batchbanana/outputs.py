@@ -13,6 +13,7 @@ from batchbanana.errors import UserError
 from batchbanana.outcomes import IMAGE_EXTENSIONS
 
 TEMP_SUFFIX = ".tmp"
+_EXTENSIONS = frozenset(IMAGE_EXTENSIONS.values())
 TEMP_MARK = "~"  # never in an id: a temporary file's name says which item it belongs to
 
 
@@ -96,17 +97,27 @@ def prepare_output_dir(output_dir: Path) -> None:
         ) from None
 
 
-def existing_outputs(output_dir: Path, item_id: str) -> list[Path]:
-    """Image files already at an item's final names (first image and `+N` ones)."""
-    extensions = set(IMAGE_EXTENSIONS.values())
-    found = []
-    for pattern in (f"{item_id}.*", f"{item_id}+*.*"):
-        for candidate in output_dir.glob(pattern):
-            stem, _, extension = candidate.name.rpartition(".")
-            extra = stem[len(item_id) :]
-            if extension in extensions and (extra == "" or extra[1:].isdigit()):
-                found.append(candidate)
-    return sorted(found)
+def output_owner(name: str) -> str | None:
+    """The item id whose output a file name is (`<id>.<ext>` or `<id>+N.<ext>`), or None."""
+    stem, dot, extension = name.rpartition(".")
+    if not dot or extension not in _EXTENSIONS:
+        return None
+    owner, plus, number = stem.rpartition("+")
+    if plus and number.isdigit() and owner:
+        return owner
+    return stem or None
+
+
+def existing_outputs(output_dir: Path, item_ids: Iterable[str]) -> list[Path]:
+    """Image files already at the final names of these items (first image and `+N` ones).
+
+    The folder is listed once, whatever the number of items."""
+    wanted = set(item_ids)
+    try:
+        names = os.listdir(output_dir)
+    except FileNotFoundError:
+        return []
+    return sorted(output_dir / name for name in names if output_owner(name) in wanted)
 
 
 def remove_stale_temps(output_dir: Path, item_ids: Iterable[str]) -> int:

@@ -382,9 +382,9 @@ class JobRunner:
                 error = f"could not write the image: {_describe(exc)}"
                 outputs, size_bytes = [], None
             finally:
-                for image in result.images:
+                for image in result.images[len(outputs) :]:
                     if image.path is not None:
-                        image.path.unlink(missing_ok=True)  # committed ones were renamed away
+                        image.path.unlink(missing_ok=True)  # not committed: no stray temp
         extra: dict[str, Any] = {}
         retry_now = (
             is_retryable(outcome)
@@ -587,12 +587,12 @@ def record_dangling(writer: LedgerWriter, state: LedgerState) -> int:
 
 def check_foreign_files(job: Job, items: Sequence[WorkItem], state: LedgerState) -> None:
     """Refuse to overwrite a file at an item's final name that this job never made."""
-    clashes = []
-    for item in items:
-        history = state.items.get(item.id)
-        if history is not None and history.ever_sent:
-            continue
-        clashes.extend(existing_outputs(job.output_dir, item.id))
+    never_sent = [
+        item.id
+        for item in items
+        if not ((history := state.items.get(item.id)) and history.ever_sent)
+    ]
+    clashes = existing_outputs(job.output_dir, never_sent)
     if clashes:
         shown = ", ".join(str(path) for path in clashes[:5])
         more = f" and {len(clashes) - 5} more" if len(clashes) > 5 else ""
