@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
+from batchbanana.inputs import ImageInput, optimize_lossless
 from batchbanana.ledger import read_ledger, replay
 from batchbanana.plan import Job
 from batchbanana.pricing import money
@@ -35,6 +37,40 @@ def estimate_rows(job: Job) -> list[EstimateRow]:
     ]
 
 
+def _usd(amount: float) -> str:
+    return f"${amount:.4f}"
+
+
+def describe_inputs(job: Job) -> list[str]:
+    """Input images: how many, how big, the largest request body, and any lossless saving."""
+    files: dict[str, ImageInput] = {}
+    urls: set[str] = set()
+    largest = 0
+    for item in job.items:
+        body = len(item.prompt.encode("utf-8")) + 1024
+        for image in item.images:
+            body += image.encoded_size()
+            if image.kind == "file":
+                files[image.reference] = image
+            else:
+                urls.add(image.reference)
+        largest = max(largest, body)
+    if not files and not urls:
+        return []
+    total_mb = sum(image.size_bytes or 0 for image in files.values()) / 1e6
+    lines = [
+        f"inputs: {len(files)} distinct local image(s), {total_mb:.2f} MB (each read and encoded"
+        f" once per run); {len(urls)} URL(s); largest request about {largest / 1e6:.2f} MB"
+    ]
+    if job.optimize_inputs == "lossless" and files:
+        saved = 0
+        for image in files.values():
+            data = Path(image.reference).read_bytes()
+            saved += len(data) - len(optimize_lossless(data, image.mime_type))
+        lines.append(f"optimize_inputs: lossless saves {saved / 1e6:.2f} MB of local inputs")
+    return lines
+
+
 def render_plan(job: Job) -> str:
     """The text `batchbanana plan` prints."""
     rows = estimate_rows(job)
@@ -48,14 +84,15 @@ def render_plan(job: Job) -> str:
     ]
     for row in rows:
         lines.append(
-            f"{row.model:<32} {row.image_size:>4} {row.items:>7} ${row.price_usd:>8.4f}"
-            f" ${row.estimate_usd:>10.4f}"
+            f"{row.model:<32} {row.image_size:>4} {row.items:>7} {_usd(row.price_usd):>9}"
+            f" {_usd(row.estimate_usd):>11}"
         )
-    lines.append(f"{'total':<32} {'':>4} {len(job.items):>7} {'':>9} ${total:>10.4f}")
+    lines.append(f"{'total':<32} {'':>4} {len(job.items):>7} {'':>9} {_usd(total):>11}")
     lines.append(
         "worst case: the same; `run` never re-sends a billed or possibly billed attempt"
         " (429/503/no-connection retries are free)"
     )
+    lines.extend(describe_inputs(job))
     if job.budget_usd is not None:
         verdict = "fits" if total <= job.budget_usd else "does NOT fit"
         lines.append(f"budget ${job.budget_usd:.4f}: the estimate {verdict}")

@@ -72,24 +72,30 @@ class ImageInput:
 
     kind: Literal["file", "url"]
     reference: str  # absolute path for files, the URL for URLs
-    mime_type: str
+    mime_type: str  # for an inlined URL: known only once downloaded ("" until then)
     sha256: str | None = None
     size_bytes: int | None = None
+    inline: bool = False  # a URL downloaded by batchbanana and sent inline (inline_urls: true)
 
     def spec(self) -> dict[str, object]:
         """What the ledger keeps to send this image again and to recognise its bytes."""
         if self.kind == "url":
-            return {"url": self.reference, "mime_type": self.mime_type}
+            spec: dict[str, object] = {"url": self.reference, "mime_type": self.mime_type}
+            if self.inline:
+                spec["inline"] = True
+            return spec
         return {"path": self.reference, "sha256": self.sha256, "mime_type": self.mime_type}
 
     def meaning(self) -> str:
         """What identifies the image in a fingerprint: its bytes' digest, or its URL."""
-        return f"sha256:{self.sha256}" if self.kind == "file" else f"url:{self.reference}"
+        if self.kind == "file":
+            return f"sha256:{self.sha256}"
+        return f"url:{self.reference}" + ("|inline" if self.inline else "")
 
     def encoded_size(self) -> int:
         """Bytes this image adds to a request body once base64-encoded."""
         if self.kind == "url":
-            return len(self.reference) + 64
+            return len(self.reference) + 64  # an inlined URL is checked once downloaded
         return 4 * (((self.size_bytes or 0) + 2) // 3)
 
 
@@ -126,34 +132,83 @@ def inspect_file(path: Path) -> ImageInput:
     )
 
 
+def optimize_lossless(data: bytes, mime_type: str) -> bytes:
+    """PNG and WebP recompressed without losing a pixel, when that makes them smaller.
+
+    Needs Pillow (`pip install 'batchbanana[optimize]'`); other types are returned as they are.
+    """
+    if mime_type not in ("image/png", "image/webp"):
+        return data
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        out = io.BytesIO()
+        if mime_type == "image/png":
+            image.save(out, format="PNG", optimize=True)
+        else:
+            image.save(out, format="WEBP", lossless=True, quality=100, method=6)
+    smaller = out.getvalue()
+    return smaller if len(smaller) < len(data) else data
+
+
+def pillow_available() -> bool:
+    """True when Pillow can be imported (needed by optimize_inputs: lossless)."""
+    try:
+        import PIL  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 class EncodedImageCache:
-    """Base64 of local files, each read and encoded once and shared by every request using it.
+    """Base64 of input images, each read (or downloaded) and encoded once per run and shared by
+    every request using it.
 
     Bounded by total encoded bytes (least recently used first out), so thousands of items with the
     same reference image cost one copy, and many distinct images never pile up in memory.
     """
 
-    def __init__(self, max_bytes: int = 256 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        max_bytes: int = 256 * 1024 * 1024,
+        optimize: bool = False,
+        downloads: dict[str, tuple[Path, str]] | None = None,
+    ) -> None:
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[str, str] = OrderedDict()
+        self.optimize = optimize
+        self.downloads = downloads or {}  # URL -> (downloaded file, sniffed MIME type)
+        self._entries: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._size = 0
-        self.encodes = 0  # how many times a file was actually read and encoded
+        self.encodes = 0  # how many times an image was actually read and encoded
+        self.bytes_saved = 0  # by lossless optimisation
 
-    def get(self, image: ImageInput) -> str:
-        """The base64 text of a local image, checked against the digest recorded at validation."""
+    def get(self, image: ImageInput) -> tuple[str, str]:
+        """(MIME type, base64 text) of an image sent inline; checked against its recorded digest."""
         key = image.reference
         cached = self._entries.get(key)
         if cached is not None:
             self._entries.move_to_end(key)
             return cached
-        data = Path(key).read_bytes()
-        if image.sha256 is not None and hashlib.sha256(data).hexdigest() != image.sha256:
-            raise ImageProblem(f"{key}: changed on disk since the job was validated")
-        encoded = base64.b64encode(data).decode("ascii")
+        if image.kind == "url":
+            path, mime = self.downloads[key]
+            data = path.read_bytes()
+        else:
+            data = Path(key).read_bytes()
+            mime = image.mime_type
+            if image.sha256 is not None and hashlib.sha256(data).hexdigest() != image.sha256:
+                raise ImageProblem(f"{key}: changed on disk since the job was validated")
+        if self.optimize:
+            smaller = optimize_lossless(data, mime)
+            self.bytes_saved += len(data) - len(smaller)
+            data = smaller
+        entry = (mime, base64.b64encode(data).decode("ascii"))
         self.encodes += 1
-        self._entries[key] = encoded
-        self._size += len(encoded)
+        self._entries[key] = entry
+        self._size += len(entry[1])
         while self._size > self.max_bytes and len(self._entries) > 1:
             _, dropped = self._entries.popitem(last=False)
-            self._size -= len(dropped)
-        return encoded
+            self._size -= len(dropped[1])
+        return entry

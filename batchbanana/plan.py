@@ -29,6 +29,7 @@ from batchbanana.inputs import (
     is_url,
     mime_from_url,
     normalise_mime,
+    pillow_available,
 )
 from batchbanana.manifest import (
     ITEM_KEYS,
@@ -131,6 +132,7 @@ class Job:
     pricing: dict[str, PriceRule]
     items: tuple[WorkItem, ...]
     allow_insecure_http: bool = False
+    optimize_inputs: str = "none"
 
     def settings(self) -> dict[str, Any]:
         """The job's settings as the ledger's `job` line records them (never a secret)."""
@@ -148,6 +150,7 @@ class Job:
             "adaptive": self.adaptive,
             "rate_limit_rpm": self.rate_limit_rpm,
             "allow_insecure_http": self.allow_insecure_http,
+            "optimize_inputs": self.optimize_inputs,
         }
 
 
@@ -322,7 +325,7 @@ def _validated(
 
 
 def _resolve_images(
-    raw: _RawItem, base_dir: Path, checker: _Checker
+    raw: _RawItem, base_dir: Path, checker: _Checker, inline_urls: bool = False
 ) -> tuple[tuple[ImageInput, ...], bool]:
     images: list[ImageInput] = []
     ok = True
@@ -334,6 +337,10 @@ def _resolve_images(
         else:
             reference, declared = entry, None
         assert reference is not None  # ImageEntry guarantees one of url/path
+        if is_url(reference) and inline_urls:
+            # Downloaded and sniffed before anything is sent; its type is known only then.
+            images.append(ImageInput(kind="url", reference=reference, mime_type="", inline=True))
+            continue
         if is_url(reference):
             mime = normalise_mime(declared) if declared else mime_from_url(reference)
             if mime is None:
@@ -408,18 +415,13 @@ def build_job(
     if endpoint_problem:
         line = None if endpoint_override else lines.line_of(("endpoint",))
         checker.add(line, "", "--endpoint" if endpoint_override else "endpoint", endpoint_problem)
-    for key, hint in (
-        ("inline_urls", "URL images are sent as fileData"),
-        ("optimize_inputs", "inputs are sent as they are"),
-    ):
-        value = getattr(manifest, key)
-        if value not in (False, "none"):
-            checker.add(
-                lines.line_of((key,)),
-                "",
-                key,
-                f"{value!r} is not available in this version yet; remove it ({hint})",
-            )
+    if manifest.optimize_inputs == "lossless" and not pillow_available():
+        checker.add(
+            lines.line_of(("optimize_inputs",)),
+            "",
+            "optimize_inputs",
+            "lossless needs Pillow; HINT: pip install 'batchbanana[optimize]', or remove the key",
+        )
 
     raw_items: list[_RawItem] = [
         _RawItem(
@@ -470,7 +472,7 @@ def build_job(
                     f"the {manifest.price_book} price book has no price for {model}"
                     f" at {image_size}; add a `pricing` entry",
                 )
-        images, _ = _resolve_images(raw, base_dir, checker)
+        images, _ = _resolve_images(raw, base_dir, checker, manifest.inline_urls)
         if rule is None:
             continue
         if item.id is not None:
@@ -564,6 +566,7 @@ def build_job(
         pricing=pricing,
         items=tuple(work),
         allow_insecure_http=manifest.allow_insecure_http,
+        optimize_inputs=manifest.optimize_inputs,
     )
 
 

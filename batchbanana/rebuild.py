@@ -57,8 +57,11 @@ def _images(item_id: str, spec: dict[str, Any]) -> tuple[ImageInput, ...]:
         if not isinstance(entry, dict):
             raise UserError(f"item '{item_id}': unreadable image entry in the ledger's spec")
         if isinstance(entry.get("url"), str):
-            mime = str(entry.get("mime_type") or "image/png")
-            images.append(ImageInput(kind="url", reference=entry["url"], mime_type=mime))
+            inline = entry.get("inline") is True
+            mime = str(entry.get("mime_type") or ("" if inline else "image/png"))
+            images.append(
+                ImageInput(kind="url", reference=entry["url"], mime_type=mime, inline=inline)
+            )
             continue
         path = Path(str(entry.get("path")))
         try:
@@ -147,6 +150,7 @@ def job_from_ledger(
         pricing=pricing,
         items=tuple(items),
         allow_insecure_http=bool(settings.get("allow_insecure_http", False)),
+        optimize_inputs=str(settings.get("optimize_inputs") or "none"),
     )
 
 

@@ -27,6 +27,7 @@ import anyio.to_thread
 from batchbanana import __version__
 from batchbanana.backoff import backoff_delay_s
 from batchbanana.client import AttemptResult, ProviderClient
+from batchbanana.downloads import inline_downloads
 from batchbanana.errors import UserError
 from batchbanana.inputs import EncodedImageCache, ImageProblem
 from batchbanana.ledger import LedgerState, LedgerWriter, read_ledger, replay
@@ -124,6 +125,9 @@ class RunTotals:
     free_retries: int = 0
     over_budget_usd: float = 0.0  # what the items refused by the budget would have cost
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (item, outcome, error)
+    inline_images_sent: int = 0  # input images sent inline, counting every request
+    images_encoded: int = 0  # distinct input images read and encoded (once each per run)
+    bytes_saved: int = 0  # by optimize_inputs: lossless
 
 
 @dataclass(slots=True)
@@ -138,6 +142,7 @@ class RunSettings:
     show_progress: bool = True
     command: str = "run"
     rng: random.Random = field(default_factory=random.Random)
+    downloads: dict[str, tuple[Path, str]] = field(default_factory=dict)  # inline_urls
 
 
 @dataclass(slots=True)
@@ -171,7 +176,9 @@ class JobRunner:
         )
         self.attempts = {item_id: history.attempts for item_id, history in state.items.items()}
         self.run_attempts: dict[str, int] = {}
-        self.images = EncodedImageCache()
+        self.images = EncodedImageCache(
+            optimize=job.optimize_inputs == "lossless", downloads=settings.downloads
+        )
         self.stop_reason: str | None = None
         self.interrupted = False
         self.pool: WorkPool[WorkItem] = WorkPool(
@@ -256,10 +263,11 @@ class JobRunner:
     def _body(self, item: WorkItem) -> bytes:
         parts = []
         for image in item.images:
-            if image.kind == "url":
+            if image.kind == "url" and not image.inline:
                 parts.append(file_part(image.mime_type, image.reference))
             else:
-                parts.append(inline_part(image.mime_type, self.images.get(image)))
+                parts.append(inline_part(*self.images.get(image)))
+                self.totals.inline_images_sent += 1
         body = build_request(
             model=item.model,
             prompt=item.prompt,
@@ -620,6 +628,8 @@ async def execute(
     ):
         await runner.run(items, client)
     totals = runner.totals
+    totals.images_encoded = runner.images.encodes
+    totals.bytes_saved = runner.images.bytes_saved
     if runner.unsent:
         totals.outcomes["not_sent"] = len(runner.unsent)
     failed = any(outcome != Outcome.OK.value for outcome in totals.outcomes)
@@ -646,22 +656,26 @@ def run_job(
         decision = decide(job.items, state)
         check_foreign_files(job, decision.to_send, state)
         remove_stale_temps(job.output_dir, {item.id for item in job.items})
-        writer.append_sync(job_record(job, settings, new_run_id()))
-        recovered = record_dangling(writer, state)
-        if recovered:
-            stderr.write(
-                f"batchbanana: {recovered} request(s) were in flight when the last run stopped;"
-                " recorded as interrupted (billed unknown)\n"
+        # URL images to inline are fetched and checked before the run is recorded or paid for.
+        with inline_downloads(job.output_dir, decision.to_send) as settings.downloads:
+            writer.append_sync(job_record(job, settings, new_run_id()))
+            recovered = record_dangling(writer, state)
+            if recovered:
+                stderr.write(
+                    f"batchbanana: {recovered} request(s) were in flight when the last run"
+                    " stopped; recorded as interrupted (billed unknown)\n"
+                )
+            decision = decide(job.items, state)
+            if decision.done:
+                stderr.write(
+                    f"batchbanana: {len(decision.done)} item(s) already ok in the ledger; not"
+                    " sent again\n"
+                )
+            started = time.monotonic()
+            result = anyio.run(
+                execute, job, decision.to_send, writer, state, settings, stderr, scrub
             )
-        decision = decide(job.items, state)
-        if decision.done:
-            stderr.write(
-                f"batchbanana: {len(decision.done)} item(s) already ok in the ledger; not sent"
-                " again\n"
-            )
-        started = time.monotonic()
-        result = anyio.run(execute, job, decision.to_send, writer, state, settings, stderr, scrub)
-        elapsed = time.monotonic() - started
+            elapsed = time.monotonic() - started
     finally:
         writer.close()
     print_summary(job, decision, result, elapsed, stderr)
@@ -722,6 +736,16 @@ def print_summary(
         )
     if result.stop_reason:
         lines.append(f"  stopped: {result.stop_reason}")
+    if totals.inline_images_sent:
+        saved = (
+            f"; lossless optimisation saved {totals.bytes_saved / 1e6:.2f} MB"
+            if totals.bytes_saved
+            else ""
+        )
+        lines.append(
+            f"  input images: {totals.images_encoded} read and encoded once each for"
+            f" {totals.inline_images_sent} inline use(s){saved}"
+        )
     lines.append(f"  images: {job.output_dir}  ledger: {job.ledger_path}")
     stderr.write("\n".join(lines) + "\n")
     stderr.flush()
@@ -780,11 +804,12 @@ def retry_ledger(
             show_progress=show_progress,
             command="retry",
         )
-        writer.append_sync(job_record(job, settings, new_run_id()))
-        record_dangling(writer, state)
-        started = time.monotonic()
-        result = anyio.run(execute, job, job.items, writer, state, settings, stderr, scrub)
-        elapsed = time.monotonic() - started
+        with inline_downloads(job.output_dir, job.items) as settings.downloads:
+            writer.append_sync(job_record(job, settings, new_run_id()))
+            record_dangling(writer, state)
+            started = time.monotonic()
+            result = anyio.run(execute, job, job.items, writer, state, settings, stderr, scrub)
+            elapsed = time.monotonic() - started
     finally:
         writer.close()
     print_summary(job, Decision(), result, elapsed, stderr)

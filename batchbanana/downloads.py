@@ -1,0 +1,142 @@
+"""`inline_urls: true`: fetch each URL image once per run, bounded in size and time, and check it
+like a local file, before anything is sent to the provider."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import shutil
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import aiohttp
+import anyio
+
+from batchbanana.errors import UserError
+from batchbanana.inputs import MAX_IMAGE_BYTES, MAX_REQUEST_BYTES, sniff_mime
+
+if TYPE_CHECKING:
+    from batchbanana.plan import WorkItem
+
+DOWNLOAD_TIMEOUT_S = 30.0
+DOWNLOADS_AT_ONCE = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Download:
+    """A URL image fetched for inlining: where its bytes are and what they are."""
+
+    url: str
+    path: Path
+    mime_type: str
+    sha256: str
+    size_bytes: int
+
+
+class DownloadProblem(Exception):
+    """A URL image that cannot be inlined; the message says why."""
+
+
+async def _fetch(session: aiohttp.ClientSession, url: str, folder: Path) -> Download:
+    timeout = aiohttp.ClientTimeout(total=DOWNLOAD_TIMEOUT_S)
+    try:
+        async with session.get(url, timeout=timeout, max_redirects=5) as response:
+            if response.status != 200:
+                raise DownloadProblem(f"{url}: the server answered HTTP {response.status}")
+            if response.url.scheme not in ("http", "https"):
+                raise DownloadProblem(f"{url}: redirected to a non-http(s) address")
+            data = bytearray()
+            async for chunk in response.content.iter_chunked(256 * 1024):
+                data += chunk
+                if len(data) > MAX_IMAGE_BYTES:
+                    raise DownloadProblem(f"{url}: larger than the 7 MB limit per image")
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else exc.__class__.__name__
+        raise DownloadProblem(f"{url}: could not be downloaded ({reason})") from None
+    mime = sniff_mime(bytes(data[:32]))
+    if mime is None:
+        raise DownloadProblem(f"{url}: not a PNG, JPEG, WebP, HEIC or HEIF image (by its bytes)")
+    digest = hashlib.sha256(data).hexdigest()
+    path = folder / f"{digest}.img"
+    path.write_bytes(data)
+    return Download(url, path, mime, digest, len(data))
+
+
+async def download_all(urls: Iterable[str], folder: Path) -> tuple[dict[str, Download], list[str]]:
+    """Fetch every distinct URL (a few at a time); returns the downloads and the problems."""
+    distinct = sorted(set(urls))
+    found: dict[str, Download] = {}
+    problems: list[str] = []
+    limiter = anyio.CapacityLimiter(DOWNLOADS_AT_ONCE)
+    async with aiohttp.ClientSession(trust_env=True) as session:
+
+        async def one(url: str) -> None:
+            async with limiter:
+                try:
+                    found[url] = await _fetch(session, url, folder)
+                except DownloadProblem as exc:
+                    problems.append(str(exc))
+
+        async with anyio.create_task_group() as group:
+            for url in distinct:
+                group.start_soon(one, url)
+    return found, sorted(problems)
+
+
+def new_download_folder(output_dir: Path) -> Path:
+    """A private folder inside the output folder for this run's downloads (removed at the end)."""
+    folder = output_dir / f".batchbanana-downloads-{secrets.token_hex(4)}"
+    folder.mkdir(parents=True)
+    return folder
+
+
+def remove_download_folder(folder: Path) -> None:
+    """Delete a run's downloads."""
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def inline_downloads(
+    output_dir: Path, items: Sequence[WorkItem]
+) -> Iterator[dict[str, tuple[Path, str]]]:
+    """Download the URL images items send inline, check them, and delete them afterwards.
+
+    Yields URL -> (file, sniffed MIME type). Raises UserError, naming each item and URL, when
+    any cannot be used: nothing has been sent to the provider then.
+    """
+    users: dict[str, list[str]] = {}
+    for item in items:
+        for image in item.images:
+            if image.inline:
+                users.setdefault(image.reference, []).append(item.id)
+    if not users:
+        yield {}
+        return
+    folder = new_download_folder(output_dir)
+    try:
+        found, problems = anyio.run(download_all, list(users), folder)
+        messages = []
+        for problem in problems:
+            url = problem.split(": ", 1)[0]
+            names = ", ".join(f"'{item_id}'" for item_id in users.get(url, [])[:3])
+            messages.append(f"item {names}: images: {problem}")
+        for item in items:
+            body = len(item.prompt.encode("utf-8")) + 1024
+            for image in item.images:
+                if image.inline and image.reference in found:
+                    body += 4 * ((found[image.reference].size_bytes + 2) // 3)
+                else:
+                    body += image.encoded_size()
+            if body >= MAX_REQUEST_BYTES:
+                messages.append(
+                    f"item '{item.id}': images: the request would be {body / 1e6:.1f} MB after"
+                    " base64; it must stay under 100 MB"
+                )
+        if messages:
+            raise UserError(messages)
+        yield {url: (download.path, download.mime_type) for url, download in found.items()}
+    finally:
+        remove_download_folder(folder)
