@@ -38,6 +38,7 @@ class LedgerWriter:
         self._synced = 0  # lines known to be on disk
         self._syncing = False
         self._sync_done = anyio.Event()
+        self._unsynced = anyio.Event()  # set when a line was written without waiting for fsync
 
     def set_scrubber(self, scrub: Scrubber) -> None:
         """Use this function to remove secrets from every line written from now on."""
@@ -96,6 +97,22 @@ class LedgerWriter:
         self.append(record)
         os.fsync(self._fd)
         self._synced = self._written
+
+    def append_soon_durable(self, record: dict[str, Any]) -> None:
+        """Write one record now; `keep_synced` makes it durable shortly after, without waiting.
+
+        For result lines: nothing decided later depends on one being on disk at once (the next
+        `sent` line's fsync covers every earlier line), and a power cut that loses one leaves its
+        `sent` line, which counts as possibly spent, never as unpaid."""
+        self.append(record)
+        self._unsynced.set()
+
+    async def keep_synced(self) -> None:
+        """Run as a task: fsync soon after lines written with append_soon_durable (grouped)."""
+        while True:
+            await self._unsynced.wait()
+            self._unsynced = anyio.Event()
+            await self.sync()
 
     async def append_durable(self, record: dict[str, Any]) -> None:
         """Write one record; return once it is on disk (fsyncs shared with concurrent callers)."""

@@ -68,7 +68,8 @@ class WorkPool(Generic[T]):
         self._ready: deque[T] = deque()
         self._delayed: list[tuple[float, int, T]] = []
         self._sequence = itertools.count()
-        self._in_flight = 0
+        self._in_flight = 0  # requests holding a slot
+        self._active = 0  # handlers still running (a released one may still defer its item)
         self._stopping = False
         self._changed = anyio.Event()
         self._clock = clock
@@ -132,14 +133,30 @@ class WorkPool(Generic[T]):
         with anyio.move_on_after(timeout_s if math.isfinite(timeout_s) else None):
             await changed.wait()
 
-    async def run(self, handler: Callable[[T], Awaitable[None]]) -> None:
-        """Handle every item (including deferred ones) until none is left or stop() is called."""
+    async def run(self, handler: Callable[[T, Callable[[], None]], Awaitable[None]]) -> None:
+        """Handle every item (including deferred ones) until none is left or stop() is called.
+
+        `handler(item, release)` may call `release()` as soon as its request is answered, so the
+        next request starts while it records the answer (saving, ledger); its slot is released
+        when it returns otherwise. The pool ends only when no handler is still running, since a
+        handler may defer its item for a retry.
+        """
 
         async def work(item: T) -> None:
+            released = False
+
+            def release() -> None:
+                nonlocal released
+                if not released:
+                    released = True
+                    self._in_flight -= 1
+                    self._notify()
+
             try:
-                await handler(item)
+                await handler(item, release)
             finally:
-                self._in_flight -= 1
+                release()
+                self._active -= 1
                 self._notify()
 
         async with anyio.create_task_group() as group:
@@ -151,7 +168,7 @@ class WorkPool(Generic[T]):
                 item, wait_s = self._take()
                 if item is None:
                     assert wait_s is not None
-                    if self._in_flight == 0 and math.isinf(wait_s):
+                    if self._active == 0 and math.isinf(wait_s):
                         break
                     await self._wait_for_change(wait_s)
                     continue
@@ -164,5 +181,6 @@ class WorkPool(Generic[T]):
                         self._ready.appendleft(item)
                         break
                 self._in_flight += 1
+                self._active += 1  # counted now: the task starts later
                 self.max_in_flight = max(self.max_in_flight, self._in_flight)
                 group.start_soon(work, item)

@@ -235,8 +235,7 @@ class JobRunner:
         )
         if extra:
             record.update(extra)
-        with anyio.CancelScope(shield=True):
-            await self.ledger.append_durable(record)
+        self.ledger.append_soon_durable(record)
         kind = billed(outcome)
         if kind is Billed.YES:
             self.totals.spent_usd = money(self.totals.spent_usd + price_usd)
@@ -293,8 +292,11 @@ class JobRunner:
             self.stderr.flush()
         self.pool.stop()
 
-    async def handle(self, item: WorkItem) -> None:
-        """One attempt at one item: budget, sent line, request, image, result line, next step."""
+    async def handle(self, item: WorkItem, release: Callable[[], None]) -> None:
+        """One attempt at one item: budget, sent line, request, image, result line, next step.
+
+        The pool slot is released once the provider has answered: saving the image and writing
+        the result line do not hold up the next request."""
         if self.pool.stopping:
             self.unsent.append(item)
             return
@@ -362,6 +364,7 @@ class JobRunner:
                 self._stop(f"internal error: {_describe(exc)}")
                 return
             del body
+            release()
             # The answer is paid for: record it even if a second Ctrl-C arrives meanwhile.
             with anyio.CancelScope(shield=True):
                 await self._conclude(item, attempt, result)
@@ -452,7 +455,10 @@ class JobRunner:
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(self._watch_signals, group.cancel_scope)
+                group.start_soon(self.ledger.keep_synced)
                 await self.pool.run(self.handle)
+                with anyio.CancelScope(shield=True):
+                    await self.ledger.sync()
                 group.cancel_scope.cancel()
         finally:
             self.progress.close()
