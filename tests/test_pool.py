@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import itertools
+from collections.abc import Callable
 
 import anyio
 import anyio.lowlevel
