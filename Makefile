@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -29,3 +29,6 @@ clean:
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py
+
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py

@@ -54,8 +54,16 @@ def start_simulator(workload: Workload) -> tuple[subprocess.Popen[str], str]:
     """The simulator with this workload's latency and image size, on a free port."""
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "batchbanana", "simulate", "--port", "0",
-            "--latency", str(workload.latency_s), "--image-bytes", str(workload.image_bytes),
+            sys.executable,
+            "-m",
+            "batchbanana",
+            "simulate",
+            "--port",
+            "0",
+            "--latency",
+            str(workload.latency_s),
+            "--image-bytes",
+            str(workload.image_bytes),
         ],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
@@ -73,9 +81,7 @@ def start_simulator(workload: Workload) -> tuple[subprocess.Popen[str], str]:
 def measured(command: list[str], env: dict[str, str] | None = None) -> Measure:
     """Run a command; its wall time, peak RSS and CPU seconds (user + system)."""
     started = time.monotonic()
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.monotonic() - started
     stderr = process.stderr.read().decode() if process.stderr else ""
@@ -115,9 +121,16 @@ def run_baseline(workload: Workload, url: str, folder: Path) -> Measure:
     """The thread-pool client."""
     return measured(
         [
-            sys.executable, str(ROOT / "bench" / "baseline_client.py"), "--url", url,
-            "--items", str(workload.items), "--concurrency", str(workload.concurrency),
-            "--out", str(folder / "out"),
+            sys.executable,
+            str(ROOT / "bench" / "baseline_client.py"),
+            "--url",
+            url,
+            "--items",
+            str(workload.items),
+            "--concurrency",
+            str(workload.concurrency),
+            "--out",
+            str(folder / "out"),
         ]
     )
 
@@ -151,7 +164,10 @@ def main() -> None:
         try:
             results: dict[str, list[Measure]] = {"batchbanana": [], "threadpool": []}
             for _ in range(args.runs):
-                for client, runner in (("batchbanana", run_batchbanana), ("threadpool", run_baseline)):
+                for client, runner in (
+                    ("batchbanana", run_batchbanana),
+                    ("threadpool", run_baseline),
+                ):
                     folder = Path(tempfile.mkdtemp(prefix="bb-bench-"))
                     try:
                         reset(url)
@@ -183,7 +199,8 @@ def print_table(rows: list[tuple[Workload, dict[str, Measure]]]) -> None:
             print(
                 f"{workload.name:<14} {client:<12} {m.wall_s:>7.2f} {rate:>8.1f} {efficiency:>7}"
                 f" {m.peak_rss_mb:>7.0f} {m.cpu_s:>6.2f} {1000 * m.cpu_s / workload.items:>10.2f}"
-                f" {rate / (workload.items / base.wall_s):>9.2f} {m.peak_rss_mb / base.peak_rss_mb:>6.2f}"
+                f" {rate / (workload.items / base.wall_s):>9.2f}"
+                f" {m.peak_rss_mb / base.peak_rss_mb:>6.2f}"
                 f" {m.cpu_s / base.cpu_s:>6.2f}"
             )
 
