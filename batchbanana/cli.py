@@ -122,6 +122,7 @@ def schema() -> None:
 
 
 @main.command()
+@_user_errors
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--port",
@@ -239,7 +240,13 @@ def simulate(
         seed=seed,
         price_book=price_book,
     )
-    serve(config, host=host, port=port)
+    try:
+        serve(config, host=host, port=port)
+    except OSError as exc:
+        raise UserError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}); HINT: pick another --port,"
+            " or --port 0 for a free one"
+        ) from None
 
 
 @main.command()

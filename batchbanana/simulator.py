@@ -1148,7 +1148,10 @@ def create_app(config: SimulatorConfig) -> web.Application:
     """The simulator as an aiohttp application (routes, state and bill included)."""
     app = web.Application(client_max_size=_MAX_BODY_BYTES - 1)
     app[_STATE] = _State(config)
-    app.router.add_post("/v1beta/models/{name}", _generate_content)
+    # Google serves the same method under every API version; the official google-genai client
+    # uses /v1 by default in recent releases and /v1beta in older ones.
+    for version in ("v1beta", "v1", "v1alpha"):
+        app.router.add_post(f"/{version}/models/{{name}}", _generate_content)
     app.router.add_get("/_sim/bill", _bill)
     app.router.add_get("/_sim/stats", _stats)
     app.router.add_post("/_sim/reset", _reset)
