@@ -167,3 +167,23 @@ def test_echoed_key_is_scrubbed_even_where_messages_are_cut(
     assert "K" * 40 not in result.stderr
     assert "K" * 40 not in (tmp_path / "out" / "ledger.jsonl").read_text()
     assert read_jsonl(tmp_path / "out" / "ledger.jsonl")[-1]["http_status"] == 403
+
+
+def test_proxy_settings_are_honoured(
+    cli: Cli,
+    write_manifest: Writer,
+    simulator: RunningSimulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HTTP_PROXY sends requests through the proxy (here a dead one: nothing sent, not billed);
+    NO_PROXY exempts a host."""
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    manifest = write_manifest(
+        [{"id": "p", "prompt": "p"}], endpoint=simulator.url, retry={"max_attempts": 1}
+    )
+    assert cli("run", str(manifest), "--no-progress").exit_code == 1
+    assert [r["outcome"] for r in results(tmp_path / "out" / "ledger.jsonl")] == ["connect_error"]
+    assert simulator.stats()["requests"] == 0
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert cli("run", str(manifest), "--no-progress").exit_code == 0
