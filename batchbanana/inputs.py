@@ -5,13 +5,14 @@ Local files are inlined as base64 (`inlineData`); URLs are passed as `fileData` 
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
+
+import pybase64
 
 MAX_IMAGE_BYTES = 7_000_000  # per image, raw (MB = 10^6 bytes)
 MAX_IMAGES_PER_REQUEST = 14
@@ -204,7 +205,7 @@ class EncodedImageCache:
             smaller = optimize_lossless(data, mime)
             self.bytes_saved += len(data) - len(smaller)
             data = smaller
-        entry = (mime, base64.b64encode(data).decode("ascii"))
+        entry = (mime, pybase64.b64encode(data).decode("ascii"))
         self.encodes += 1
         self._entries[key] = entry
         self._size += len(entry[1])

@@ -14,6 +14,8 @@ import os
 import re
 from pathlib import Path
 
+import pybase64
+
 from batchbanana.outputs import temp_path
 from batchbanana.wire import (
     URLSAFE_TO_STANDARD,
@@ -59,11 +61,15 @@ class _ImageFile:
         """Decode more of the image's base64 text (as it appears inside the JSON string)."""
         if self._escape or b"\\" in text:
             text = self._unescape(self._escape + text)
-        data = self._carry + text.translate(URLSAFE_TO_STANDARD)
-        usable = len(data) - len(data) % 4
-        self._carry = data[usable:]
+        if b"-" in text or b"_" in text:  # URL-safe alphabet; a memchr scan is far cheaper
+            text = text.translate(URLSAFE_TO_STANDARD)
+        if self._carry:
+            text = self._carry + text
+        usable = len(text) - len(text) % 4
+        self._carry = bytes(text[usable:])
         if usable:
-            self._write(self._decode(data[:usable]))
+            # A view, not a slice: the chunk is decoded without another copy of it.
+            self._write(self._decode(memoryview(text)[:usable]))
 
     def _unescape(self, text: bytes) -> bytes:
         # Keep an escape cut by the chunk boundary for the next chunk.
@@ -86,10 +92,11 @@ class _ImageFile:
 
         return _ESCAPE.sub(replace, text)
 
-    def _decode(self, data: bytes) -> bytes:
+    def _decode(self, data: bytes | memoryview) -> bytes:
         try:
-            return binascii.a2b_base64(data, strict_mode=True)
-        except binascii.Error as exc:
+            # pybase64 (SIMD) decodes a 4K answer several times faster than binascii.
+            return pybase64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError) as exc:
             raise BadResponse(f"image data is not valid base64 ({exc})") from None
 
     def _write(self, decoded: bytes) -> None:

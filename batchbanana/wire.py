@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pybase64
+
 from batchbanana.inputs import normalise_mime
 from batchbanana.models import rules_for
 
@@ -139,7 +141,7 @@ def decode_base64(data: str | bytes) -> bytes:
         raw = _WHITESPACE.sub(b"", raw)
     raw += b"=" * (-len(raw) % 4)
     try:
-        return binascii.a2b_base64(raw, strict_mode=True)
+        return pybase64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise BadResponse(f"image data is not valid base64 ({exc})") from None
 
