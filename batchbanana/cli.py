@@ -6,6 +6,7 @@ No rules live here. User mistakes become one line each on stderr and exit 2, nev
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -23,11 +24,17 @@ from batchbanana.runner import EXIT_INTERRUPTED, EXIT_USAGE, RunSettings, resolv
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _user_errors(command: F) -> F:
     """Turn a UserError into its lines on stderr and exit 2."""
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        # SIGTERM outside the run's own handling (validation, downloads) stops like Ctrl-C.
+        previous = signal.signal(signal.SIGTERM, _terminate)
         try:
             return command(*args, **kwargs)
         except UserError as exc:
@@ -39,6 +46,8 @@ def _user_errors(command: F) -> F:
         except KeyboardInterrupt:
             click.echo("batchbanana: interrupted", err=True)
             sys.exit(EXIT_INTERRUPTED)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     return wrapper  # type: ignore[return-value]
 
