@@ -6,6 +6,7 @@ Local files are inlined as base64 (`inlineData`); URLs are passed as `fileData` 
 from __future__ import annotations
 
 import hashlib
+import stat
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,9 +106,22 @@ class ImageProblem(Exception):
 
 
 def inspect_file(path: Path) -> ImageInput:
-    """Read a local image once: its digest, size and sniffed type, checked against the limits."""
+    """Read a local image once: its digest, size and sniffed type, checked against the limits.
+
+    Only regular files are read, and only after their size is known to be within the limit."""
     try:
-        data = path.read_bytes()
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageProblem(f"{path}: not a regular file (a device or pipe is never sent)")
+        if info.st_size > MAX_IMAGE_BYTES:
+            raise ImageProblem(
+                f"{path}: {info.st_size / 1e6:.1f} MB is over the 7 MB limit per image;"
+                " HINT: resize or recompress it"
+            )
+        with path.open("rb") as handle:
+            data = handle.read(MAX_IMAGE_BYTES + 1)
     except FileNotFoundError:
         raise ImageProblem(f"{path}: no such file") from None
     except IsADirectoryError:

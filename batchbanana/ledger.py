@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -166,7 +167,7 @@ def read_ledger(path: Path) -> LedgerRead:
             continue
         try:
             record = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, absurd numbers or nesting
             record = None
         if isinstance(record, dict) and isinstance(record.get("event"), str):
             result.records.append(record)
@@ -225,7 +226,13 @@ class LedgerState:
 
 def _price(record: dict[str, Any]) -> float:
     value = record.get("price_usd")
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return 0.0
+    try:
+        price = float(value)
+    except OverflowError:
+        return 0.0
+    return price if math.isfinite(price) and price >= 0 else 0.0
 
 
 def replay(records: list[dict[str, Any]]) -> LedgerState:

@@ -50,8 +50,26 @@ ImageSize = Literal["512", "1K", "2K", "4K"]
 Modality = Literal["TEXT", "IMAGE"]
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list | tuple):
+        return any(_has_nul(entry) for entry in value)
+    if isinstance(value, dict):
+        return any(_has_nul(key) or _has_nul(entry) for key, entry in value.items())
+    return False
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # A NUL character can only be a mistake, and paths containing one cannot be opened.
+        if _has_nul(value):
+            raise ValueError("contains a NUL character")
+        return value
 
 
 class ImageEntry(_Strict):
@@ -281,19 +299,45 @@ class LineMap:
         return self.lines.get((), None)
 
 
-def _map_lines(node: yaml.Node, path: Loc, out: dict[Loc, int]) -> None:
+def _refers_to_itself(data: Any) -> bool:
+    """True when aliases make the document contain itself (it would never end)."""
+    on_path: set[int] = set()
+    done: set[int] = set()
+
+    def visit(value: Any) -> bool:
+        if not isinstance(value, dict | list) or id(value) in done:
+            return False
+        if id(value) in on_path:
+            return True
+        on_path.add(id(value))
+        children = value.values() if isinstance(value, dict) else value
+        found = any(visit(child) for child in children)
+        on_path.discard(id(value))
+        done.add(id(value))
+        return found
+
+    return visit(data)
+
+
+def _map_lines(
+    node: yaml.Node, path: Loc, out: dict[Loc, int], seen: set[int] | None = None
+) -> None:
+    seen = set() if seen is None else seen
     out.setdefault(path, node.start_mark.line + 1)
+    if id(node) in seen:
+        return  # an alias: its lines were mapped where the anchor is (and it may be recursive)
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key: str | int = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
             child = (*path, str(key))
             out[child] = key_node.start_mark.line + 1
-            _map_lines(value_node, child, out)
+            _map_lines(value_node, child, out, seen)
     elif isinstance(node, yaml.SequenceNode):
         for index, value_node in enumerate(node.value):
             child = (*path, index)
             out[child] = value_node.start_mark.line + 1
-            _map_lines(value_node, child, out)
+            _map_lines(value_node, child, out, seen)
 
 
 # libyaml's C parser when the installed PyYAML has it: a 100,000-row manifest parses in seconds.
@@ -435,11 +479,15 @@ def load_manifest(path: Path) -> tuple[LoadedManifest | None, list[Problem]]:
         return None, [Problem(source, None, "", "", "not UTF-8 text")]
     try:
         root, data = _parse_yaml(text)
+    except RecursionError:
+        return None, [Problem(source, None, "", "", "YAML nests too deeply (a recursive alias?)")]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         return None, [Problem(source, line, "", "", f"not valid YAML: {reason}")]
+    if _refers_to_itself(data):
+        return None, [Problem(source, None, "", "", "a YAML alias refers to itself (&x ... *x)")]
     lines = LineMap()
     if root is not None:
         _map_lines(root, (), lines.lines)

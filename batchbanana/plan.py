@@ -177,8 +177,12 @@ def check_endpoint(endpoint: str, allow_insecure_http: bool) -> str | None:
     """Why an endpoint cannot be used, or None when it is a usable base URL (or `simulate`)."""
     if endpoint == SIMULATE:
         return None
-    parts = urlsplit(endpoint)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(endpoint)
+        hostname = parts.hostname
+    except ValueError:
+        hostname = None
+    if hostname is None or parts.scheme not in ("http", "https"):
         return (
             f"{endpoint!r} is not an http(s) base URL such as https://api.apiyi.com, nor `simulate`"
         )
@@ -196,12 +200,19 @@ def check_endpoint(endpoint: str, allow_insecure_http: bool) -> str | None:
             "give the base URL only (such as https://api.apiyi.com); batchbanana adds"
             " /v1beta/models/MODEL:generateContent itself"
         )
-    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(hostname):
         return (
             "plain http:// would send the API key in clear text; use https://, or set"
             " allow_insecure_http: true if you really mean it"
         )
     return None
+
+
+def _valid_url(url: str) -> bool:
+    try:
+        return bool(urlsplit(url).hostname)
+    except ValueError:
+        return False
 
 
 def _is_loopback(host: str) -> bool:
@@ -337,9 +348,13 @@ def _resolve_images(
         else:
             reference, declared = entry, None
         assert reference is not None  # ImageEntry guarantees one of url/path
-        if is_url(reference) and inline_urls:
+        if is_url(reference) and inline_urls and _valid_url(reference):
             # Downloaded and sniffed before anything is sent; its type is known only then.
             images.append(ImageInput(kind="url", reference=reference, mime_type="", inline=True))
+            continue
+        if is_url(reference) and not _valid_url(reference):
+            checker.add_item(raw, label, f"{reference!r} is not a valid URL")
+            ok = False
             continue
         if is_url(reference):
             mime = normalise_mime(declared) if declared else mime_from_url(reference)

@@ -9,7 +9,6 @@ with each image's data replaced by a placeholder, and parsed once the body is co
 from __future__ import annotations
 
 import binascii
-import json
 import os
 import re
 from pathlib import Path
@@ -24,6 +23,7 @@ from batchbanana.wire import (
     BadResponse,
     answer_from_json,
     decode_base64,
+    load_json,
 )
 
 # The key of an image's data, at the point its string value opens. Inside a JSON string a quote
@@ -85,7 +85,10 @@ class _ImageFile:
         def replace(match: re.Match[bytes]) -> bytes:
             code = match.group(1)
             if code[:1] == b"u":
-                return chr(int(code[1:], 16)).encode("utf-8")
+                point = int(code[1:], 16)
+                if point > 0x7F:  # base64 is ASCII: anything else is not image data
+                    raise BadResponse(f"invalid character \\{code.decode()} in image data")
+                return chr(point).encode("ascii")
             if code in _SIMPLE_ESCAPES:
                 return _SIMPLE_ESCAPES[code]
             raise BadResponse(f"invalid escape \\{code.decode('latin-1')} in image data")
@@ -183,12 +186,7 @@ class AnswerStream:
         """The whole answer, once the body is complete; raises BadResponse if it is not valid."""
         if self._current is not None:
             raise BadResponse("answer cut off inside image data")
-        try:
-            data = json.loads(self._kept)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BadResponse(
-                f"answer is not valid JSON ({exc.__class__.__name__}: {exc})"
-            ) from None
+        data = load_json(self._kept)
         used: set[int] = set()
 
         def read_image(mime_type: str, payload: str) -> AnswerImage:

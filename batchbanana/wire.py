@@ -8,6 +8,7 @@ from __future__ import annotations
 import binascii
 import email.utils
 import json
+import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -155,11 +156,16 @@ def _decode_inline(mime_type: str, payload: str) -> AnswerImage:
 
 def parse_answer(body: bytes) -> Answer:
     """Read a 200 answer; raises BadResponse when it is not JSON or its images cannot be decoded."""
+    return answer_from_json(load_json(body), _decode_inline)
+
+
+def load_json(body: bytes | bytearray) -> Any:
+    """Parse an answer's JSON; anything unparsable (cut, garbage, absurd nesting or numbers) is
+    a BadResponse, never another exception."""
     try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError too
         raise BadResponse(f"answer is not valid JSON ({exc.__class__.__name__}: {exc})") from None
-    return answer_from_json(data, _decode_inline)
 
 
 def answer_from_json(data: Any, read_image: ImageReader) -> Answer:
@@ -235,23 +241,41 @@ def parse_duration_s(value: Any) -> float | None:
     """A google.protobuf.Duration as JSON ("53s", "1.5s"), in seconds; None if unreadable."""
     if isinstance(value, str):
         match = _DURATION.match(value)
-        return float(match.group(1)) if match else None
+        seconds = float(match.group(1)) if match else None
+        return seconds if seconds is not None and math.isfinite(seconds) else None
     if isinstance(value, dict):
         seconds = value.get("seconds", 0)
         nanos = value.get("nanos", 0)
         if isinstance(seconds, int | str) and isinstance(nanos, int):
             try:
-                return float(seconds) + nanos / 1e9
-            except ValueError:
+                total = float(seconds) + nanos / 1e9
+            except (ValueError, OverflowError):
                 return None
+            return total if math.isfinite(total) else None
     return None
 
 
 def parse_error(body: bytes) -> ErrorInfo:
-    """Read a Google-style error body; anything else (a proxy's HTML page) gives what it can."""
+    """Read a Google-style error body; anything else (a proxy's HTML page) gives what it can.
+
+    Never raises: an error answer's body is untrusted, and its status already says what happened.
+    """
+    try:
+        return _parse_error(body)
+    except (ValueError, TypeError, OverflowError, RecursionError, AttributeError):
+        return ErrorInfo(message=_plain_text(body) or "unreadable error body")
+
+
+def _plain_text(body: bytes) -> str:
+    text = body[:300].decode("utf-8", "replace")
+    text = re.sub(r"<[^>]+>", " ", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _parse_error(body: bytes) -> ErrorInfo:
     try:
         data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, huge numbers
         text = body[:300].decode("utf-8", "replace")
         text = re.sub(r"<[^>]+>", " ", text)
         text = re.sub(r"\s+", " ", text).strip()
@@ -275,7 +299,8 @@ def parse_error(body: bytes) -> ErrorInfo:
         if kind.endswith("google.rpc.RetryInfo"):
             retry_delay = parse_duration_s(_get(detail, "retryDelay", "retry_delay"))
         elif kind.endswith("google.rpc.QuotaFailure"):
-            for violation in detail.get("violations") or []:
+            violations = detail.get("violations")
+            for violation in violations if isinstance(violations, list) else []:
                 if not isinstance(violation, dict):
                     continue
                 quota_id = str(_get(violation, "quotaId", "quota_id") or "")
