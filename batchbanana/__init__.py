@@ -1,10 +1,7 @@
 """batchbanana: bulk image generation with Nano Banana (Gemini image) models."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("batchbanana")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
+# The one place the version is written (pyproject.toml reads it from here); importing
+# importlib.metadata to look it up instead costs ~25 ms at every start.
+__version__ = "0.1.0"
 
 __all__ = ["__version__"]

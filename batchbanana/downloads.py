@@ -61,7 +61,10 @@ async def _fetch(session: aiohttp.ClientSession, url: str, folder: Path) -> Down
         raise DownloadProblem(f"{url}: not a PNG, JPEG, WebP, HEIC or HEIF image (by its bytes)")
     digest = hashlib.sha256(data).hexdigest()
     path = folder / f"{digest}.img"
-    path.write_bytes(data)
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise DownloadProblem(f"{url}: could not be stored ({exc.strerror or exc})") from None
     return Download(url, path, mime, digest, len(data))
 
 
@@ -86,11 +89,26 @@ async def download_all(urls: Iterable[str], folder: Path) -> tuple[dict[str, Dow
     return found, sorted(problems)
 
 
-def new_download_folder(output_dir: Path) -> Path:
+DOWNLOADS_PREFIX = ".batchbanana-downloads-"
+
+
+def _owner_tag(ledger: Path) -> str:
+    # Download folders are named after their ledger, so a run cleans up only its own job's
+    # leftovers (it holds that ledger's lock) when several jobs share an output folder.
+    return hashlib.sha256(str(ledger.resolve()).encode()).hexdigest()[:8]
+
+
+def new_download_folder(output_dir: Path, ledger: Path) -> Path:
     """A private folder inside the output folder for this run's downloads (removed at the end)."""
-    folder = output_dir / f".batchbanana-downloads-{secrets.token_hex(4)}"
+    folder = output_dir / f"{DOWNLOADS_PREFIX}{_owner_tag(ledger)}-{secrets.token_hex(4)}"
     folder.mkdir(parents=True)
     return folder
+
+
+def remove_stale_downloads(output_dir: Path, ledger: Path) -> None:
+    """Delete download folders a killed run of this job left behind."""
+    for folder in output_dir.glob(f"{DOWNLOADS_PREFIX}{_owner_tag(ledger)}-*"):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def remove_download_folder(folder: Path) -> None:
@@ -100,7 +118,7 @@ def remove_download_folder(folder: Path) -> None:
 
 @contextmanager
 def inline_downloads(
-    output_dir: Path, items: Sequence[WorkItem]
+    output_dir: Path, ledger: Path, items: Sequence[WorkItem]
 ) -> Iterator[dict[str, tuple[Path, str]]]:
     """Download the URL images items send inline, check them, and delete them afterwards.
 
@@ -115,7 +133,7 @@ def inline_downloads(
     if not users:
         yield {}
         return
-    folder = new_download_folder(output_dir)
+    folder = new_download_folder(output_dir, ledger)
     try:
         found, problems = anyio.run(download_all, list(users), folder)
         messages = []

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import stat
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,13 +159,16 @@ def optimize_lossless(data: bytes, mime_type: str) -> bytes:
 
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as image:
-        image.load()
-        out = io.BytesIO()
-        if mime_type == "image/png":
-            image.save(out, format="PNG", optimize=True)
-        else:
-            image.save(out, format="WEBP", lossless=True, quality=100, method=6)
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            out = io.BytesIO()
+            if mime_type == "image/png":
+                image.save(out, format="PNG", optimize=True)
+            else:
+                image.save(out, format="WEBP", lossless=True, quality=100, method=6)
+    except Exception:  # a bomb, a truncated file, a codec error: send the bytes as they are
+        return data
     smaller = out.getvalue()
     return smaller if len(smaller) < len(data) else data
 
@@ -196,12 +200,17 @@ class EncodedImageCache:
         self.optimize = optimize
         self.downloads = downloads or {}  # URL -> (downloaded file, sniffed MIME type)
         self._entries: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._lock = threading.Lock()  # requests are built in worker threads
         self._size = 0
         self.encodes = 0  # how many times an image was actually read and encoded
         self.bytes_saved = 0  # by lossless optimisation
 
     def get(self, image: ImageInput) -> tuple[str, str]:
         """(MIME type, base64 text) of an image sent inline; checked against its recorded digest."""
+        with self._lock:
+            return self._get(image)
+
+    def _get(self, image: ImageInput) -> tuple[str, str]:
         key = image.reference
         cached = self._entries.get(key)
         if cached is not None:

@@ -260,6 +260,8 @@ def replay(records: list[dict[str, Any]]) -> LedgerState:
         pair = history.by_fingerprint.setdefault(print_id, AttemptState())
         if event == "sent":
             history.ever_sent = True
+            pair.outcome = None  # a new attempt: the previous outcome no longer describes it
+            pair.billed = None
             pair.in_flight_attempt = attempt if isinstance(attempt, int) else history.attempts
             pair.in_flight_price_usd = _price(record)
         elif event == "result":

@@ -34,6 +34,7 @@ _SCAN_OVERLAP = 32  # bytes of the kept JSON re-scanned when a chunk ends inside
 # `data` string is ordinary JSON and is kept as it is.
 _INLINE_OPENED = re.compile(rb'"inline_?[dD]ata"\s*:\s*\{(?:[^{}"]|"(?:[^"\\]|\\.)*")*\Z')
 _CONTEXT_BYTES = 4096
+SPILL_BYTES = 256 * 1024  # decoded bytes an image may hold in memory before it goes to a file
 _PLACEHOLDER = "@batchbanana-image-{}@"
 _ESCAPE = re.compile(rb"\\(u[0-9a-fA-F]{4}|[^u])")
 _SIMPLE_ESCAPES = {b"/": b"/", b"\\": b"\\", b"n": b"", b"r": b"", b"t": b"", b'"': b'"'}
@@ -44,25 +45,45 @@ class SinkError(Exception):
 
 
 class _ImageFile:
-    """One image being decoded into a temporary file."""
+    """One image being decoded: kept in memory while small, spilled to a temporary file beyond
+    SPILL_BYTES (so a small image costs no file creation on the event loop, and a 4K one costs
+    a buffer, not itself)."""
 
     def __init__(self, folder: Path, prefix: str, index: int) -> None:
-        self.path = temp_path(folder, prefix, f"s{index}")
+        self._folder = folder
+        self._prefix = prefix
+        self._index = index
+        self.path: Path | None = None  # set once spilled to a temporary file
         self.size = 0
         self.head = b""
+        self.broken: str | None = None  # why the data cannot be decoded, if it cannot
+        self._buffer = bytearray()
         self._carry = b""  # base64 characters not yet a multiple of four
         self._escape = b""  # an escape sequence cut by a chunk boundary
-        try:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except OSError as exc:
-            raise SinkError(f"cannot create {self.path}: {exc.strerror}") from None
+        self._fd = -1
+
+    @property
+    def data(self) -> bytes:
+        """The decoded bytes of an image that stayed in memory."""
+        return bytes(self._buffer)
 
     def feed(self, text: bytes) -> None:
         """Decode more of the image's base64 text (as it appears inside the JSON string)."""
+        if self.broken is not None:
+            return  # the rest of a broken image is skipped; it matters only if it is used
+        try:
+            self._feed(text)
+        except BadResponse as exc:
+            self.broken = str(exc)
+            self._drop_file()
+
+    def _feed(self, text: bytes) -> None:
         if self._escape or b"\\" in text:
             text = self._unescape(self._escape + text)
         if b"-" in text or b"_" in text:  # URL-safe alphabet; a memchr scan is far cheaper
             text = text.translate(URLSAFE_TO_STANDARD)
+        if b"\n" in text or b" " in text or b"\r" in text or b"\t" in text:
+            text = text.translate(None, b" \n\r\t")  # line-wrapped base64
         if self._carry:
             text = self._carry + text
         usable = len(text) - len(text) % 4
@@ -105,23 +126,44 @@ class _ImageFile:
     def _write(self, decoded: bytes) -> None:
         if len(self.head) < 32:
             self.head = (self.head + decoded[: 32 - len(self.head)])[:32]
+        self.size += len(decoded)
+        if self._fd < 0 and len(self._buffer) + len(decoded) <= SPILL_BYTES:
+            self._buffer += decoded
+            return
+        if self._fd < 0:
+            self._spill()
         view = memoryview(decoded)
         try:
             while view:
                 view = view[os.write(self._fd, view) :]
         except OSError as exc:
             raise SinkError(f"cannot write {self.path}: {exc.strerror}") from None
-        self.size += len(decoded)
+
+    def _spill(self) -> None:
+        self.path = temp_path(self._folder, self._prefix, f"s{self._index}")
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            view = memoryview(self._buffer)
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as exc:
+            raise SinkError(f"cannot write {self.path}: {exc.strerror}") from None
+        self._buffer = bytearray()
 
     def close(self) -> None:
         """Decode what is left and close the file (not yet durable: see outputs.commit_image)."""
-        if self._escape:
-            raise BadResponse("image data ends inside an escape sequence")
-        rest = self._carry.rstrip(b"=")
-        if rest:
-            if len(rest) % 4 == 1:
-                raise BadResponse("image data is not valid base64 (truncated)")
-            self._write(self._decode(rest + b"=" * (-len(rest) % 4)))
+        if self.broken is None:
+            try:
+                if self._escape:
+                    raise BadResponse("image data ends inside an escape sequence")
+                rest = self._carry.rstrip(b"=")
+                if rest:
+                    if len(rest) % 4 == 1:
+                        raise BadResponse("image data is not valid base64 (truncated)")
+                    self._write(self._decode(rest + b"=" * (-len(rest) % 4)))
+            except BadResponse as exc:
+                self.broken = str(exc)
+                self._drop_file()
         self._carry = b""
         self._close_fd()
 
@@ -130,10 +172,16 @@ class _ImageFile:
             os.close(self._fd)
             self._fd = -1
 
-    def discard(self) -> None:
-        """Close and delete the temporary file."""
+    def _drop_file(self) -> None:
         self._close_fd()
-        self.path.unlink(missing_ok=True)
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+            self.path = None
+        self._buffer = bytearray()
+
+    def discard(self) -> None:
+        """Close and delete the temporary file, if any, and forget the bytes."""
+        self._drop_file()
 
 
 class AnswerStream:
@@ -192,7 +240,11 @@ class AnswerStream:
         def read_image(mime_type: str, payload: str) -> AnswerImage:
             for index, image in enumerate(self._files):
                 if payload == _PLACEHOLDER.format(index):
+                    if image.broken is not None:
+                        raise BadResponse(image.broken)
                     used.add(index)
+                    if image.path is None:
+                        return AnswerImage.in_memory(mime_type, image.data)
                     return AnswerImage(
                         mime_type=mime_type, path=image.path, size=image.size, head=image.head
                     )

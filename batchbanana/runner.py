@@ -27,7 +27,7 @@ import anyio.to_thread
 from batchbanana import __version__
 from batchbanana.backoff import backoff_delay_s
 from batchbanana.client import AttemptResult, ProviderClient
-from batchbanana.downloads import inline_downloads
+from batchbanana.downloads import inline_downloads, remove_stale_downloads
 from batchbanana.errors import UserError
 from batchbanana.inputs import EncodedImageCache, ImageProblem
 from batchbanana.ledger import LedgerState, LedgerWriter, read_ledger, replay
@@ -266,7 +266,6 @@ class JobRunner:
                 parts.append(file_part(image.mime_type, image.reference))
             else:
                 parts.append(inline_part(*self.images.get(image)))
-                self.totals.inline_images_sent += 1
         body = build_request(
             model=item.model,
             prompt=item.prompt,
@@ -314,15 +313,28 @@ class JobRunner:
             )
             self._finish(item, Outcome.OVER_BUDGET, "over budget")
             return
+        # Reserved before any wait, so concurrent handlers see it in their budget check.
+        self.totals.reserved_usd += price
         try:
-            body = self._body(item)
+            await self._send(item, price, release)
+        finally:
+            self.totals.reserved_usd = max(0.0, self.totals.reserved_usd - price)
+
+    async def _send(self, item: WorkItem, price: float, release: Callable[[], None]) -> None:
+        inline = sum(1 for image in item.images if image.kind == "file" or image.inline)
+        try:
+            if inline:
+                # Reading, optimising and encoding inputs can take a while: not on the event loop.
+                body = await anyio.to_thread.run_sync(self._body, item)
+            else:
+                body = self._body(item)
         except (OSError, ImageProblem) as exc:
             # An input changed or vanished after validation: nothing was sent or paid.
             self._stop(f"item '{item.id}': input image unreadable: {exc}")
             self.unsent.append(item)
             return
+        self.totals.inline_images_sent += inline
         attempt = self._next_attempt(item)
-        self.totals.reserved_usd += price
         sent = {
             "event": "sent",
             "ts": utc_now(),
@@ -332,44 +344,41 @@ class JobRunner:
             "image_size": item.image_size,
             "spec": item.spec(),
         }
+        with anyio.CancelScope(shield=True):
+            await self.ledger.append_durable(sent)
+        timeout_s = self.job.timeouts.for_size(item.image_size)
         try:
+            result = await self.settings_client.generate(
+                item.model, body, timeout_s, self.job.output_dir, item.id
+            )
+        except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
-                await self.ledger.append_durable(sent)
-            timeout_s = self.job.timeouts.for_size(item.image_size)
-            try:
-                result = await self.settings_client.generate(
-                    item.model, body, timeout_s, self.job.output_dir, item.id
+                await self._record_result(
+                    item,
+                    attempt,
+                    Outcome.INTERRUPTED,
+                    price,
+                    error="stopped by a second signal with the request in flight",
                 )
-            except anyio.get_cancelled_exc_class():
-                with anyio.CancelScope(shield=True):
-                    await self._record_result(
-                        item,
-                        attempt,
-                        Outcome.INTERRUPTED,
-                        price,
-                        error="stopped by a second signal with the request in flight",
-                    )
-                self._finish(item, Outcome.INTERRUPTED, "interrupted")
-                raise
-            except Exception as exc:  # a bug must not hide a request that may have gone out
-                with anyio.CancelScope(shield=True):
-                    await self._record_result(
-                        item,
-                        attempt,
-                        Outcome.INTERRUPTED,
-                        price,
-                        error=f"internal error with the request in flight: {_describe(exc)}",
-                    )
-                self._finish(item, Outcome.INTERRUPTED, "internal error")
-                self._stop(f"internal error: {_describe(exc)}")
-                return
-            del body
-            release()
-            # The answer is paid for: record it even if a second Ctrl-C arrives meanwhile.
+            self._finish(item, Outcome.INTERRUPTED, "interrupted")
+            raise
+        except Exception as exc:  # a bug must not hide a request that may have gone out
             with anyio.CancelScope(shield=True):
-                await self._conclude(item, attempt, result)
-        finally:
-            self.totals.reserved_usd = max(0.0, self.totals.reserved_usd - price)
+                await self._record_result(
+                    item,
+                    attempt,
+                    Outcome.INTERRUPTED,
+                    price,
+                    error=f"internal error with the request in flight: {_describe(exc)}",
+                )
+            self._finish(item, Outcome.INTERRUPTED, "internal error")
+            self._stop(f"internal error: {_describe(exc)}")
+            return
+        del body
+        release()
+        # The answer is paid for: record it even if a second Ctrl-C arrives meanwhile.
+        with anyio.CancelScope(shield=True):
+            await self._conclude(item, attempt, result)
 
     def _save(self, item: WorkItem, index: int, image: AnswerImage) -> Path:
         """Give one image of an ok answer its final name, durably (runs in a worker thread)."""
@@ -648,6 +657,18 @@ async def execute(
     return RunResult(code, totals, runner.stop_reason)
 
 
+def run_restoring_signals(function: Callable[..., Any], *args: Any) -> RunResult:
+    """anyio.run, then the SIGINT/SIGTERM handlers as they were (anyio leaves the defaults)."""
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result: RunResult = anyio.run(function, *args)
+    finally:
+        for number, handler in handlers.items():
+            if handler is not None:
+                signal.signal(number, handler)
+    return result
+
+
 def run_job(
     job: Job,
     settings: RunSettings,
@@ -662,8 +683,11 @@ def run_job(
         decision = decide(job.items, state)
         check_foreign_files(job, decision.to_send, state)
         remove_stale_temps(job.output_dir, {item.id for item in job.items})
+        remove_stale_downloads(job.output_dir, job.ledger_path)
         # URL images to inline are fetched and checked before the run is recorded or paid for.
-        with inline_downloads(job.output_dir, decision.to_send) as settings.downloads:
+        with inline_downloads(
+            job.output_dir, job.ledger_path, decision.to_send
+        ) as settings.downloads:
             writer.append_sync(job_record(job, settings, new_run_id()))
             recovered = record_dangling(writer, state)
             if recovered:
@@ -678,7 +702,7 @@ def run_job(
                     " sent again\n"
                 )
             started = time.monotonic()
-            result = anyio.run(
+            result = run_restoring_signals(
                 execute, job, decision.to_send, writer, state, settings, stderr, scrub
             )
             elapsed = time.monotonic() - started
@@ -788,6 +812,7 @@ def retry_ledger(
         problem = check_endpoint(job.endpoint, job.allow_insecure_http)
         if problem:
             raise UserError(f"endpoint: {problem}")
+        check_foreign_files(job, job.items, state)
         api_key = resolve_api_key(job.endpoint, job.api_key_env)
         scrub = make_scrubber([api_key])
         writer.set_scrubber(scrub)
@@ -810,11 +835,13 @@ def retry_ledger(
             show_progress=show_progress,
             command="retry",
         )
-        with inline_downloads(job.output_dir, job.items) as settings.downloads:
+        with inline_downloads(job.output_dir, job.ledger_path, job.items) as settings.downloads:
             writer.append_sync(job_record(job, settings, new_run_id()))
             record_dangling(writer, state)
             started = time.monotonic()
-            result = anyio.run(execute, job, job.items, writer, state, settings, stderr, scrub)
+            result = run_restoring_signals(
+                execute, job, job.items, writer, state, settings, stderr, scrub
+            )
             elapsed = time.monotonic() - started
     finally:
         writer.close()

@@ -187,3 +187,53 @@ def test_proxy_settings_are_honoured(
     assert simulator.stats()["requests"] == 0
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     assert cli("run", str(manifest), "--no-progress").exit_code == 0
+
+
+def test_an_image_pillow_cannot_open_is_sent_as_it_is(
+    cli: Cli, write_manifest: Writer, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    """optimize_inputs never stops a job: a PNG that Pillow refuses is sent unchanged."""
+    from tests.conftest import png_bytes
+
+    broken = png_bytes(8, 8)[:60]  # a PNG header whose data is cut short
+    (tmp_path / "cut.png").write_bytes(broken)
+    manifest = write_manifest(
+        [{"id": "c", "prompt": "p", "images": ["cut.png"]}, {"id": "d", "prompt": "q"}],
+        endpoint=simulator.url,
+        optimize_inputs="lossless",
+        concurrency=1,
+    )
+    cli("run", str(manifest), "--no-progress")
+    assert simulator.stats()["requests"] == 2  # both sent: the job did not stop
+
+
+def test_retry_never_overwrites_a_file_the_ledger_never_made(
+    cli: Cli, write_manifest: Writer, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    """`retry` of an item only ever over_budget refuses to replace a file found at its name."""
+    manifest = write_manifest([{"id": "a", "prompt": "p"}], endpoint=simulator.url, budget_usd=0)
+    assert cli("run", str(manifest), "--no-progress").exit_code == 1
+    (tmp_path / "out" / "a.png").write_bytes(b"mine")
+    result = cli("retry", str(tmp_path / "out" / "ledger.jsonl"), "--yes", "--budget", "1")
+    assert result.exit_code == 2
+    assert (tmp_path / "out" / "a.png").read_bytes() == b"mine"
+    assert simulator.stats()["requests"] == 0
+
+
+def test_retry_only_interrupted_finds_a_request_killed_in_flight(
+    cli: Cli, write_manifest: Writer, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    """A dangling `sent` after an earlier failure is `interrupted`, not the earlier outcome."""
+    import json
+
+    manifest = write_manifest([{"id": "a", "prompt": "p [sim:500x1]"}], endpoint=simulator.url)
+    assert cli("run", str(manifest), "--no-progress").exit_code == 1
+    ledger = tmp_path / "out" / "ledger.jsonl"
+    last = read_jsonl(ledger)[-1]
+    dangling = {**{k: last[k] for k in ("item", "fingerprint", "spec")}, "attempt": 2}
+    with ledger.open("a") as handle:
+        handle.write(json.dumps({"event": "sent", **dangling, "price_usd": 0.09}) + "\n")
+    result = cli("retry", str(ledger), "--only", "interrupted", "--yes", "--no-progress")
+    assert result.exit_code == 0, result.stderr
+    outcomes = [(r["attempt"], r["outcome"]) for r in results(ledger)]
+    assert outcomes == [(1, "server_error"), (2, "interrupted"), (3, "ok")]

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchbanana.responses import AnswerStream, SinkError
+from batchbanana.responses import SPILL_BYTES, AnswerStream, SinkError
 from batchbanana.wire import Answer, BadResponse, parse_answer
 from tests.conftest import CliResult, png_bytes, results
 
@@ -36,6 +36,11 @@ def answer(parts: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
         **extra,
     }
 
+
+LARGE = png_bytes(64, 64, padding=SPILL_BYTES * 3)  # decoded into a temporary file, not memory
+LARGE_BODY = json.dumps(
+    answer([{"inlineData": {"mimeType": "image/png", "data": b64(LARGE)}}])
+).encode()
 
 SHAPES: dict[str, bytes] = {
     "camel": json.dumps(
@@ -84,6 +89,23 @@ SHAPES: dict[str, bytes] = {
     ).encode(),
     "pretty-printed": json.dumps(
         answer([{"inlineData": {"mimeType": "image/png", "data": b64(IMAGE)}}]), indent=2
+    ).encode(),
+    "large-spilled-to-a-file": LARGE_BODY,
+    "line-wrapped": json.dumps(
+        answer(
+            [{"inlineData": {"mimeType": "image/png", "data": base64.encodebytes(IMAGE).decode()}}]
+        )
+    ).encode(),
+    "broken-draft-ignored": json.dumps(
+        answer(
+            [
+                {
+                    "thought": True,
+                    "inlineData": {"mimeType": "image/png", "data": "!!not base64!!"},
+                },
+                {"inlineData": {"mimeType": "image/png", "data": b64(IMAGE)}},
+            ]
+        )
     ).encode(),
     "text-only": json.dumps(answer([{"text": "no image today"}])).encode(),
     "blocked": json.dumps({"promptFeedback": {"blockReason": "SAFETY"}}).encode(),
@@ -136,7 +158,7 @@ def test_streaming_matches_plain_parse(shape: str, sizes: list[int], tmp_path: P
         plain.block_reason,
         plain.usage,
     )
-    kept = {image.path for image in result.images}
+    kept = {image.path for image in result.images if image.path is not None}
     assert set(tmp_path.iterdir()) == kept  # drafts and leftovers are deleted
 
 
@@ -179,7 +201,7 @@ def test_an_unwritable_folder_is_a_sink_error(tmp_path: Path) -> None:
     """When the image file cannot be created the stream says so as a SinkError (write_error)."""
     stream = AnswerStream(tmp_path / "missing", "item")
     with pytest.raises(SinkError):
-        stream.feed(SHAPES["camel"])
+        stream.feed(LARGE_BODY)
 
 
 Cli = Callable[..., CliResult]
