@@ -16,10 +16,11 @@ from typing import Any, TypeVar
 import click
 
 from batchbanana import __version__
+from batchbanana.attempts import RunSettings
 from batchbanana.errors import UserError
 from batchbanana.manifest import json_schema
 from batchbanana.plan import load_job
-from batchbanana.runner import EXIT_INTERRUPTED, EXIT_USAGE, RunSettings, resolve_api_key, run_job
+from batchbanana.runner import EXIT_INTERRUPTED, EXIT_USAGE, resolve_api_key, run_job
 
 F = TypeVar("F", bound=Callable[..., Any])
 

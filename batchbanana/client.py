@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 
+from batchbanana.errors import describe_error
 from batchbanana.outcomes import Outcome, Verdict, classify_answer, classify_error
 from batchbanana.responses import AnswerStream, SinkError
 from batchbanana.wire import (
@@ -78,11 +79,6 @@ async def _mark_sent(
         progress.sent = True
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
-
-
 class ProviderClient:
     """Sends generateContent requests to one endpoint with one key."""
 
@@ -142,7 +138,7 @@ class ProviderClient:
                 Outcome.CONNECT_ERROR,
                 None,
                 elapsed(),
-                self._scrub(f"no connection, nothing sent: {_describe(exc)}"),
+                self._scrub(f"no connection, nothing sent: {describe_error(exc)}"),
             )
 
         try:
@@ -165,7 +161,7 @@ class ProviderClient:
                     error_body = await response.content.read(ERROR_BODY_LIMIT)
                 except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                     # The status already says what happened; a lost error body changes nothing.
-                    error_body = f"(error body unreadable: {_describe(exc)})".encode()
+                    error_body = f"(error body unreadable: {describe_error(exc)})".encode()
                 return self._refused(status, error_body, response.headers, elapsed())
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             return not_sent(exc)
@@ -186,13 +182,13 @@ class ProviderClient:
                     Outcome.BAD_RESPONSE,
                     status,
                     elapsed(),
-                    self._scrub(f"answer cut off: {_describe(exc)}"),
+                    self._scrub(f"answer cut off: {describe_error(exc)}"),
                 )
             return AttemptResult(
                 Outcome.SERVER_ERROR,
                 status,
                 elapsed(),
-                self._scrub(f"connection lost after sending: {_describe(exc)}"),
+                self._scrub(f"connection lost after sending: {describe_error(exc)}"),
             )
 
     async def _streamed(

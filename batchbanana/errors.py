@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 
+def describe_error(exc: BaseException) -> str:
+    """`ClassName: message` for an exception, for ledger lines and summaries."""
+    text = str(exc).strip()
+    return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
+
+
 class BatchBananaError(Exception):
     """Base of every error batchbanana raises on purpose."""
 

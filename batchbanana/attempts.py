@@ -1,0 +1,409 @@
+"""One attempt at one item, in the order the money contract demands.
+
+A durable `sent` line, the request, the image made durable under its final name, then the
+`result` line; budget reserved before anything waits; retries only of what provably cost
+nothing. Whatever stops the process, the ledger tells what may have been paid for.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import anyio
+import anyio.to_thread
+
+from batchbanana.backoff import backoff_delay_s
+from batchbanana.client import AttemptResult, ProviderClient
+from batchbanana.errors import describe_error
+from batchbanana.inputs import EncodedImageCache, ImageProblem
+from batchbanana.ledger import LedgerState, LedgerWriter
+from batchbanana.outcomes import Billed, Outcome, billed, is_retryable
+from batchbanana.outputs import (
+    commit_image,
+    write_image,
+)
+from batchbanana.plan import Job, WorkItem
+from batchbanana.pool import WorkPool
+from batchbanana.pricing import money
+from batchbanana.progress import Progress
+from batchbanana.wire import AnswerImage, build_request, file_part, inline_part
+
+BUDGET_SLACK_USD = 1e-9  # float noise, not money
+
+
+def utc_now() -> str:
+    """An ISO-8601 UTC timestamp with milliseconds, as the ledger writes them."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(slots=True)
+class RunTotals:
+    """Money and outcomes of one run, kept up to date as results arrive."""
+
+    spent_usd: float = 0.0  # whole ledger, this run included
+    possibly_spent_usd: float = 0.0
+    reserved_usd: float = 0.0  # estimated price of requests in flight
+    run_spent_usd: float = 0.0
+    outcomes: dict[str, int] = field(default_factory=dict)  # final outcome per item this run
+    free_retries: int = 0
+    over_budget_usd: float = 0.0  # what the items refused by the budget would have cost
+    failures: list[tuple[str, str, str]] = field(default_factory=list)  # (item, outcome, error)
+    inline_images_sent: int = 0  # input images sent inline, counting every request
+    images_encoded: int = 0  # distinct input images read and encoded (once each per run)
+    bytes_saved: int = 0  # by optimize_inputs: lossless
+
+
+@dataclass(slots=True)
+class RunSettings:
+    """How to send: where, with which key, within which limits."""
+
+    endpoint: str
+    auth: str
+    api_key: str
+    concurrency: int
+    budget_usd: float | None
+    show_progress: bool = True
+    command: str = "run"
+    rng: random.Random = field(default_factory=random.Random)
+    downloads: dict[str, tuple[Path, str]] = field(default_factory=dict)  # inline_urls
+
+
+@dataclass(slots=True)
+class RunResult:
+    """How a run ended."""
+
+    exit_code: int
+    totals: RunTotals
+    stop_reason: str | None = None
+
+
+class JobRunner:
+    """One run of a job over a locked ledger."""
+
+    def __init__(
+        self,
+        job: Job,
+        ledger: LedgerWriter,
+        state: LedgerState,
+        settings: RunSettings,
+        stderr: TextIO,
+        scrub: Callable[[str], str],
+    ) -> None:
+        self.job = job
+        self.ledger = ledger
+        self.settings = settings
+        self.stderr = stderr
+        self.scrub = scrub
+        self.totals = RunTotals(
+            spent_usd=state.spent_usd, possibly_spent_usd=state.possibly_spent_usd
+        )
+        self.attempts = {item_id: history.attempts for item_id, history in state.items.items()}
+        self.run_attempts: dict[str, int] = {}
+        self.images = EncodedImageCache(
+            optimize=job.optimize_inputs == "lossless", downloads=settings.downloads
+        )
+        self.stop_reason: str | None = None
+        self.interrupted = False
+        self.pool: WorkPool[WorkItem] = WorkPool(
+            settings.concurrency, job.adaptive, job.rate_limit_rpm
+        )
+        self.progress: Progress | None = None
+        self.unsent: list[WorkItem] = []
+
+    # -- ledger lines -------------------------------------------------------------------------
+    def _base(self, item: WorkItem, attempt: int) -> dict[str, Any]:
+        return {"item": item.id, "attempt": attempt, "fingerprint": item.fingerprint}
+
+    def _record_result(
+        self,
+        item: WorkItem,
+        attempt: int,
+        outcome: Outcome,
+        price_usd: float,
+        result: AttemptResult | None = None,
+        outputs: Sequence[Path] = (),
+        size_bytes: int | None = None,
+        error: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        record: dict[str, Any] = {"event": "result", "ts": utc_now(), **self._base(item, attempt)}
+        record.update(
+            {
+                "outcome": outcome.value,
+                "billed": billed(outcome).value,
+                "price_usd": price_usd,
+                "http_status": result.http_status if result else None,
+                "latency_s": result.latency_s if result else None,
+                "output": str(outputs[0]) if outputs else None,
+                "bytes": size_bytes,
+                "finish_reason": result.finish_reason if result else None,
+                "error": error if error is not None else (result.error if result else None),
+                "usage": result.usage if result else None,
+            }
+        )
+        if len(outputs) > 1:
+            record["outputs"] = [str(path) for path in outputs]
+        if result is not None:
+            for key in ("text", "response_id", "model_version"):
+                value = getattr(result, key)
+                if value is not None:
+                    record[key] = value
+        record.update(
+            {
+                "model": item.model,
+                "image_size": item.image_size,
+                "aspect_ratio": item.aspect_ratio,
+                "spec": item.spec(),
+            }
+        )
+        if extra:
+            record.update(extra)
+        self.ledger.append_soon_durable(record)
+        kind = billed(outcome)
+        if kind is Billed.YES:
+            self.totals.spent_usd = money(self.totals.spent_usd + price_usd)
+            self.totals.run_spent_usd = money(self.totals.run_spent_usd + price_usd)
+        elif kind is Billed.UNKNOWN:
+            self.totals.possibly_spent_usd = money(self.totals.possibly_spent_usd + price_usd)
+
+    # -- one attempt ----------------------------------------------------------------------------
+    def _next_attempt(self, item: WorkItem) -> int:
+        number = self.attempts.get(item.id, 0) + 1
+        self.attempts[item.id] = number
+        self.run_attempts[item.id] = self.run_attempts.get(item.id, 0) + 1
+        return number
+
+    def _within_budget(self, price_usd: float) -> bool:
+        budget = self.settings.budget_usd
+        if budget is None:
+            return True
+        committed = (
+            self.totals.spent_usd + self.totals.possibly_spent_usd + self.totals.reserved_usd
+        )
+        return committed + price_usd <= budget + BUDGET_SLACK_USD
+
+    def _body(self, item: WorkItem) -> bytes:
+        parts = []
+        for image in item.images:
+            if image.kind == "url" and not image.inline:
+                parts.append(file_part(image.mime_type, image.reference))
+            else:
+                parts.append(inline_part(*self.images.get(image)))
+        body = build_request(
+            model=item.model,
+            prompt=item.prompt,
+            image_parts=parts,
+            image_size=item.image_size,
+            aspect_ratio=item.aspect_ratio,
+            system_prompt=item.system_prompt,
+            response_modalities=item.response_modalities,
+        )
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+    def _finish(self, item: WorkItem, outcome: Outcome, error: str | None) -> None:
+        self.totals.outcomes[outcome.value] = self.totals.outcomes.get(outcome.value, 0) + 1
+        if outcome is not Outcome.OK:
+            self.totals.failures.append((item.id, outcome.value, self.scrub(error or "")))
+        if self.progress:
+            self.progress.item_done(outcome is Outcome.OK, self.totals, self.pool.target.value)
+
+    def _stop(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            self.stderr.write(f"batchbanana: stopping: {self.scrub(reason)}\n")
+            self.stderr.flush()
+        self.pool.stop()
+
+    async def handle(self, item: WorkItem, release: Callable[[], None]) -> None:
+        """One attempt at one item: budget, sent line, request, image, result line, next step.
+
+        The pool slot is released once the provider has answered: saving the image and writing
+        the result line do not hold up the next request."""
+        if self.pool.stopping:
+            self.unsent.append(item)
+            return
+        price = item.price.ceiling_usd(item.image_size, len(item.images))
+        if not self._within_budget(price):
+            attempt = self._next_attempt(item)
+            self.totals.over_budget_usd = money(self.totals.over_budget_usd + price)
+            self._record_result(
+                item,
+                attempt,
+                Outcome.OVER_BUDGET,
+                price,
+                error=f"not sent: ${price:g} more would exceed the budget of"
+                f" ${self.settings.budget_usd:g}",
+            )
+            self._finish(item, Outcome.OVER_BUDGET, "over budget")
+            return
+        # Reserved before any wait, so concurrent handlers see it in their budget check.
+        self.totals.reserved_usd += price
+        try:
+            await self._send(item, price, release)
+        finally:
+            self.totals.reserved_usd = max(0.0, self.totals.reserved_usd - price)
+
+    async def _send(self, item: WorkItem, price: float, release: Callable[[], None]) -> None:
+        inline = sum(1 for image in item.images if image.kind == "file" or image.inline)
+        try:
+            if inline:
+                # Reading, optimising and encoding inputs can take a while: not on the event loop.
+                body = await anyio.to_thread.run_sync(self._body, item)
+            else:
+                body = self._body(item)
+        except (OSError, ImageProblem) as exc:
+            # An input changed or vanished after validation: nothing was sent or paid.
+            self._stop(f"item '{item.id}': input image unreadable: {exc}")
+            self.unsent.append(item)
+            return
+        self.totals.inline_images_sent += inline
+        attempt = self._next_attempt(item)
+        sent = {
+            "event": "sent",
+            "ts": utc_now(),
+            **self._base(item, attempt),
+            "price_usd": price,
+            "model": item.model,
+            "image_size": item.image_size,
+            "spec": item.spec(),
+        }
+        with anyio.CancelScope(shield=True):
+            await self.ledger.append_durable(sent)
+        timeout_s = self.job.timeouts.for_size(item.image_size)
+        try:
+            result = await self.settings_client.generate(
+                item.model, body, timeout_s, self.job.output_dir, item.id
+            )
+        except anyio.get_cancelled_exc_class():
+            self._interrupted(item, attempt, price, "stopped by a second signal")
+            raise
+        except Exception as exc:  # a bug must not hide a request that may have gone out
+            self._interrupted(item, attempt, price, f"internal error: {describe_error(exc)}")
+            self._stop(f"internal error: {describe_error(exc)}")
+            return
+        del body
+        release()
+        # The answer is paid for: record it even if a second Ctrl-C arrives meanwhile.
+        with anyio.CancelScope(shield=True):
+            await self._conclude(item, attempt, result)
+
+    def _interrupted(self, item: WorkItem, attempt: int, price: float, why: str) -> None:
+        """Record a request that may have gone out but whose answer will never be read."""
+        self._record_result(
+            item, attempt, Outcome.INTERRUPTED, price, error=f"{why}, with the request in flight"
+        )
+        self._finish(item, Outcome.INTERRUPTED, why)
+
+    def _save(self, item: WorkItem, index: int, image: AnswerImage) -> Path:
+        """Give one image of an ok answer its final name, durably (runs in a worker thread)."""
+        if image.path is not None:
+            return commit_image(image.path, self.job.output_dir, item.id, index, image.mime_type)
+        return write_image(self.job.output_dir, item.id, index, image.mime_type, image.data)
+
+    async def _conclude(self, item: WorkItem, attempt: int, result: AttemptResult) -> None:
+        outcome = result.outcome
+        price = item.price.actual_usd(item.image_size, result.usage)
+        outputs: list[Path] = []
+        size_bytes: int | None = None
+        error = result.error
+        if outcome is Outcome.OK:
+            try:
+                for index, image in enumerate(result.images, start=1):
+                    outputs.append(await anyio.to_thread.run_sync(self._save, item, index, image))
+                size_bytes = sum(image.size for image in result.images)
+            except Exception as exc:  # whatever failed, the image was paid for and not saved
+                outcome = Outcome.WRITE_ERROR
+                error = f"could not write the image: {describe_error(exc)}"
+                outputs, size_bytes = [], None
+            finally:
+                for image in result.images[len(outputs) :]:
+                    if image.path is not None:
+                        image.path.unlink(missing_ok=True)  # not committed: no stray temp
+        extra: dict[str, Any] = {}
+        retry_now = (
+            is_retryable(outcome)
+            and result.job_stop is None
+            and not self.pool.stopping
+            and self.run_attempts.get(item.id, 0) < self.job.retry.max_attempts
+        )
+        delay = 0.0
+        if retry_now:
+            delay = backoff_delay_s(
+                self.run_attempts[item.id],
+                self.job.retry.base_delay_s,
+                self.job.retry.max_delay_s,
+                result.server_wait_s,
+                self.settings.rng,
+            )
+            if (
+                result.server_wait_s is not None
+                and result.server_wait_s > self.job.retry.max_wait_s
+            ):
+                retry_now = False
+                self._stop(
+                    f"the provider asks to wait {result.server_wait_s:.0f} s, over"
+                    f" retry.max_wait_s ({self.job.retry.max_wait_s:g} s)"
+                )
+            else:
+                extra["retry_in_s"] = round(delay, 3)
+        self._record_result(
+            item, attempt, outcome, price, result, outputs, size_bytes, error, extra
+        )
+        if outcome in (Outcome.RATE_LIMITED, Outcome.UNAVAILABLE):
+            self.pool.target.on_throttled()
+        else:
+            self.pool.target.on_success()
+        if retry_now:
+            self.totals.free_retries += 1
+            self.pool.defer(item, delay)
+            if self.progress:
+                self.progress.refresh(self.totals, self.pool.target.value)
+            return
+        if result.job_stop:
+            self._stop(result.job_stop)
+        if outcome is Outcome.WRITE_ERROR:
+            self._stop(f"item '{item.id}': {error}")
+        self._finish(item, outcome, error)
+
+    settings_client: ProviderClient
+
+    async def run(self, items: Sequence[WorkItem], client: ProviderClient) -> None:
+        """Send the items through the pool until done, stopped or aborted."""
+        self.settings_client = client
+        for item in items:
+            self.pool.submit(item)
+        self.progress = Progress(
+            total=len(items), enabled=self.settings.show_progress, stream=self.stderr
+        )
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._watch_signals, group.cancel_scope)
+                group.start_soon(self.ledger.keep_synced)
+                await self.pool.run(self.handle)
+                with anyio.CancelScope(shield=True):
+                    await self.ledger.sync()
+                group.cancel_scope.cancel()
+        finally:
+            self.progress.close()
+        self.unsent.extend(self.pool.pending())
+
+    async def _watch_signals(self, scope: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if not self.interrupted:
+                    self.interrupted = True
+                    self._stop(
+                        f"{name}: no new requests; waiting for the ones in flight (they are paid"
+                        " for). Press Ctrl-C again to abort them."
+                    )
+                else:
+                    self.stderr.write(f"batchbanana: {name} again: aborting requests in flight\n")
+                    self.pool.abort()

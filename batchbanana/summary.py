@@ -1,0 +1,76 @@
+"""The short account printed on stderr at the end of a run or a retry."""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+from batchbanana.attempts import RunResult
+from batchbanana.plan import Job
+from batchbanana.resume import Decision
+
+
+def print_summary(
+    job: Job, decision: Decision, result: RunResult, elapsed_s: float, stderr: TextIO
+) -> None:
+    """The short account at the end of a run, on stderr."""
+    totals = result.totals
+    counts = ", ".join(f"{count} {name}" for name, count in sorted(totals.outcomes.items()))
+    sent = sum(totals.outcomes.values())
+    lines = [
+        f"batchbanana: job {job.name}: {sent} item(s) this run"
+        + (f" ({counts})" if counts else "")
+        + f" in {elapsed_s:.1f} s",
+        f"  spent ${totals.run_spent_usd:.4f} this run; ledger total ${totals.spent_usd:.4f}"
+        f" spent, ${totals.possibly_spent_usd:.4f} possibly spent",
+    ]
+    if totals.free_retries:
+        lines.append(
+            f"  {totals.free_retries} request(s) retried at no charge (429/503/no connection)"
+        )
+    for item_id, outcome, error in totals.failures[:10]:
+        lines.append(f"  item '{item_id}': {outcome}: {error}")
+    if len(totals.failures) > 10:
+        lines.append(f"  ... and {len(totals.failures) - 10} more (see `batchbanana report`)")
+    if totals.over_budget_usd:
+        lines.append(
+            f"  budget: items worth ${totals.over_budget_usd:.4f} were not sent; raise budget_usd"
+            " (or --budget) and run again"
+        )
+    left = len(decision.left_for_retry) + sum(
+        count
+        for name, count in totals.outcomes.items()
+        if name
+        not in (
+            "ok",
+            "rate_limited",
+            "unavailable",
+            "connect_error",
+            "http_error",
+            "over_budget",
+            "not_sent",
+        )
+    )
+    if left:
+        lines.append(
+            f"  {left} item(s) need `batchbanana retry {job.ledger_path}` (their last attempt was"
+            " billed or may have been)"
+        )
+    if totals.outcomes.get("not_sent"):
+        lines.append(
+            f"  {totals.outcomes['not_sent']} item(s) were not sent; running again sends them"
+        )
+    if result.stop_reason:
+        lines.append(f"  stopped: {result.stop_reason}")
+    if totals.inline_images_sent:
+        saved = (
+            f"; lossless optimisation saved {totals.bytes_saved / 1e6:.2f} MB"
+            if totals.bytes_saved
+            else ""
+        )
+        lines.append(
+            f"  input images: {totals.images_encoded} read and encoded once each for"
+            f" {totals.inline_images_sent} inline use(s){saved}"
+        )
+    lines.append(f"  images: {job.output_dir}  ledger: {job.ledger_path}")
+    stderr.write("\n".join(lines) + "\n")
+    stderr.flush()
