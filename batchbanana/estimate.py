@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from batchbanana.inputs import ImageInput, optimize_lossless
-from batchbanana.ledger import read_ledger, replay
+from batchbanana.ledger import scan_ledger
 from batchbanana.plan import Job
 from batchbanana.pricing import money
 
@@ -97,7 +97,7 @@ def render_plan(job: Job) -> str:
         verdict = "fits" if total <= job.budget_usd else "does NOT fit"
         lines.append(f"budget ${job.budget_usd:.4f}: the estimate {verdict}")
     if job.ledger_path.exists():
-        state = replay(read_ledger(job.ledger_path).records)
+        state, _ = scan_ledger(job.ledger_path)
         done = owed = left = 0
         owed_usd = 0.0
         for item in job.items:

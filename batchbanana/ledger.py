@@ -11,7 +11,7 @@ import fcntl
 import json
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,35 +146,42 @@ class LedgerRead:
     warnings: list[str] = field(default_factory=list)
 
 
-def iter_lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
-    """(line number, bytes, ended with a newline) for each line of a file."""
-    with path.open("rb") as handle:
+def iter_records(path: Path, warnings: list[str]) -> Iterator[dict[str, Any]]:
+    """Each readable record, read as the file is (a torn or garbage line adds a warning naming
+    its line instead). A missing file has no records."""
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the ledger ({exc.strerror})") from None
+    with handle:
         for number, raw in enumerate(handle, start=1):
-            yield number, raw, raw.endswith(b"\n")
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except (ValueError, RecursionError):  # not JSON or UTF-8, absurd numbers or nesting
+                record = None
+            if isinstance(record, dict) and isinstance(record.get("event"), str):
+                yield record
+                continue
+            kind = "not a ledger record" if raw.endswith(b"\n") else "torn (cut off mid-write)"
+            warnings.append(f"{path}:{number}: skipped a line that is {kind}")
 
 
 def read_ledger(path: Path) -> LedgerRead:
     """Every readable record; a torn or garbage line is skipped with a warning naming its line."""
     result = LedgerRead()
-    try:
-        lines = list(iter_lines(path))
-    except FileNotFoundError:
-        return result
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read the ledger ({exc.strerror})") from None
-    for number, raw, complete in lines:
-        if not raw.strip():
-            continue
-        try:
-            record = json.loads(raw)
-        except (ValueError, RecursionError):  # not JSON, not UTF-8, absurd numbers or nesting
-            record = None
-        if isinstance(record, dict) and isinstance(record.get("event"), str):
-            result.records.append(record)
-            continue
-        kind = "torn (cut off mid-write)" if not complete else "not a ledger record"
-        result.warnings.append(f"{path}:{number}: skipped a line that is {kind}")
+    result.records.extend(iter_records(path, result.warnings))
     return result
+
+
+def scan_ledger(path: Path) -> tuple[LedgerState, list[str]]:
+    """Replay a ledger as it is read, without holding its records (a 100,000-item ledger)."""
+    warnings: list[str] = []
+    state = replay(iter_records(path, warnings))
+    return state, warnings
 
 
 @dataclass(slots=True)
@@ -193,9 +200,8 @@ class ItemHistory:
 
     attempts: int = 0  # highest attempt number used
     fingerprint: str | None = None  # the latest one: the current work for this id
-    spec: dict[str, Any] | None = None
+    spec: dict[str, Any] | None = None  # the latest request's spec, kept while it is not ok
     by_fingerprint: dict[str, AttemptState] = field(default_factory=dict)
-    last_result: dict[str, Any] | None = None
     ever_sent: bool = False  # a `sent` line exists (an over_budget line alone sends nothing)
 
     def current(self) -> AttemptState:
@@ -235,7 +241,7 @@ def _price(record: dict[str, Any]) -> float:
     return price if math.isfinite(price) and price >= 0 else 0.0
 
 
-def replay(records: list[dict[str, Any]]) -> LedgerState:
+def replay(records: Iterable[dict[str, Any]]) -> LedgerState:
     """Fold ledger records, in order, into per-item state and money totals."""
     state = LedgerState()
     spent = 0.0
@@ -269,7 +275,8 @@ def replay(records: list[dict[str, Any]]) -> LedgerState:
                 pair.in_flight_attempt = None
             pair.outcome = str(record.get("outcome"))
             pair.billed = str(record.get("billed"))
-            history.last_result = record
+            if pair.outcome == "ok":
+                history.spec = None  # only `retry` needs specs, and only of failed items
             if pair.billed == "yes":
                 spent += _price(record)
             elif pair.billed == "unknown":

@@ -13,7 +13,7 @@ from typing import TextIO
 
 from batchbanana.attempts import utc_now
 from batchbanana.errors import UserError
-from batchbanana.ledger import LedgerState, LedgerWriter, read_ledger, replay
+from batchbanana.ledger import LedgerState, LedgerWriter, scan_ledger
 from batchbanana.outcomes import Billed, Outcome
 from batchbanana.outputs import existing_outputs
 from batchbanana.plan import Job, WorkItem
@@ -58,13 +58,13 @@ def open_ledger(
     writer = LedgerWriter(path, scrub)
     writer.open()
     try:
-        read = read_ledger(path)
+        state, warnings = scan_ledger(path)
     except BaseException:
         writer.close()
         raise
-    for warning in read.warnings:
+    for warning in warnings:
         stderr.write(f"batchbanana: warning: {warning}\n")
-    return writer, replay(read.records)
+    return writer, state
 
 
 def record_dangling(writer: LedgerWriter, state: LedgerState) -> int:
