@@ -150,6 +150,55 @@ def median_measure(runs: list[Measure]) -> Measure:
     )
 
 
+def startup_figures() -> list[str]:
+    """How start-up grows with the job: plan of a 100,000-row CSV, and a run that resumes a
+    ledger whose 100,000 items are all done already (nothing is sent)."""
+    import csv
+
+    lines = []
+    with tempfile.TemporaryDirectory(prefix="bb-bench-scale-") as tmp:
+        folder = Path(tmp)
+        with (folder / "rows.csv").open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["id", "prompt"])
+            for n in range(100_000):
+                writer.writerow([f"row{n}", f"a product shot number {n}, studio light"])
+        manifest = folder / "big.yaml"
+        manifest.write_text(
+            "version: 1\nendpoint: simulate\nmodel: gemini-3.1-flash-image-preview\n"
+            "output_dir: out\nitems_file: rows.csv\n"
+        )
+        plan = measured([sys.executable, "-m", "batchbanana", "plan", str(manifest)])
+        lines.append(
+            f"plan of a 100,000-row items_file: {plan.wall_s:.2f} s,"
+            f" peak RSS {plan.peak_rss_mb:.0f} MB"
+        )
+        write_done_ledger(manifest, folder / "out" / "ledger.jsonl")
+        resume = measured(
+            [sys.executable, "-m", "batchbanana", "run", str(manifest), "--no-progress"]
+        )
+        lines.append(
+            f"resume of a 100,000-item ledger (all ok, nothing sent): {resume.wall_s:.2f} s,"
+            f" peak RSS {resume.peak_rss_mb:.0f} MB"
+        )
+    return lines
+
+
+def write_done_ledger(manifest: Path, ledger: Path) -> None:
+    """A ledger in which every item of the manifest is already ok."""
+    from batchbanana.plan import load_job
+
+    job = load_job(manifest)
+    ledger.parent.mkdir(parents=True, exist_ok=True)
+    with ledger.open("w") as handle:
+        handle.write(json.dumps({"event": "job", "run_id": "bench", "settings": {}}) + "\n")
+        for item in job.items:
+            base = {"item": item.id, "attempt": 1, "fingerprint": item.fingerprint}
+            handle.write(json.dumps({"event": "sent", **base, "spec": item.spec()}) + "\n")
+            result = {"event": "result", **base, "outcome": "ok", "billed": "yes"}
+            handle.write(json.dumps({**result, "price_usd": 0.055, "spec": item.spec()}) + "\n")
+
+
 def main() -> None:
     """Run every workload and print the table."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -179,6 +228,10 @@ def main() -> None:
             simulator.terminate()
             simulator.wait(timeout=10)
     print_table(rows)
+    if not args.only:
+        print()
+        for line in startup_figures():
+            print(line)
 
 
 def print_table(rows: list[tuple[Workload, dict[str, Measure]]]) -> None:
