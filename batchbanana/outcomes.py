@@ -56,6 +56,11 @@ BILLING: dict[Outcome, Billed] = {
 
 RETRYABLE = frozenset({Outcome.RATE_LIMITED, Outcome.UNAVAILABLE, Outcome.CONNECT_ERROR})
 
+# google.rpc.ErrorInfo reasons that mean the key or the project cannot be used at all.
+KEY_REFUSED_REASONS = frozenset(
+    {"API_KEY_INVALID", "API_KEY_SERVICE_BLOCKED", "SERVICE_DISABLED", "CONSUMER_SUSPENDED"}
+)
+
 IMAGE_EXTENSIONS = {
     "image/png": "png",
     "image/jpeg": "jpg",
@@ -132,6 +137,14 @@ def classify_error(status: int, info: ErrorInfo) -> Verdict:
     if status == 402:
         return Verdict(
             Outcome.HTTP_ERROR, summary, job_stop="no balance left (402); top up the account"
+        )
+    if 400 <= status < 500 and KEY_REFUSED_REASONS.intersection(info.reasons):
+        # Google answers a bad key with 400 API_KEY_INVALID: every request would fail the same.
+        return Verdict(
+            Outcome.HTTP_ERROR,
+            summary,
+            job_stop=f"the key was refused ({status} {', '.join(info.reasons)}); check the key"
+            " in the api_key_env variable",
         )
     if 400 <= status < 500:
         return Verdict(Outcome.HTTP_ERROR, summary)

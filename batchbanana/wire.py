@@ -231,6 +231,7 @@ class ErrorInfo:
     quota_per_day: bool = False
     quota_zero: bool = False
     details: list[Any] = field(default_factory=list)
+    reasons: tuple[str, ...] = ()  # google.rpc.ErrorInfo reasons, such as API_KEY_INVALID
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*s\s*$")
@@ -290,13 +291,16 @@ def _parse_error(body: bytes) -> ErrorInfo:
     details = error.get("details")
     details = details if isinstance(details, list) else []
     retry_delay = None
+    reasons: list[str] = []
     per_day = False
     zero = bool(isinstance(message, str) and _LIMIT_ZERO.search(message))
     for detail in details:
         if not isinstance(detail, dict):
             continue
         kind = str(detail.get("@type", ""))
-        if kind.endswith("google.rpc.RetryInfo"):
+        if kind.endswith("google.rpc.ErrorInfo") and isinstance(detail.get("reason"), str):
+            reasons.append(detail["reason"])
+        elif kind.endswith("google.rpc.RetryInfo"):
             retry_delay = parse_duration_s(_get(detail, "retryDelay", "retry_delay"))
         elif kind.endswith("google.rpc.QuotaFailure"):
             violations = detail.get("violations")
@@ -315,6 +319,7 @@ def _parse_error(body: bytes) -> ErrorInfo:
         quota_per_day=per_day,
         quota_zero=zero,
         details=details,
+        reasons=tuple(reasons),
     )
 
 

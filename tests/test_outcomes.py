@@ -16,7 +16,7 @@ from batchbanana.outcomes import (
     classify_error,
     is_retryable,
 )
-from batchbanana.wire import Answer, AnswerImage, ErrorInfo
+from batchbanana.wire import Answer, AnswerImage, ErrorInfo, parse_error
 
 
 def _png(width: int = 2, height: int = 2) -> bytes:
@@ -260,3 +260,23 @@ def test_error_summary_is_bounded() -> None:
     verdict = classify_error(500, ErrorInfo(message="x" * 10_000))
     assert verdict.error is not None
     assert len(verdict.error) <= 500
+
+
+def test_google_invalid_key_400_stops_the_job_without_billing() -> None:
+    """Google answers a bad key with 400 API_KEY_INVALID: http_error, not billed, and a job stop."""
+    body = (
+        b'{"error": {"code": 400, "message": "API key not valid. Please pass a valid API key.",'
+        b' "status": "INVALID_ARGUMENT", "details": [{"@type":'
+        b' "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",'
+        b' "domain": "googleapis.com"}]}}'
+    )
+    verdict = classify_error(400, parse_error(body))
+    assert verdict.outcome is Outcome.HTTP_ERROR
+    assert billed(verdict.outcome) is Billed.NO
+    assert verdict.job_stop is not None and "API_KEY_INVALID" in verdict.job_stop
+
+
+def test_ordinary_400_does_not_stop_the_job() -> None:
+    """A 400 for one item's bad argument fails that item only."""
+    body = b'{"error": {"code": 400, "message": "bad aspect ratio", "status": "INVALID_ARGUMENT"}}'
+    assert classify_error(400, parse_error(body)).job_stop is None
