@@ -24,7 +24,7 @@ class Progress:
                 unit="img",
                 dynamic_ncols=True,
                 mininterval=0.5,
-                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}",
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]",
             )
 
     def _postfix(self, totals: RunTotals, target: int) -> str:
