@@ -12,7 +12,6 @@ import random
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -23,7 +22,7 @@ from batchbanana.backoff import backoff_delay_s
 from batchbanana.client import AttemptResult, ProviderClient
 from batchbanana.errors import describe_error
 from batchbanana.inputs import EncodedImageCache, ImageProblem
-from batchbanana.ledger import LedgerState, LedgerWriter
+from batchbanana.ledger import LedgerState, LedgerWriter, utc_now
 from batchbanana.outcomes import Billed, Outcome, billed, is_retryable
 from batchbanana.outputs import (
     commit_image,
@@ -36,11 +35,7 @@ from batchbanana.progress import Progress
 from batchbanana.wire import AnswerImage, build_request, file_part, inline_part
 
 BUDGET_SLACK_USD = 1e-9  # float noise, not money
-
-
-def utc_now() -> str:
-    """An ISO-8601 UTC timestamp with milliseconds, as the ledger writes them."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+ENCODER_THREADS = 4  # threads building request bodies (reading, optimising, encoding inputs)
 
 
 @dataclass(slots=True)
@@ -116,6 +111,7 @@ class JobRunner:
         )
         self.progress: Progress | None = None
         self.unsent: list[WorkItem] = []
+        self._encoders = anyio.CapacityLimiter(ENCODER_THREADS)
 
     # -- ledger lines -------------------------------------------------------------------------
     def _base(self, item: WorkItem, attempt: int) -> dict[str, Any]:
@@ -254,13 +250,21 @@ class JobRunner:
         inline = sum(1 for image in item.images if image.kind == "file" or image.inline)
         try:
             if inline:
-                # Reading, optimising and encoding inputs can take a while: not on the event loop.
-                body = await anyio.to_thread.run_sync(self._body, item)
+                # Reading, optimising and encoding inputs can take a while: not on the event
+                # loop, and not in the thread pool that fsyncs the ledger and saves images.
+                body = await anyio.to_thread.run_sync(self._body, item, limiter=self._encoders)
             else:
                 body = self._body(item)
         except (OSError, ImageProblem) as exc:
             # An input changed or vanished after validation: nothing was sent or paid.
             self._stop(f"item '{item.id}': input image unreadable: {exc}")
+            self.unsent.append(item)
+            return
+        except anyio.get_cancelled_exc_class():
+            self.unsent.append(item)  # aborted before its `sent` line: nothing went out
+            raise
+        if self.pool.stopping:
+            # A stop (Ctrl-C, a job-level error) came while the body was being built.
             self.unsent.append(item)
             return
         self.totals.inline_images_sent += inline

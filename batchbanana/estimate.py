@@ -10,6 +10,7 @@ from batchbanana.inputs import ImageInput, optimize_lossless
 from batchbanana.ledger import scan_ledger
 from batchbanana.plan import Job
 from batchbanana.pricing import money
+from batchbanana.resume import decide
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,18 +99,9 @@ def render_plan(job: Job) -> str:
         lines.append(f"budget ${job.budget_usd:.4f}: the estimate {verdict}")
     if job.ledger_path.exists():
         state, _ = scan_ledger(job.ledger_path)
-        done = owed = left = 0
-        owed_usd = 0.0
-        for item in job.items:
-            history = state.items.get(item.id)
-            pair = history.by_fingerprint.get(item.fingerprint) if history else None
-            if pair is not None and pair.outcome == "ok":
-                done += 1
-            elif pair is None or pair.billed == "no":
-                owed += 1
-                owed_usd += item.price.estimate_usd(item.image_size)
-            else:
-                left += 1
+        decision = decide(job.items, state)  # exactly what `run` would decide
+        done, owed, left = len(decision.done), len(decision.to_send), len(decision.left_for_retry)
+        owed_usd = sum(item.price.estimate_usd(item.image_size) for item in decision.to_send)
         lines.append(
             f"ledger {job.ledger_path}: {done} ok already, {owed} to send"
             f" (${money(owed_usd):.4f}), {left} left for `batchbanana retry`;"

@@ -201,21 +201,41 @@ class EncodedImageCache:
         self.downloads = downloads or {}  # URL -> (downloaded file, sniffed MIME type)
         self._entries: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._lock = threading.Lock()  # requests are built in worker threads
+        self._encoding: dict[str, threading.Lock] = {}  # one lock per image being encoded
         self._size = 0
         self.encodes = 0  # how many times an image was actually read and encoded
         self.bytes_saved = 0  # by lossless optimisation
 
     def get(self, image: ImageInput) -> tuple[str, str]:
-        """(MIME type, base64 text) of an image sent inline; checked against its recorded digest."""
-        with self._lock:
-            return self._get(image)
+        """(MIME type, base64 text) of an image sent inline; checked against its recorded digest.
 
-    def _get(self, image: ImageInput) -> tuple[str, str]:
+        Safe from several threads: one image is encoded once while others wait for it; distinct
+        images are encoded side by side."""
         key = image.reference
-        cached = self._entries.get(key)
-        if cached is not None:
-            self._entries.move_to_end(key)
-            return cached
+        with self._lock:
+            cached = self._entries.get(key)
+            if cached is not None:
+                self._entries.move_to_end(key)
+                return cached
+            image_lock = self._encoding.setdefault(key, threading.Lock())
+        with image_lock:
+            with self._lock:
+                cached = self._entries.get(key)
+                if cached is not None:
+                    return cached
+            entry = self._encode(image)
+            with self._lock:
+                self.encodes += 1
+                self._entries[key] = entry
+                self._size += len(entry[1])
+                while self._size > self.max_bytes and len(self._entries) > 1:
+                    _, dropped = self._entries.popitem(last=False)
+                    self._size -= len(dropped[1])
+                self._encoding.pop(key, None)
+            return entry
+
+    def _encode(self, image: ImageInput) -> tuple[str, str]:
+        key = image.reference
         if image.kind == "url":
             path, mime = self.downloads[key]
             data = path.read_bytes()
@@ -226,13 +246,7 @@ class EncodedImageCache:
                 raise ImageProblem(f"{key}: changed on disk since the job was validated")
         if self.optimize:
             smaller = optimize_lossless(data, mime)
-            self.bytes_saved += len(data) - len(smaller)
+            with self._lock:
+                self.bytes_saved += len(data) - len(smaller)
             data = smaller
-        entry = (mime, pybase64.b64encode(data).decode("ascii"))
-        self.encodes += 1
-        self._entries[key] = entry
-        self._size += len(entry[1])
-        while self._size > self.max_bytes and len(self._entries) > 1:
-            _, dropped = self._entries.popitem(last=False)
-            self._size -= len(dropped[1])
-        return entry
+        return mime, pybase64.b64encode(data).decode("ascii")

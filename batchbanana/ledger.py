@@ -13,6 +13,7 @@ import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,11 @@ import anyio.to_thread
 from batchbanana.errors import LedgerLockedError, UserError
 
 Scrubber = Callable[[str], str]
+
+
+def utc_now() -> str:
+    """An ISO-8601 UTC timestamp with milliseconds, as the ledger writes them."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _no_scrub(text: str) -> str:

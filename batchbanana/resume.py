@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from batchbanana.attempts import utc_now
 from batchbanana.errors import UserError
-from batchbanana.ledger import LedgerState, LedgerWriter, scan_ledger
+from batchbanana.ledger import LedgerState, LedgerWriter, scan_ledger, utc_now
 from batchbanana.outcomes import Billed, Outcome
 from batchbanana.outputs import existing_outputs
 from batchbanana.plan import Job, WorkItem

@@ -21,11 +21,11 @@ import anyio
 import anyio.to_thread
 
 from batchbanana import __version__
-from batchbanana.attempts import JobRunner, RunResult, RunSettings, utc_now
+from batchbanana.attempts import JobRunner, RunResult, RunSettings
 from batchbanana.client import ProviderClient
 from batchbanana.downloads import inline_downloads, remove_stale_downloads
 from batchbanana.errors import UserError
-from batchbanana.ledger import LedgerState, LedgerWriter
+from batchbanana.ledger import LedgerState, LedgerWriter, utc_now
 from batchbanana.outcomes import Outcome
 from batchbanana.outputs import (
     prepare_output_dir,

@@ -237,3 +237,27 @@ def test_retry_only_interrupted_finds_a_request_killed_in_flight(
     assert result.exit_code == 0, result.stderr
     outcomes = [(r["attempt"], r["outcome"]) for r in results(ledger)]
     assert outcomes == [(1, "server_error"), (2, "interrupted"), (3, "ok")]
+
+
+def test_a_job_stop_during_slow_input_encoding_sends_nothing_more(
+    cli: Cli, write_manifest: Writer, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    """Items whose bodies were still being built when a 402 stopped the job are not sent."""
+    from tests.test_inputs_e2e import uncompressed_png
+
+    for n in range(4):
+        image = bytearray(uncompressed_png(1200, 900))
+        image[-20] = n  # distinct files, each encoded on its own
+        (tmp_path / f"big{n}.png").write_bytes(bytes(image))
+    items = [{"id": "broke", "prompt": "p [sim:402]"}] + [
+        {"id": f"i{n}", "prompt": f"q{n}", "images": [f"big{n}.png"]} for n in range(4)
+    ]
+    manifest = write_manifest(
+        items, endpoint=simulator.url, optimize_inputs="lossless", concurrency=5
+    )
+    result = cli("run", str(manifest), "--no-progress")
+    assert result.exit_code == 1
+    assert simulator.stats()["requests"] == 1
+    sent = [r for r in read_jsonl(tmp_path / "out" / "ledger.jsonl") if r["event"] == "sent"]
+    assert [r["item"] for r in sent] == ["broke"]
+    assert "4 item(s) were not sent" in result.stderr
