@@ -114,8 +114,10 @@ class WorkPool(Generic[T]):
             self._cancel_scope.cancel()
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
+        # A fresh event only when the dispatcher is waiting on this one: notifications come
+        # several times per request, waits far less often.
+        if not self._changed.is_set():
+            self._changed.set()
 
     def _take(self) -> tuple[T | None, float | None]:
         """The next item to start, or None and how long until a deferred one is due."""
@@ -129,8 +131,14 @@ class WorkPool(Generic[T]):
         return None, math.inf
 
     async def _wait_for_change(self, timeout_s: float) -> None:
+        if self._changed.is_set():
+            self._changed = anyio.Event()
+            return  # something changed since the dispatcher last looked: look again now
         changed = self._changed
-        with anyio.move_on_after(timeout_s if math.isfinite(timeout_s) else None):
+        if math.isinf(timeout_s):
+            await changed.wait()
+            return
+        with anyio.move_on_after(timeout_s):
             await changed.wait()
 
     async def run(self, handler: Callable[[T, Callable[[], None]], Awaitable[None]]) -> None:
