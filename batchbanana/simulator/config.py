@@ -1,0 +1,47 @@
+"""How the simulated provider behaves: latency, fault rates, image size, prices."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from batchbanana.simulator.rules import _PRICE_BOOKS
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorConfig:
+    """How the simulated provider behaves: latency, random fault rates, image size and prices."""
+
+    latency_s: float = 0.0
+    rate_429: float = 0.0
+    rate_503: float = 0.0
+    rate_refuse: float = 0.0
+    rate_no_image: float = 0.0
+    rate_drop: float = 0.0
+    rate_500: float = 0.0
+    rate_slow: float = 0.0
+    slow_s: float = 30.0
+    retry_after_s: float | None = None
+    image_bytes: int | None = None
+    seed: int | None = None
+    price_book: str = "apiyi"
+    price_usd: Callable[[str, str], float] | None = None
+
+    def __post_init__(self) -> None:
+        for name in (
+            "rate_429",
+            "rate_503",
+            "rate_refuse",
+            "rate_no_image",
+            "rate_drop",
+            "rate_500",
+            "rate_slow",
+        ):
+            rate = getattr(self, name)
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"{name}={rate} is not a probability; use a value from 0 to 1")
+        if self.price_book not in _PRICE_BOOKS:
+            books = " or ".join(sorted(_PRICE_BOOKS))
+            raise ValueError(f"unknown price book {self.price_book!r}; use {books}")
+        if self.latency_s < 0 or self.slow_s < 0:
+            raise ValueError("latency_s and slow_s must not be negative")

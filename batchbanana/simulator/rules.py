@@ -1,0 +1,77 @@
+"""The provider's own model rules and price books (contract sections 4 and 5), written out
+here again on purpose: a client bug cannot hide behind a shared helper."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # config imports the price books from here
+    from batchbanana.simulator.config import SimulatorConfig
+
+
+_TEN_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
+
+
+@dataclass(frozen=True, slots=True)
+class _ModelRule:
+    family: str  # the model id without "-preview": the key of the price books
+    sizes: tuple[str, ...]  # empty: the model fails whenever imageSize is present
+    ratios: tuple[str, ...]
+
+
+_PRO = _ModelRule("gemini-3-pro-image", ("1K", "2K", "4K"), _TEN_RATIOS)
+_FLASH_31 = _ModelRule(
+    "gemini-3.1-flash-image", ("512", "1K", "2K", "4K"), (*_TEN_RATIOS, "1:4", "4:1", "1:8", "8:1")
+)
+_FLASH_25 = _ModelRule("gemini-2.5-flash-image", (), _TEN_RATIOS)
+
+_MODELS: Mapping[str, _ModelRule] = {
+    "gemini-3-pro-image-preview": _PRO,
+    "gemini-3-pro-image": _PRO,
+    "gemini-3.1-flash-image-preview": _FLASH_31,
+    "gemini-3.1-flash-image": _FLASH_31,
+    "gemini-2.5-flash-image": _FLASH_25,
+}
+
+_LONG_SIDE_PX: Mapping[str, int] = {"512": 512, "1K": 1024, "2K": 2048, "4K": 4096}
+_OUTPUT_TOKENS: Mapping[str, int] = {"512": 747, "1K": 1120, "2K": 1120, "4K": 2000}
+_INPUT_IMAGE_TOKENS = 258
+
+# "*" is any size. apiyi bills per request; google per output image (one per request here).
+_PRICE_BOOKS: Mapping[str, Mapping[str, Mapping[str, str]]] = {
+    "apiyi": {
+        "gemini-3-pro-image": {"*": "0.09"},
+        "gemini-3.1-flash-image": {"*": "0.055"},
+        "gemini-2.5-flash-image": {"*": "0.02"},
+    },
+    "google": {
+        "gemini-3-pro-image": {"1K": "0.134", "2K": "0.134", "4K": "0.24"},
+        "gemini-3.1-flash-image": {"512": "0.045", "1K": "0.067", "2K": "0.101", "4K": "0.151"},
+        "gemini-2.5-flash-image": {"*": "0.039"},
+    },
+}
+
+_MAX_IMAGE_BYTES = 7_000_000
+_MAX_IMAGES = 14
+_MAX_BODY_BYTES = 100_000_000  # a body of this size or more is refused
+
+
+def book_price(book: str, model: str, image_size: str) -> Decimal:
+    """The price of one billed request in a book (image_size is "1K" when the request had none)."""
+    prices = _PRICE_BOOKS[book][_MODELS[model].family]
+    return Decimal(prices.get(image_size, prices.get("*", "0")))
+
+
+def describe_price_book(config: SimulatorConfig) -> str:
+    """One line naming the prices the simulator bills at, for `serve`'s banner."""
+    if config.price_usd is not None:
+        return "custom (price_usd callable)"
+    unit = "per request" if config.price_book == "apiyi" else "per image"
+    families = []
+    for family, prices in _PRICE_BOOKS[config.price_book].items():
+        listed = ", ".join(f"${p}" if s == "*" else f"{s} ${p}" for s, p in prices.items())
+        families.append(f"{family} {listed}")
+    return f"{config.price_book} ({unit}: {'; '.join(families)})"
