@@ -36,6 +36,7 @@ from batchbanana.wire import AnswerImage, build_request, file_part, inline_part
 
 BUDGET_SLACK_USD = 1e-9  # float noise, not money
 ENCODER_THREADS = 4  # threads building request bodies (reading, optimising, encoding inputs)
+SAVER_THREADS = 8  # threads making images durable; more would only queue fsyncs in the journal
 
 
 @dataclass(slots=True)
@@ -112,6 +113,7 @@ class JobRunner:
         self.progress: Progress | None = None
         self.unsent: list[WorkItem] = []
         self._encoders = anyio.CapacityLimiter(ENCODER_THREADS)
+        self._savers = anyio.CapacityLimiter(SAVER_THREADS)
 
     # -- ledger lines -------------------------------------------------------------------------
     def _base(self, item: WorkItem, attempt: int) -> dict[str, Any]:
@@ -320,7 +322,10 @@ class JobRunner:
         if outcome is Outcome.OK:
             try:
                 for index, image in enumerate(result.images, start=1):
-                    outputs.append(await anyio.to_thread.run_sync(self._save, item, index, image))
+                    saved = await anyio.to_thread.run_sync(
+                        self._save, item, index, image, limiter=self._savers
+                    )
+                    outputs.append(saved)
                 size_bytes = sum(image.size for image in result.images)
             except Exception as exc:  # whatever failed, the image was paid for and not saved
                 outcome = Outcome.WRITE_ERROR

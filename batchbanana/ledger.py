@@ -46,6 +46,7 @@ class LedgerWriter:
         self._syncing = False
         self._sync_done = anyio.Event()
         self._unsynced = anyio.Event()  # set when a line was written without waiting for fsync
+        self._fsync_thread: anyio.CapacityLimiter | None = None
 
     def set_scrubber(self, scrub: Scrubber) -> None:
         """Use this function to remove secrets from every line written from now on."""
@@ -135,8 +136,12 @@ class LedgerWriter:
                 continue
             self._syncing = True
             upto = self._written
+            if self._fsync_thread is None:
+                self._fsync_thread = anyio.CapacityLimiter(1)
             try:
-                await anyio.to_thread.run_sync(os.fsync, self._fd)
+                # A thread slot of its own: the `sent` line's fsync gates every request, so it
+                # must never queue behind image commits in the shared pool.
+                await anyio.to_thread.run_sync(os.fsync, self._fd, limiter=self._fsync_thread)
                 self._synced = upto
             finally:
                 self._syncing = False
