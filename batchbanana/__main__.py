@@ -1,6 +1,6 @@
 """`python -m batchbanana` runs the command line."""
 
-from batchbanana.cli import main
+from batchbanana.cli import entry
 
 if __name__ == "__main__":
-    main()
+    entry()

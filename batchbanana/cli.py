@@ -5,7 +5,9 @@ No rules live here. User mistakes become one line each on stderr and exit 2, nev
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -361,3 +363,24 @@ def retry(
             show_progress=not no_progress,
         )
     )
+
+
+def entry() -> None:
+    """The console script: the CLI, then a prompt exit.
+
+    Everything that matters is closed and fsynced before a command returns (the ledger, the
+    images, the HTTP session); what remains at exit is the interpreter tearing down tens of
+    thousands of objects one by one, a tenth of a second or more after a large job. Flush the
+    standard streams and leave without it. An unexpected exception still takes the normal path.
+    """
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if exc.code is not None and not isinstance(exc.code, int):
+            click.echo(str(exc.code), err=True)
+        for stream in (sys.stdout, sys.stderr):
+            # a reader that went away (`| head`) is not an error of ours
+            with contextlib.suppress(BrokenPipeError, OSError):
+                stream.flush()
+        os._exit(code)
