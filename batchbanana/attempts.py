@@ -114,6 +114,7 @@ class JobRunner:
         self.unsent: list[WorkItem] = []
         self._encoders = anyio.CapacityLimiter(ENCODER_THREADS)
         self._savers = anyio.CapacityLimiter(SAVER_THREADS)
+        self._finishing = anyio.CapacityLimiter(settings.concurrency)
 
     # -- ledger lines -------------------------------------------------------------------------
     def _base(self, item: WorkItem, attempt: int) -> dict[str, Any]:
@@ -295,10 +296,14 @@ class JobRunner:
             self._stop(f"internal error: {describe_error(exc)}")
             return
         del body
-        release()
         # The answer is paid for: record it even if a second Ctrl-C arrives meanwhile.
         with anyio.CancelScope(shield=True):
-            await self._conclude(item, attempt, result)
+            # The next request may start while this answer is saved, but only while fewer than
+            # `concurrency` answers are being saved: a slow disk holds the pool back instead of
+            # letting answers pile up in memory.
+            async with self._finishing:
+                release()
+                await self._conclude(item, attempt, result)
 
     def _interrupted(self, item: WorkItem, attempt: int, price: float, why: str) -> None:
         """Record a request that may have gone out but whose answer will never be read."""
