@@ -348,8 +348,8 @@ def simulator_in_thread(
 async def _serve_until_signal(config: SimulatorConfig, host: str, port: int) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with suppress(NotImplementedError):  # Windows: Ctrl-C arrives as KeyboardInterrupt
+    if sys.platform != "win32":  # there, Ctrl-C arrives as KeyboardInterrupt instead
+        for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
     async with run_simulator(config, host, port) as sim:
         print(f"batchbanana simulator listening on {sim.url}", file=sys.stderr, flush=True)
