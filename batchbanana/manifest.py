@@ -412,7 +412,7 @@ def _describe_error(error: Mapping[str, Any], known_keys: Iterable[str]) -> str:
     return message
 
 
-def _problems_from(
+def problems_from_validation(
     exc: ValidationError,
     source: str,
     lines: LineMap,
@@ -503,7 +503,7 @@ def load_manifest(path: Path) -> tuple[LoadedManifest | None, list[Problem]]:
     try:
         manifest = Manifest.model_validate(top)
     except ValidationError as exc:
-        problems.extend(_problems_from(exc, source, lines, (), "", TOP_LEVEL_KEYS))
+        problems.extend(problems_from_validation(exc, source, lines, (), "", TOP_LEVEL_KEYS))
         # Check the rest of the manifest without the broken keys, so one pass reports everything
         # (model rules, files) rather than one layer of problems per run.
         broken = {str(error["loc"][0]) for error in exc.errors() if error["loc"]}
@@ -525,7 +525,9 @@ def load_manifest(path: Path) -> tuple[LoadedManifest | None, list[Problem]]:
         try:
             items.append((index, Item.model_validate(raw)))
         except ValidationError as exc:
-            problems.extend(_problems_from(exc, source, lines, ("items", index), where, ITEM_KEYS))
+            problems.extend(
+                problems_from_validation(exc, source, lines, ("items", index), where, ITEM_KEYS)
+            )
     if manifest is not None and not raw_items and manifest.items_file is None:
         problems.append(
             Problem(

@@ -6,17 +6,13 @@ whole manifest is collected and reported together.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import ipaddress
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-
-from pydantic import ValidationError
 
 from batchbanana.errors import UserError
 from batchbanana.inputs import (
@@ -31,10 +27,9 @@ from batchbanana.inputs import (
     normalise_mime,
     pillow_available,
 )
+from batchbanana.items_file import RawItem, read_items_file
 from batchbanana.manifest import (
-    ITEM_KEYS,
     ImageEntry,
-    Item,
     LoadedManifest,
     Manifest,
     Problem,
@@ -235,7 +230,7 @@ class _Checker:
     def add(self, line: int | None, where: str, field_name: str, message: str) -> None:
         self.problems.append(Problem(self.source, line, where, field_name, message))
 
-    def add_item(self, raw: _RawItem, field_name: str, message: str) -> None:
+    def add_item(self, raw: RawItem, field_name: str, message: str) -> None:
         """A problem with one item, placed in the file (manifest or items_file) it came from."""
         self.problems.append(Problem(raw.source, raw.line, raw.where, field_name, message))
 
@@ -248,95 +243,8 @@ class _Checker:
         return self.files[path]
 
 
-@dataclass(slots=True)
-class _RawItem:
-    """An item before expansion, with where it came from."""
-
-    item: Item
-    source: str
-    line: int | None
-    where: str
-
-
-def _items_file_rows(path: Path, display: str, checker: _Checker) -> Iterator[_RawItem]:
-    suffix = path.suffix.lower()
-    try:
-        handle = path.open("r", encoding="utf-8-sig", newline="")  # Excel writes a BOM
-    except OSError as exc:
-        checker.add(None, "", "items_file", f"{display}: cannot read ({exc.strerror})")
-        return
-    with handle:
-        if suffix == ".csv":
-            reader = csv.DictReader(handle)
-            header = reader.fieldnames or []
-            unknown = [name for name in header if name not in ITEM_KEYS]
-            if unknown:
-                checker.problems.append(
-                    Problem(
-                        display,
-                        1,
-                        "",
-                        "",
-                        f"unknown column(s) {', '.join(unknown)}; known: {', '.join(ITEM_KEYS)}",
-                    )
-                )
-                return
-            start = 2
-            for row in reader:
-                line = start
-                start = reader.line_num + 1
-                values: dict[str, Any] = {}
-                for key, value in row.items():
-                    if key is None:
-                        checker.problems.append(
-                            Problem(display, line, "", "", "more cells than columns")
-                        )
-                        break
-                    if value is None or value.strip() == "":
-                        continue
-                    if key in ("images", "response_modalities"):
-                        values[key] = [part.strip() for part in value.split(";") if part.strip()]
-                    else:
-                        values[key] = value
-                else:
-                    yield from _validated(values, display, line, checker)
-        elif suffix == ".jsonl":
-            for number, text in enumerate(handle, start=1):
-                if not text.strip():
-                    continue
-                try:
-                    values = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    checker.problems.append(
-                        Problem(display, number, "", "", f"not JSON: {exc.msg}")
-                    )
-                    continue
-                if not isinstance(values, dict):
-                    checker.problems.append(Problem(display, number, "", "", "not a JSON object"))
-                    continue
-                yield from _validated(values, display, number, checker)
-        else:
-            checker.add(None, "", "items_file", f"{display}: use a .csv or .jsonl file")
-
-
-def _validated(
-    values: dict[str, Any], display: str, line: int, checker: _Checker
-) -> Iterator[_RawItem]:
-    where = f"item '{values['id']}'" if isinstance(values.get("id"), str) else ""
-    try:
-        yield _RawItem(Item.model_validate(values), display, line, where)
-    except ValidationError as exc:
-        for error in exc.errors():
-            loc = [str(part) for part in error["loc"] if not str(part)[:1].isupper()]
-            loc = [part for part in loc if part not in ("str", "int", "float")]
-            message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-            if error.get("type") == "extra_forbidden":
-                message = "unknown key"
-            checker.problems.append(Problem(display, line, where, ".".join(loc), message))
-
-
 def _resolve_images(
-    raw: _RawItem, base_dir: Path, checker: _Checker, inline_urls: bool = False
+    raw: RawItem, base_dir: Path, checker: _Checker, inline_urls: bool = False
 ) -> tuple[tuple[ImageInput, ...], bool]:
     images: list[ImageInput] = []
     ok = True
@@ -438,8 +346,8 @@ def build_job(
             "lossless needs Pillow; HINT: pip install 'batchbanana[optimize]', or remove the key",
         )
 
-    raw_items: list[_RawItem] = [
-        _RawItem(
+    raw_items: list[RawItem] = [
+        RawItem(
             item,
             loaded.source,
             lines.line_of(("items", index)),
@@ -449,7 +357,9 @@ def build_job(
     ]
     if manifest.items_file:
         file_path = (base_dir / manifest.items_file).resolve()
-        raw_items.extend(_items_file_rows(file_path, manifest.items_file, checker))
+        raw_items.extend(
+            read_items_file(file_path, manifest.items_file, loaded.source, checker.problems)
+        )
 
     pricing = {
         model: PriceRule(entry.per_request_usd, entry.per_million_tokens_usd)
