@@ -243,12 +243,28 @@ def test_a_job_stop_during_slow_input_encoding_sends_nothing_more(
     cli: Cli, write_manifest: Writer, simulator: RunningSimulator, tmp_path: Path
 ) -> None:
     """Items whose bodies were still being built when a 402 stopped the job are not sent."""
-    from tests.test_inputs_e2e import uncompressed_png
+    import os
+    import struct
+    import zlib
+
+    def noisy_png(width: int, height: int) -> bytes:
+        # Random pixels stored uncompressed (~6.7 MB): recompressing one takes ~0.4 s, far
+        # longer than the 402 round trip.
+        def chunk(kind: bytes, data: bytes) -> bytes:
+            crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+            return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+        rows = b"".join(b"\x00" + os.urandom(width * 3) for _ in range(height))
+        header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+        return (
+            b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(rows, 0))
+            + chunk(b"IEND", b"")
+        )
 
     for n in range(4):
-        image = bytearray(uncompressed_png(1200, 900))
-        image[-20] = n  # distinct files, each encoded on its own
-        (tmp_path / f"big{n}.png").write_bytes(bytes(image))
+        (tmp_path / f"big{n}.png").write_bytes(noisy_png(1600, 1400))
     items = [{"id": "broke", "prompt": "p [sim:402]"}] + [
         {"id": f"i{n}", "prompt": f"q{n}", "images": [f"big{n}.png"]} for n in range(4)
     ]
