@@ -70,6 +70,21 @@ class RunSettings:
     rng: random.Random = field(default_factory=random.Random)
     downloads: dict[str, tuple[Path, str]] = field(default_factory=dict)  # inline_urls
 
+    @classmethod
+    def for_job(
+        cls, job: Job, api_key: str, show_progress: bool = True, command: str = "run"
+    ) -> RunSettings:
+        """The settings a job's own fields give (command-line overrides are already in the job)."""
+        return cls(
+            endpoint=job.endpoint,
+            auth=job.auth,
+            api_key=api_key,
+            concurrency=job.concurrency,
+            budget_usd=job.budget_usd,
+            show_progress=show_progress,
+            command=command,
+        )
+
 
 @dataclass(slots=True)
 class RunResult:

@@ -95,15 +95,7 @@ def run(
     """
     job = load_job(manifest, endpoint, concurrency, budget)
     api_key = resolve_api_key(job.endpoint, job.api_key_env)
-    settings = RunSettings(
-        endpoint=job.endpoint,
-        auth=job.auth,
-        api_key=api_key,
-        concurrency=job.concurrency,
-        budget_usd=job.budget_usd,
-        show_progress=not no_progress,
-    )
-    sys.exit(run_job(job, settings))
+    sys.exit(run_job(job, RunSettings.for_job(job, api_key, show_progress=not no_progress)))
 
 
 @main.command()

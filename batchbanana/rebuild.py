@@ -125,11 +125,7 @@ def job_from_ledger(
     """A Job whose settings come from the ledger's latest `job` line and whose items are given."""
     settings = _settings(state, ledger_path)
     latest = state.jobs[-1]
-    pricing = {
-        str(model): rule
-        for model, data in (settings.get("pricing") or {}).items()
-        if (rule := rule_from_json(data)) is not None
-    }
+    pricing, book = ledger_pricing(state, ledger_path)
     output_dir = settings.get("output_dir")
     return Job(
         name=str(latest.get("job") or ledger_path.parent.name),
@@ -146,7 +142,7 @@ def job_from_ledger(
         retry=_model(RetrySettings, settings.get("retry"), RetrySettings()),
         adaptive=bool(settings.get("adaptive", True)),
         rate_limit_rpm=settings.get("rate_limit_rpm"),
-        price_book=str(settings.get("price_book") or "apiyi"),
+        price_book=book,
         pricing=pricing,
         items=tuple(items),
         allow_insecure_http=bool(settings.get("allow_insecure_http", False)),

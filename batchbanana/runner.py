@@ -268,15 +268,7 @@ def retry_ledger(
             stderr.write("batchbanana: retry cancelled; nothing was sent\n")
             return EXIT_FAILED
         prepare_output_dir(job.output_dir)
-        settings = RunSettings(
-            endpoint=job.endpoint,
-            auth=job.auth,
-            api_key=api_key,
-            concurrency=job.concurrency,
-            budget_usd=job.budget_usd,
-            show_progress=show_progress,
-            command="retry",
-        )
+        settings = RunSettings.for_job(job, api_key, show_progress, command="retry")
         with inline_downloads(job.output_dir, job.ledger_path, job.items) as settings.downloads:
             writer.append_sync(job_record(job, settings, new_run_id()))
             record_dangling(writer, state)

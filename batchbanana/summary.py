@@ -5,8 +5,16 @@ from __future__ import annotations
 from typing import TextIO
 
 from batchbanana.attempts import RunResult
+from batchbanana.outcomes import Billed, Outcome, billed
 from batchbanana.plan import Job
 from batchbanana.resume import Decision
+
+# Failed outcomes that were, or may have been, billed: only `retry` pays for them again.
+PAID_FAILURES = frozenset(
+    outcome.value
+    for outcome in Outcome
+    if outcome is not Outcome.OK and billed(outcome) is not Billed.NO
+)
 
 
 def print_summary(
@@ -36,19 +44,9 @@ def print_summary(
             f"  budget: items worth ${totals.over_budget_usd:.4f} were not sent; raise budget_usd"
             " (or --budget) and run again"
         )
+    # Items whose final outcome this run was billed or may have been are `retry`'s to pay again.
     left = len(decision.left_for_retry) + sum(
-        count
-        for name, count in totals.outcomes.items()
-        if name
-        not in (
-            "ok",
-            "rate_limited",
-            "unavailable",
-            "connect_error",
-            "http_error",
-            "over_budget",
-            "not_sent",
-        )
+        count for name, count in totals.outcomes.items() if name in PAID_FAILURES
     )
     if left:
         lines.append(
