@@ -24,19 +24,16 @@ from batchbanana.errors import describe_error
 from batchbanana.inputs import EncodedImageCache, ImageProblem
 from batchbanana.ledger import LedgerState, LedgerWriter, utc_now
 from batchbanana.outcomes import Billed, Outcome, billed, is_retryable
-from batchbanana.outputs import (
-    commit_image,
-    write_image,
-)
+from batchbanana.outputs import ImageCommitter, ImageToSave
 from batchbanana.plan import Job, WorkItem
 from batchbanana.pool import WorkPool
 from batchbanana.pricing import money
 from batchbanana.progress import Progress
-from batchbanana.wire import AnswerImage, build_request, file_part, inline_part
+from batchbanana.wire import build_request, file_part, inline_part
 
 BUDGET_SLACK_USD = 1e-9  # float noise, not money
 ENCODER_THREADS = 4  # threads building request bodies (reading, optimising, encoding inputs)
-SAVER_THREADS = 8  # threads making images durable; more would only queue fsyncs in the journal
+SAVER_THREADS = 1  # threads making images durable, in batches (see outputs.ImageCommitter)
 
 
 @dataclass(slots=True)
@@ -128,7 +125,7 @@ class JobRunner:
         self.progress: Progress | None = None
         self.unsent: list[WorkItem] = []
         self._encoders = anyio.CapacityLimiter(ENCODER_THREADS)
-        self._savers = anyio.CapacityLimiter(SAVER_THREADS)
+        self.saver = ImageCommitter(job.output_dir, SAVER_THREADS)
         self._finishing = anyio.CapacityLimiter(settings.concurrency)
 
     # -- ledger lines -------------------------------------------------------------------------
@@ -327,12 +324,6 @@ class JobRunner:
         )
         self._finish(item, Outcome.INTERRUPTED, why)
 
-    def _save(self, item: WorkItem, index: int, image: AnswerImage) -> Path:
-        """Give one image of an ok answer its final name, durably (runs in a worker thread)."""
-        if image.path is not None:
-            return commit_image(image.path, self.job.output_dir, item.id, index, image.mime_type)
-        return write_image(self.job.output_dir, item.id, index, image.mime_type, image.data)
-
     async def _conclude(self, item: WorkItem, attempt: int, result: AttemptResult) -> None:
         outcome = result.outcome
         price = item.price.actual_usd(item.image_size, result.usage)
@@ -341,11 +332,10 @@ class JobRunner:
         error = result.error
         if outcome is Outcome.OK:
             try:
-                for index, image in enumerate(result.images, start=1):
-                    saved = await anyio.to_thread.run_sync(
-                        self._save, item, index, image, limiter=self._savers
-                    )
-                    outputs.append(saved)
+                outputs = await self.saver.commit(
+                    item.id,
+                    [ImageToSave(i.mime_type, i.data, i.path) for i in result.images],
+                )
                 size_bytes = sum(image.size for image in result.images)
             except Exception as exc:  # whatever failed, the image was paid for and not saved
                 outcome = Outcome.WRITE_ERROR
@@ -415,6 +405,7 @@ class JobRunner:
             async with anyio.create_task_group() as group:
                 group.start_soon(self._watch_signals, group.cancel_scope)
                 group.start_soon(self.ledger.keep_synced)
+                group.start_soon(self.saver.serve)
                 await self.pool.run(self.handle)
                 with anyio.CancelScope(shield=True):
                     await self.ledger.sync()

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import anyio
+import anyio.to_thread
 
 from batchbanana.errors import UserError
 from batchbanana.outcomes import IMAGE_EXTENSIONS
@@ -44,15 +48,23 @@ def _fsync_path(path: Path, flags: int = os.O_RDONLY) -> None:
         os.close(fd)
 
 
-def _publish(temp: Path, final: Path) -> None:
-    os.replace(temp, final)
-    # The rename lives in the folder: without this, a power cut could undo it after the `ok`
+def _sync_folder(folder: Path) -> None:
+    # A rename lives in the folder: without this, a power cut could undo it after the `ok`
     # line is on disk.
-    _fsync_path(final.parent, os.O_RDONLY | os.O_DIRECTORY)
+    _fsync_path(folder, os.O_RDONLY | os.O_DIRECTORY)
 
 
-def write_image(output_dir: Path, item_id: str, index: int, mime_type: str, data: bytes) -> Path:
-    """Write one image atomically and durably; returns its final path. Raises OSError on failure."""
+def write_image(
+    output_dir: Path,
+    item_id: str,
+    index: int,
+    mime_type: str,
+    data: bytes,
+    sync_folder: bool = True,
+) -> Path:
+    """Write one image atomically and durably; returns its final path. Raises OSError on failure.
+
+    With `sync_folder=False` the caller fsyncs the folder itself (once for many images)."""
     final = _final_path(output_dir, item_id, index, mime_type)
     temp = temp_path(output_dir, item_id, str(index))
     try:
@@ -64,23 +76,144 @@ def write_image(output_dir: Path, item_id: str, index: int, mime_type: str, data
             os.fsync(fd)
         finally:
             os.close(fd)
-        _publish(temp, final)
+        os.replace(temp, final)
+        if sync_folder:
+            _sync_folder(output_dir)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
     return final
 
 
-def commit_image(temp: Path, output_dir: Path, item_id: str, index: int, mime_type: str) -> Path:
+def commit_image(
+    temp: Path,
+    output_dir: Path,
+    item_id: str,
+    index: int,
+    mime_type: str,
+    sync_folder: bool = True,
+) -> Path:
     """Make a streamed image durable and give it its final name; the temp is gone either way."""
     try:
         final = _final_path(output_dir, item_id, index, mime_type)
         _fsync_path(temp)
-        _publish(temp, final)
+        os.replace(temp, final)
+        if sync_folder:
+            _sync_folder(output_dir)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
     return final
+
+
+@dataclass(frozen=True, slots=True)
+class ImageToSave:
+    """One image of an answer: its bytes, or the temporary file it was streamed into."""
+
+    mime_type: str
+    data: bytes = b""
+    temp: Path | None = None
+
+
+@dataclass(slots=True)
+class _Commit:
+    item_id: str
+    images: Sequence[ImageToSave]
+    saved: list[Path] = field(default_factory=list)
+    error: Exception | None = None
+    done: anyio.Event = field(default_factory=anyio.Event)
+
+
+def _commit_batch(output_dir: Path, batch: Sequence[_Commit]) -> None:
+    """Make every image of a batch durable under its final name, then fsync the folder once.
+
+    Runs in a worker thread. An answer whose image fails stops at that image (`error`); the
+    others in the batch are not affected."""
+    for commit in batch:
+        try:
+            for index, image in enumerate(commit.images, start=1):
+                if image.temp is not None:
+                    path = commit_image(
+                        image.temp, output_dir, commit.item_id, index, image.mime_type, False
+                    )
+                else:
+                    path = write_image(
+                        output_dir, commit.item_id, index, image.mime_type, image.data, False
+                    )
+                commit.saved.append(path)
+        except Exception as exc:  # reported to the one answer it concerns
+            commit.error = exc
+    if any(commit.saved for commit in batch):
+        try:
+            _sync_folder(output_dir)
+        except OSError as exc:
+            for commit in batch:
+                if commit.saved and commit.error is None:
+                    commit.error = exc
+
+
+class ImageCommitter:
+    """Makes answers' images durable in batches, in threads of its own.
+
+    Per image, the work is an fsync; per batch, one thread hop, one folder fsync and one wake-up
+    of the event loop. Few threads also keep image fsyncs from crowding the journal commit that
+    every `sent` line waits for. Run `serve()` as a task for as long as `commit()` may be called.
+    """
+
+    def __init__(self, output_dir: Path, threads: int = 1) -> None:
+        self.output_dir = output_dir
+        self._threads = threads
+        self._limiter = anyio.CapacityLimiter(threads)
+        self._waiting: list[_Commit] = []
+        self._arrived = anyio.Event()
+        self._closed = False
+
+    async def commit(self, item_id: str, images: Sequence[ImageToSave]) -> list[Path]:
+        """Save an answer's images as `<id>.<ext>`, `<id>+2.<ext>`...; their final paths.
+
+        Raises what the first failing image raised; images before it stay saved."""
+        if self._closed:
+            raise RuntimeError("the image saver has stopped")
+        commit = _Commit(item_id, images)
+        self._waiting.append(commit)
+        self._arrived.set()
+        await commit.done.wait()
+        if commit.error is not None:
+            raise commit.error
+        return commit.saved
+
+    async def serve(self) -> None:
+        """Run batches as answers arrive, until cancelled; nothing waiting is ever left hanging."""
+        try:
+            async with anyio.create_task_group() as group:
+                for _ in range(self._threads):
+                    group.start_soon(self._batches)
+        finally:
+            self._closed = True
+            for commit in self._waiting:
+                commit.error = RuntimeError("the image saver stopped")
+                commit.done.set()
+            self._waiting = []
+
+    async def _batches(self) -> None:
+        while True:
+            if not self._waiting:
+                await self._arrived.wait()
+                self._arrived = anyio.Event()
+                continue
+            batch, self._waiting = self._waiting, []
+            try:
+                await anyio.to_thread.run_sync(
+                    _commit_batch, self.output_dir, batch, limiter=self._limiter
+                )
+            except BaseException as exc:
+                for commit in batch:
+                    if commit.error is None:
+                        commit.error = RuntimeError(f"the image saver stopped: {exc!r}")
+                raise
+            finally:
+                for commit in batch:
+                    commit.done.set()
 
 
 def prepare_output_dir(output_dir: Path) -> None:

@@ -1,0 +1,84 @@
+"""ImageCommitter: answers' images made durable in batches, each answer's failure its own."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import anyio
+import pytest
+
+from batchbanana.outputs import ImageCommitter, ImageToSave, temp_path
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
+
+
+async def _with_committer(output_dir: Path, work):  # type: ignore[no-untyped-def]
+    committer = ImageCommitter(output_dir)
+    async with anyio.create_task_group() as group:
+        group.start_soon(committer.serve)
+        result = await work(committer)
+        group.cancel_scope.cancel()
+    return committer, result
+
+
+@pytest.mark.asyncio
+async def test_concurrent_answers_are_saved_under_their_final_names(tmp_path: Path) -> None:
+    async def work(committer: ImageCommitter) -> dict[str, list[Path]]:
+        saved: dict[str, list[Path]] = {}
+
+        async def one(item: str) -> None:
+            images = [ImageToSave("image/png", PNG + item.encode()), ImageToSave("image/png", PNG)]
+            saved[item] = await committer.commit(item, images)
+
+        async with anyio.create_task_group() as group:
+            for n in range(20):
+                group.start_soon(one, f"i{n}")
+        return saved
+
+    _, saved = await _with_committer(tmp_path, work)
+    assert saved["i3"] == [tmp_path / "i3.png", tmp_path / "i3+2.png"]
+    assert (tmp_path / "i7.png").read_bytes() == PNG + b"i7"
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        name for n in range(20) for name in (f"i{n}.png", f"i{n}+2.png")
+    )
+
+
+@pytest.mark.asyncio
+async def test_a_streamed_temp_file_is_renamed_and_a_failure_stays_with_its_answer(
+    tmp_path: Path,
+) -> None:
+    streamed = temp_path(tmp_path, "good", "1")
+    streamed.write_bytes(PNG)
+    vanished = temp_path(tmp_path, "bad", "1")  # never written: its commit must fail
+
+    async def work(committer: ImageCommitter) -> tuple[object, object]:
+        outcomes: dict[str, object] = {}
+
+        async def one(item: str, image: ImageToSave) -> None:
+            try:
+                outcomes[item] = await committer.commit(item, [image])
+            except OSError as exc:
+                outcomes[item] = exc
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(one, "good", ImageToSave("image/png", temp=streamed))
+            group.start_soon(one, "bad", ImageToSave("image/png", temp=vanished))
+        return outcomes["good"], outcomes["bad"]
+
+    _, (good, bad) = await _with_committer(tmp_path, work)
+    assert good == [tmp_path / "good.png"]
+    assert isinstance(bad, FileNotFoundError)
+    assert sorted(os.listdir(tmp_path)) == ["good.png"]  # no temp left behind
+
+
+@pytest.mark.asyncio
+async def test_commit_after_the_saver_stopped_raises_instead_of_hanging(tmp_path: Path) -> None:
+    committer, _ = await _with_committer(tmp_path, _nothing)
+    with pytest.raises(RuntimeError, match="stopped"):
+        await committer.commit("late", [ImageToSave("image/png", PNG)])
+    assert os.listdir(tmp_path) == []
+
+
+async def _nothing(committer: ImageCommitter) -> None:
+    return None
