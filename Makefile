@@ -27,7 +27,10 @@ lint: $(STAMP)
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
 
+# Byte-compiled first, as an installed wheel would be: with PYTHONDONTWRITEBYTECODE set (as on
+# some machines) an editable checkout would otherwise recompile every module on every start.
 bench: $(STAMP)
+	$(BIN)/python -m compileall -q batchbanana
 	$(BIN)/python bench/bench.py
 
 soak: $(STAMP)

@@ -33,7 +33,6 @@ from batchbanana.wire import build_request, file_part, inline_part
 
 BUDGET_SLACK_USD = 1e-9  # float noise, not money
 ENCODER_THREADS = 4  # threads building request bodies (reading, optimising, encoding inputs)
-SAVER_THREADS = 1  # threads making images durable, in batches (see outputs.ImageCommitter)
 
 
 @dataclass(slots=True)
@@ -125,7 +124,7 @@ class JobRunner:
         self.progress: Progress | None = None
         self.unsent: list[WorkItem] = []
         self._encoders = anyio.CapacityLimiter(ENCODER_THREADS)
-        self.saver = ImageCommitter(job.output_dir, SAVER_THREADS)
+        self.saver = ImageCommitter(job.output_dir)
         self._finishing = anyio.CapacityLimiter(settings.concurrency)
 
     # -- ledger lines -------------------------------------------------------------------------
@@ -334,7 +333,7 @@ class JobRunner:
             try:
                 outputs = await self.saver.commit(
                     item.id,
-                    [ImageToSave(i.mime_type, i.data, i.path) for i in result.images],
+                    [ImageToSave(i.mime_type, i.data, i.path, i.size) for i in result.images],
                 )
                 size_bytes = sum(image.size for image in result.images)
             except Exception as exc:  # whatever failed, the image was paid for and not saved

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,10 @@ def commit_image(
     return final
 
 
+BATCH_BYTES = 8 * 1024 * 1024  # image bytes one batch takes on (at least one answer)
+SAVER_LANES = 4  # batches saved at once, at most; lanes past the first only for a backlog
+
+
 @dataclass(frozen=True, slots=True)
 class ImageToSave:
     """One image of an answer: its bytes, or the temporary file it was streamed into."""
@@ -113,12 +118,14 @@ class ImageToSave:
     mime_type: str
     data: bytes = b""
     temp: Path | None = None
+    size: int = 0  # bytes of the image (for a temporary file, what was written to it)
 
 
 @dataclass(slots=True)
 class _Commit:
     item_id: str
     images: Sequence[ImageToSave]
+    size: int
     saved: list[Path] = field(default_factory=list)
     error: Exception | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
@@ -156,16 +163,19 @@ class ImageCommitter:
     """Makes answers' images durable in batches, in threads of its own.
 
     Per image, the work is an fsync; per batch, one thread hop, one folder fsync and one wake-up
-    of the event loop. Few threads also keep image fsyncs from crowding the journal commit that
-    every `sent` line waits for. Run `serve()` as a task for as long as `commit()` may be called.
+    of the event loop. Small images go through one lane, so their fsyncs do not crowd the journal
+    commit that every `sent` line waits for; once BATCH_BYTES or more are waiting (4K images),
+    more lanes open, since large fsyncs go faster side by side. Run `serve()` as a task for as
+    long as `commit()` may be called.
     """
 
-    def __init__(self, output_dir: Path, threads: int = 1) -> None:
+    def __init__(self, output_dir: Path, lanes: int = SAVER_LANES) -> None:
         self.output_dir = output_dir
-        self._threads = threads
-        self._limiter = anyio.CapacityLimiter(threads)
-        self._waiting: list[_Commit] = []
-        self._arrived = anyio.Event()
+        self._lanes = lanes
+        self._limiter = anyio.CapacityLimiter(lanes)
+        self._waiting: deque[_Commit] = deque()
+        self._waiting_bytes = 0
+        self._arrived = anyio.Event()  # set (and replaced) whenever an answer is queued
         self._closed = False
 
     async def commit(self, item_id: str, images: Sequence[ImageToSave]) -> list[Path]:
@@ -174,9 +184,11 @@ class ImageCommitter:
         Raises what the first failing image raised; images before it stay saved."""
         if self._closed:
             raise RuntimeError("the image saver has stopped")
-        commit = _Commit(item_id, images)
+        commit = _Commit(item_id, images, sum(image.size for image in images))
         self._waiting.append(commit)
-        self._arrived.set()
+        self._waiting_bytes += commit.size
+        arrived, self._arrived = self._arrived, anyio.Event()
+        arrived.set()
         await commit.done.wait()
         if commit.error is not None:
             raise commit.error
@@ -186,22 +198,32 @@ class ImageCommitter:
         """Run batches as answers arrive, until cancelled; nothing waiting is ever left hanging."""
         try:
             async with anyio.create_task_group() as group:
-                for _ in range(self._threads):
-                    group.start_soon(self._batches)
+                for lane in range(self._lanes):
+                    group.start_soon(self._lane, lane)
         finally:
             self._closed = True
             for commit in self._waiting:
                 commit.error = RuntimeError("the image saver stopped")
                 commit.done.set()
-            self._waiting = []
+            self._waiting.clear()
 
-    async def _batches(self) -> None:
+    def _take_batch(self) -> list[_Commit]:
+        batch: list[_Commit] = []
+        size = 0
+        while self._waiting and (not batch or size + self._waiting[0].size <= BATCH_BYTES):
+            commit = self._waiting.popleft()
+            batch.append(commit)
+            size += commit.size
+        self._waiting_bytes -= size
+        return batch
+
+    async def _lane(self, lane: int) -> None:
         while True:
-            if not self._waiting:
-                await self._arrived.wait()
-                self._arrived = anyio.Event()
+            arrived = self._arrived  # taken before looking, so no arrival can be missed
+            if not self._waiting or (lane > 0 and self._waiting_bytes < BATCH_BYTES):
+                await arrived.wait()
                 continue
-            batch, self._waiting = self._waiting, []
+            batch = self._take_batch()
             try:
                 await anyio.to_thread.run_sync(
                     _commit_batch, self.output_dir, batch, limiter=self._limiter

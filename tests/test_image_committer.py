@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 
 import anyio
@@ -82,3 +84,40 @@ async def test_commit_after_the_saver_stopped_raises_instead_of_hanging(tmp_path
 
 async def _nothing(committer: ImageCommitter) -> None:
     return None
+
+
+@pytest.mark.asyncio
+async def test_a_backlog_of_large_images_is_saved_by_several_lanes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import batchbanana.outputs as outputs
+
+    monkeypatch.setattr(outputs, "BATCH_BYTES", 100)  # every image counts as large
+    real_batch = outputs._commit_batch
+    lock = threading.Lock()
+    running = [0, 0]  # now, most at once
+
+    def spy(output_dir: Path, batch: list[object]) -> None:
+        assert len(batch) == 1  # each image is a batch of its own
+        with lock:
+            running[0] += 1
+            running[1] = max(running)
+        time.sleep(0.05)
+        real_batch(output_dir, batch)  # type: ignore[arg-type]
+        with lock:
+            running[0] -= 1
+
+    monkeypatch.setattr(outputs, "_commit_batch", spy)
+    big = PNG + bytes(200)
+
+    async def work(committer: ImageCommitter) -> None:
+        async with anyio.create_task_group() as group:
+            for n in range(12):
+                group.start_soon(
+                    committer.commit, f"big{n}", [ImageToSave("image/png", big, size=len(big))]
+                )
+
+    await _with_committer(tmp_path, work)
+    assert sorted(os.listdir(tmp_path)) == sorted(f"big{n}.png" for n in range(12))
+    assert all((tmp_path / f"big{n}.png").read_bytes() == big for n in range(12))
+    assert running[1] == outputs.SAVER_LANES
