@@ -401,14 +401,20 @@ class JobRunner:
             total=len(items), enabled=self.settings.show_progress, stream=self.stderr
         )
         try:
-            async with anyio.create_task_group() as group:
-                group.start_soon(self._watch_signals, group.cancel_scope)
-                group.start_soon(self.ledger.keep_synced)
-                group.start_soon(self.saver.serve)
-                await self.pool.run(self.handle)
-                with anyio.CancelScope(shield=True):
-                    await self.ledger.sync()
-                group.cancel_scope.cancel()
+            # The saver outlives everything that may hand it a paid image: if a task beside the
+            # pool fails, the answers being concluded (shielded) are still saved.
+            async with anyio.create_task_group() as saving:
+                saving.start_soon(self.saver.serve)
+                try:
+                    async with anyio.create_task_group() as group:
+                        group.start_soon(self._watch_signals, group.cancel_scope)
+                        group.start_soon(self.ledger.keep_synced)
+                        await self.pool.run(self.handle)
+                        with anyio.CancelScope(shield=True):
+                            await self.ledger.sync()
+                        group.cancel_scope.cancel()
+                finally:
+                    saving.cancel_scope.cancel()
         finally:
             self.progress.close()
         self.unsent.extend(self.pool.pending())

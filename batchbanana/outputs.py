@@ -228,10 +228,10 @@ class ImageCommitter:
                 await anyio.to_thread.run_sync(
                     _commit_batch, self.output_dir, batch, limiter=self._limiter
                 )
-            except BaseException as exc:
+            except BaseException:
                 for commit in batch:
                     if commit.error is None:
-                        commit.error = RuntimeError(f"the image saver stopped: {exc!r}")
+                        commit.error = RuntimeError("the image saver stopped before saving it")
                 raise
             finally:
                 for commit in batch:

@@ -277,3 +277,45 @@ def test_a_job_stop_during_slow_input_encoding_sends_nothing_more(
     sent = [r for r in read_jsonl(tmp_path / "out" / "ledger.jsonl") if r["event"] == "sent"]
     assert [r["item"] for r in sent] == ["broke"]
     assert "4 item(s) were not sent" in result.stderr
+
+
+def test_a_paid_image_is_saved_even_when_a_task_beside_the_pool_fails(
+    cli: Cli,
+    write_manifest: Writer,
+    simulator: RunningSimulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The ledger's background fsync fails just as a paid answer is handed to the image saver:
+    the image still reaches its final name and its `ok` line (the saver outlives the tasks beside
+    the pool, and the answer's conclusion is shielded)."""
+    import threading
+
+    import anyio
+    import anyio.to_thread
+
+    from batchbanana.ledger import LedgerWriter
+    from batchbanana.outputs import ImageCommitter, ImageToSave
+
+    answered = threading.Event()
+    real_commit = ImageCommitter.commit
+
+    async def late_commit(
+        self: ImageCommitter, item_id: str, images: list[ImageToSave]
+    ) -> list[Path]:
+        answered.set()
+        await anyio.sleep(0.3)  # meanwhile the task beside the pool fails
+        return await real_commit(self, item_id, images)
+
+    async def failing_keep_synced(self: LedgerWriter) -> None:
+        await anyio.to_thread.run_sync(answered.wait)
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(ImageCommitter, "commit", late_commit)
+    monkeypatch.setattr(LedgerWriter, "keep_synced", failing_keep_synced)
+    manifest = write_manifest([{"id": "paid", "prompt": "p"}], endpoint=simulator.url)
+    with pytest.raises(BaseException):  # noqa: B017 - the fsync error ends the run
+        cli("run", str(manifest), "--no-progress")
+    lines = results(tmp_path / "out" / "ledger.jsonl")
+    assert [(r["item"], r["outcome"]) for r in lines] == [("paid", "ok")]
+    assert (tmp_path / "out" / "paid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
