@@ -6,7 +6,8 @@ and CPU seconds are its own (os.wait4). Each workload runs 3 times per client; m
 Output folders of small-image workloads are deleted only once the benchmark is over: ext4 skips
 inodes freed in the last minutes when it allocates new ones, so deleting 2,000 images just
 before the next run made that run's file creations several times dearer (about 0.7 s of kernel
-time in W1, for either client), and the figures depended on the order of the runs.
+time in W1, for either client), and the figures depended on the order of the runs. For the
+same reason the page cache is flushed (os.sync) before each run, outside its timing.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,10 +128,20 @@ def run_batchbanana(workload: Workload, url: str, folder: Path) -> Measure:
 
 def run_baseline(workload: Workload, url: str, folder: Path) -> Measure:
     """The thread-pool client."""
+    return run_script("baseline_client.py", workload, url, folder)
+
+
+def run_bare(workload: Workload, url: str, folder: Path) -> Measure:
+    """The reference row: the baseline's work with bare aiohttp (no ledger, fsync or checks)."""
+    return run_script("bare_client.py", workload, url, folder)
+
+
+def run_script(script: str, workload: Workload, url: str, folder: Path) -> Measure:
+    """One of the comparison clients in bench/."""
     return measured(
         [
             sys.executable,
-            str(ROOT / "bench" / "baseline_client.py"),
+            str(ROOT / "bench" / script),
             "--url",
             url,
             "--items",
@@ -234,12 +246,15 @@ def run_workload(workload: Workload, runs: int, kept: list[Path]) -> dict[str, M
     keep = workload.image_bytes * workload.items <= KEEP_OUTPUTS_BYTES
     simulator, url = start_simulator(workload)
     try:
-        results: dict[str, list[Measure]] = {"batchbanana": [], "threadpool": []}
+        results: dict[str, list[Measure]] = {name: [] for name, _ in CLIENTS}
         for _ in range(runs):
-            for client, runner in (("batchbanana", run_batchbanana), ("threadpool", run_baseline)):
+            for client, runner in CLIENTS:
                 folder = Path(tempfile.mkdtemp(prefix="bb-bench-"))
                 try:
                     reset(url)
+                    # The clients that do not fsync leave their images to the kernel's
+                    # writeback; flushed now, it does not land in the next client's run.
+                    os.sync()
                     results[client].append(runner(workload, url, folder))
                 finally:
                     if keep:
@@ -252,6 +267,13 @@ def run_workload(workload: Workload, runs: int, kept: list[Path]) -> dict[str, M
         simulator.wait(timeout=10)
 
 
+CLIENTS: tuple[tuple[str, Callable[[Workload, str, Path], Measure]], ...] = (
+    ("batchbanana", run_batchbanana),
+    ("threadpool", run_baseline),
+    ("aiohttp-bare", run_bare),
+)
+
+
 def print_table(rows: list[tuple[Workload, dict[str, Measure]]]) -> None:
     """The benchmark table, one line per workload and client, with ratios to the baseline."""
     header = (
@@ -260,9 +282,13 @@ def print_table(rows: list[tuple[Workload, dict[str, Measure]]]) -> None:
     )
     print(header)
     print("-" * len(header))
+    footnote = (
+        "aiohttp-bare: the baseline's work with bare aiohttp coroutines, for reference; no"
+        " validation, ledger, fsync, retries or checks"
+    )
     for workload, measures in rows:
         base = measures["threadpool"]
-        for client in ("batchbanana", "threadpool"):
+        for client, _ in CLIENTS:
             m = measures[client]
             rate = workload.items / m.wall_s
             ideal = workload.items * workload.latency_s / workload.concurrency
@@ -274,6 +300,7 @@ def print_table(rows: list[tuple[Workload, dict[str, Measure]]]) -> None:
                 f" {m.peak_rss_mb / base.peak_rss_mb:>6.2f}"
                 f" {m.cpu_s / base.cpu_s:>6.2f}"
             )
+    print(footnote)
 
 
 if __name__ == "__main__":
