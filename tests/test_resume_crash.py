@@ -302,3 +302,56 @@ def test_keyboard_interrupt_during_validation_has_no_traceback(tmp_path: Path) -
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert os.fspath(tmp_path / "nope.yaml") in result.stderr
+
+
+def test_kill_9_while_images_are_being_saved_leaves_them_owed_not_lost(
+    write_manifest: Writer, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    """kill -9 while the saver holds paid answers (before their files are renamed): no partial
+    file under a final name, their `sent` lines make them interrupted (billed unknown) on the next
+    run, which sends nothing twice, and the bill stays within what the ledger says."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    marker = tmp_path / "saving"
+    (hooks / "sitecustomize.py").write_text(
+        "import time\n"
+        "from pathlib import Path\n"
+        "import batchbanana.outputs as outputs\n"
+        "real = outputs._commit_batch\n"
+        "def slow(output_dir, batch):\n"
+        f"    Path({str(marker)!r}).write_text(str(len(batch)))\n"
+        "    time.sleep(30)\n"
+        "    real(output_dir, batch)\n"
+        "outputs._commit_batch = slow\n"
+    )
+    items = [{"id": f"k{n}", "prompt": f"kept {n}"} for n in range(3)]
+    manifest = write_manifest(items, endpoint=simulator.url, concurrency=3)
+    ledger = tmp_path / "out" / "ledger.jsonl"
+    env = {**os.environ, "PYTHONPATH": f"{hooks}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "batchbanana", "run", str(manifest), "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    deadline = time.monotonic() + 20
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert marker.exists(), "the saver never started"
+    process.kill()
+    process.communicate(timeout=10)
+    assert results(ledger) == []  # no answer reached its result line
+    assert not [p for p in (tmp_path / "out").iterdir() if p.suffix == ".png"]
+    second = run_subprocess("run", str(manifest), "--no-progress")
+    assert second.returncode == 1, second.stderr
+    final = results(ledger)
+    assert {(r["item"], r["outcome"], r["billed"]) for r in final} == {
+        (f"k{n}", "interrupted", "unknown") for n in range(3)
+    }
+    assert sum(simulator.stats()["by_prompt"].values()) == 3  # nothing was sent twice
+    assert not list((tmp_path / "out").glob(".*.tmp"))
+    assert_consistent(ledger)
+    bill = simulator.bill()["billed_usd"]
+    possibly = sum(r["price_usd"] for r in final)
+    assert 0 <= bill <= possibly + 1e-9
