@@ -278,7 +278,8 @@ def report(ledgers: tuple[Path, ...], output_format: str, output: Path | None) -
       batchbanana report out/demo/ledger.jsonl --format json | jq .spent_usd
       batchbanana report night1.jsonl night2.jsonl --format html --output report.html
     """
-    from batchbanana.report import load_report, render
+    from batchbanana.report import load_report
+    from batchbanana.report_text import render
 
     for path in ledgers:
         if not path.is_file():

@@ -1,4 +1,5 @@
-"""Cost and failure report over one or more ledgers: load, aggregate, render as table/json/csv/html.
+"""Cost and failure report over one or more ledgers: load and aggregate (report_text.py renders it
+as a table, JSON or CSV, report_html.py as a page).
 
 Money comes only from the ledger's own lines: spent is the sum of `price_usd` over results billed
 `yes`; possibly spent adds results billed `unknown` and each `sent` line left without a result.
@@ -8,9 +9,6 @@ other ledgers keep their items apart.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import os
 import re
@@ -25,9 +23,8 @@ from urllib.parse import urlsplit
 from batchbanana.ledger import read_ledger
 from batchbanana.pricing import money
 
-__all__ = ["Attempt", "Figures", "Item", "JobInfo", "LoadedReport", "load_report", "render"]
+__all__ = ["Attempt", "Figures", "Item", "JobInfo", "LoadedReport", "load_report"]
 
-FORMATS = ("table", "json", "csv", "html")
 # The contract's outcomes in its own order; anything else a ledger holds sorts after them.
 OUTCOME_ORDER = (
     "ok", "refused", "no_image", "bad_response", "timeout", "write_error", "rate_limited",
@@ -36,7 +33,6 @@ OUTCOME_ORDER = (
 FREE_RETRY_OUTCOMES = frozenset({"rate_limited", "unavailable", "connect_error"})
 SIZE_ORDER = {"512": 0, "1K": 1, "2K": 2, "4K": 3}
 UNKNOWN = "unknown"
-TABLE_FAILURES = 20
 HTML_FAILURES = 2000
 SHEET_PAGE = 500
 THUMB_PX = 160
@@ -383,198 +379,3 @@ def by_model_size(loaded: LoadedReport) -> list[tuple[str, str, Figures]]:
 def failed_items(loaded: LoadedReport) -> list[Item]:
     """Items whose final outcome is not ok, in ledger order."""
     return [item for item in loaded.items if item.final.outcome != "ok"]
-
-
-# -- rendering ----------------------------------------------------------------------------------
-def render(loaded: LoadedReport, output_format: str, output_path: Path | None) -> str:
-    """The whole report as text in one of FORMATS (html links images relative to output_path)."""
-    if output_format == "json":
-        return json.dumps(as_json(loaded), indent=2, ensure_ascii=False) + "\n"
-    if output_format == "csv":
-        return _csv(loaded)
-    if output_format == "html":
-        from batchbanana.report_html import render_html
-
-        return render_html(loaded, output_path)
-    if output_format == "table":
-        return _table(loaded)
-    raise ValueError(f"unknown report format {output_format!r}; choose one of {FORMATS}")
-
-
-def _row_json(figs: Figures) -> dict[str, Any]:
-    return {
-        "items": figs.items,
-        "attempts": figs.attempts,
-        "images": figs.images,
-        "spent_usd": figs.spent_usd,
-        "possibly_spent_usd": figs.possibly_spent_usd,
-        "free_retries": figs.free_retries,
-        "failed_items": figs.failed_items,
-        "retry_cost_usd": figs.retry_cost_usd,
-        "cost_per_image_usd": figs.cost_per_image_usd,
-    }
-
-
-def _latency_json(figs: Figures) -> dict[str, Any]:
-    p50, p90, p99 = figs.latency_s
-    return {"p50": p50, "p90": p90, "p99": p99, "count": figs.latency_count}
-
-
-def as_json(loaded: LoadedReport) -> dict[str, Any]:
-    """The report as one JSON-ready object (contract section 1 keys, and more)."""
-    total = figures(loaded.attempts, loaded.items)
-    return {
-        "spent_usd": total.spent_usd,
-        "possibly_spent_usd": total.possibly_spent_usd,
-        "items": total.items,
-        "outcomes": dict(total.outcomes),
-        "attempts": total.attempts,
-        "attempt_outcomes": dict(
-            sorted(
-                Counter(a.outcome for a in loaded.attempts if not a.dangling).items(),
-                key=lambda pair: outcome_rank(pair[0]),
-            )
-        ),
-        "by_model_size": [
-            {"model": m, "image_size": s, **_row_json(f), "latency_s": _latency_json(f)}
-            for m, s, f in by_model_size(loaded)
-        ],
-        "free_retries": total.free_retries,
-        "images_delivered": total.images,
-        "cost_per_image_usd": total.cost_per_image_usd,
-        "latency_s": _latency_json(total),
-        "failures": [
-            {
-                "id": item.id,
-                "job": item.job,
-                "ledger": str(loaded.ledgers[item.final.ledger]),
-                "outcome": item.final.outcome,
-                "error": item.final.error,
-                "price_usd": item.final.price_usd,
-                "model": item.final.model,
-                "image_size": item.final.image_size,
-                "attempts": item.results,
-            }
-            for item in failed_items(loaded)
-        ],
-        "retry_cost_usd": total.retry_cost_usd,
-        "ledgers": [str(path) for path in loaded.ledgers],
-        "jobs": [
-            {"ledger": j.ledger, "job": j.name, "endpoint": j.endpoint, "price_book": j.price_book}
-            for j in loaded.jobs
-        ],
-        "warnings": len(loaded.warnings),
-    }
-
-
-CSV_COLUMNS = (
-    "model", "image_size", "items", "attempts", "images", "spent_usd", "possibly_spent_usd",
-    "free_retries", "failed_items", "retry_cost_usd", "cost_per_image_usd",
-    "latency_p50_s", "latency_p90_s", "latency_p99_s",
-)  # fmt: skip
-
-
-def _csv(loaded: LoadedReport) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    rows = [(m, s, f) for m, s, f in by_model_size(loaded)]
-    rows.append(("TOTAL", "", figures(loaded.attempts, loaded.items)))
-    for model, size, figs in rows:
-        values = [model, size, *_row_json(figs).values(), *figs.latency_s]
-        writer.writerow(["" if value is None else value for value in values])
-    return buffer.getvalue()
-
-
-def usd(amount: float | None) -> str:
-    """Dollars with at least cents and up to six decimals, never hiding a tenth of a cent."""
-    if amount is None:
-        return "-"
-    text = f"{amount:,.6f}".rstrip("0")
-    whole, _, fraction = text.partition(".")
-    return f"${whole}.{fraction.ljust(2, '0')}"
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}" + ("" if number == 1 else "s")
-
-
-def seconds_text(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f} s"
-
-
-def one_line(text: str | None, limit: int) -> str:
-    flat = " ".join((text or "").split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-def item_label(item: Item, several_jobs: bool) -> str:
-    return f"{item.job or '?'}/{item.id}" if several_jobs and item.job else item.id
-
-
-def _retry_lines(loaded: LoadedReport, failed: list[Item]) -> list[str]:
-    per_ledger: dict[int, list[Item]] = defaultdict(list)
-    for item in failed:
-        per_ledger[item.final.ledger].append(item)
-    return [
-        f"  batchbanana retry {loaded.ledgers[index]}   # {_count(len(group), 'item')}, about "
-        + usd(money(math.fsum(i.final.price_usd for i in group)))
-        for index, group in sorted(per_ledger.items())
-    ]
-
-
-def _table(loaded: LoadedReport) -> str:
-    total = figures(loaded.attempts, loaded.items)
-    several_jobs = len({item.final.group for item in loaded.items}) > 1
-    out = [
-        f"batchbanana report: {_count(len(loaded.ledgers), 'ledger')},"
-        f" {_count(total.items, 'item')}"
-    ]
-    for job in loaded.jobs:
-        out.append(f"  {job.ledger}" + (f"  (job '{job.name}')" if job.name else ""))
-    out.append("")
-    out.append("Items by final outcome:")
-    out.extend(f"  {outcome:<14}{count:>8}" for outcome, count in total.outcomes)
-    if not total.outcomes:
-        out.append("  (none)")
-    p50, p90, p99 = total.latency_s
-    out += [
-        "",
-        f"Attempts:                  {total.attempts}",
-        f"Spent:                     {usd(total.spent_usd)}",
-        f"Possibly spent:            {usd(total.possibly_spent_usd)}"
-        "  (billed unknown, or in flight when stopped)",
-        f"Retried at no charge:      {total.free_retries}",
-        f"Cost per delivered image:  {usd(total.cost_per_image_usd)}"
-        f"  ({_count(total.images, 'image')} delivered)",
-        f"Latency of ok attempts:    p50 {seconds_text(p50)}  p90 {seconds_text(p90)}"
-        f"  p99 {seconds_text(p99)}  (n={total.latency_count})",
-        "",
-        "By model and size:",
-        f"  {'model':<32}{'size':<6}{'items':>7}{'attempts':>10}{'images':>8}"
-        f"{'spent':>14}{'possibly':>12}",
-    ]
-    for model, size, figs in by_model_size(loaded):
-        out.append(
-            f"  {model:<32}{size:<6}{figs.items:>7}{figs.attempts:>10}{figs.images:>8}"
-            f"{usd(figs.spent_usd):>14}{usd(figs.possibly_spent_usd):>12}"
-        )
-    failed = failed_items(loaded)
-    out += ["", f"Failed items ({len(failed)}):"]
-    shown = failed[:TABLE_FAILURES]
-    width = max((len(item_label(item, several_jobs)) for item in shown), default=0)
-    for item in shown:
-        out.append(
-            f"  {item_label(item, several_jobs):<{width}}  {item.final.outcome:<13}"
-            f"{usd(item.final.price_usd):>10}  {one_line(item.final.error, 120)}"
-        )
-    if len(failed) > TABLE_FAILURES:
-        out.append(f"  ... and {len(failed) - TABLE_FAILURES} more (see --format json or csv)")
-    if failed:
-        out += ["", f"Retry would cost about {usd(total.retry_cost_usd)}:"]
-        out.extend(_retry_lines(loaded, failed))
-    else:
-        out.append("  (none)")
-    if loaded.warnings:
-        out += ["", f"Warnings: {len(loaded.warnings)} (printed above on stderr)"]
-    return "\n".join(out) + "\n"

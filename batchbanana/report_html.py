@@ -26,12 +26,9 @@ from batchbanana.report import (
     by_model_size,
     failed_items,
     figures,
-    item_label,
-    one_line,
     outcome_rank,
-    seconds_text,
-    usd,
 )
+from batchbanana.report_text import item_label, one_line, seconds_text, usd
 
 _COLORS = {
     "ok": "#2e7d32", "refused": "#c62828", "no_image": "#ef6c00", "bad_response": "#ad1457",
