@@ -15,7 +15,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from batchbanana.manifest import ITEM_KEYS, Item, LineMap, Problem, problems_from_validation
+from batchbanana.manifest import ITEM_KEYS, Item
+from batchbanana.manifest_load import LineMap, Problem, problems_from_validation
 
 
 @dataclass(slots=True)

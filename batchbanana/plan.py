@@ -28,16 +28,8 @@ from batchbanana.inputs import (
     pillow_available,
 )
 from batchbanana.items_file import RawItem, read_items_file
-from batchbanana.manifest import (
-    ImageEntry,
-    LoadedManifest,
-    Manifest,
-    Problem,
-    RetrySettings,
-    Timeouts,
-    item_label,
-    load_manifest,
-)
+from batchbanana.manifest import ImageEntry, Manifest, RetrySettings, Timeouts
+from batchbanana.manifest_load import LoadedManifest, Problem, item_label, load_manifest
 from batchbanana.models import check_generation, rules_for
 from batchbanana.pricing import PriceRule, price_rule
 

@@ -25,7 +25,7 @@ import yaml
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-import batchbanana.manifest as manifest_module
+import batchbanana.manifest_load as manifest_module
 from batchbanana.errors import UserError
 from batchbanana.ledger import LedgerState, read_ledger, replay
 from batchbanana.outcomes import Outcome, Verdict, classify_answer, classify_error
