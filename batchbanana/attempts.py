@@ -22,10 +22,10 @@ from batchbanana.backoff import backoff_delay_s
 from batchbanana.client import AttemptResult, ProviderClient
 from batchbanana.errors import describe_error
 from batchbanana.inputs import EncodedImageCache, ImageProblem
+from batchbanana.job import Job, WorkItem
 from batchbanana.ledger import LedgerState, LedgerWriter, utc_now
 from batchbanana.outcomes import Billed, Outcome, billed, is_retryable
 from batchbanana.outputs import ImageCommitter, ImageToSave
-from batchbanana.plan import Job, WorkItem
 from batchbanana.pool import WorkPool
 from batchbanana.pricing import money
 from batchbanana.progress import Progress

@@ -19,7 +19,7 @@ from batchbanana.errors import UserError
 from batchbanana.inputs import MAX_IMAGE_BYTES, MAX_REQUEST_BYTES, sniff_mime
 
 if TYPE_CHECKING:
-    from batchbanana.plan import WorkItem
+    from batchbanana.job import WorkItem
 
 DOWNLOAD_TIMEOUT_S = 30.0
 DOWNLOADS_AT_ONCE = 8

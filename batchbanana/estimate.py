@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from batchbanana.inputs import ImageInput, optimize_lossless
+from batchbanana.job import Job
 from batchbanana.ledger import scan_ledger
-from batchbanana.plan import Job
 from batchbanana.pricing import money
 from batchbanana.resume import decide
 

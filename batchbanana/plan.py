@@ -6,9 +6,7 @@ whole manifest is collected and reported together.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,136 +26,14 @@ from batchbanana.inputs import (
     pillow_available,
 )
 from batchbanana.items_file import RawItem, read_items_file
-from batchbanana.manifest import ImageEntry, Manifest, RetrySettings, Timeouts
+from batchbanana.job import SIMULATE, Job, WorkItem, derived_id, fingerprint
+from batchbanana.manifest import ImageEntry, Manifest
 from batchbanana.manifest_load import LoadedManifest, Problem, item_label, load_manifest
 from batchbanana.models import check_generation, rules_for
 from batchbanana.pricing import PriceRule, price_rule
 
-SIMULATE = "simulate"
 DEFAULT_MODEL = "gemini-3-pro-image-preview"
 DEFAULT_MODALITIES = ("TEXT", "IMAGE")
-
-
-@dataclass(frozen=True, slots=True)
-class WorkItem:
-    """One request to make: everything needed to send it, price it and recognise it again."""
-
-    id: str
-    prompt: str
-    images: tuple[ImageInput, ...]
-    model: str
-    image_size: str
-    aspect_ratio: str | None
-    system_prompt: str | None
-    response_modalities: tuple[str, ...]
-    price: PriceRule
-    fingerprint: str = ""
-
-    def spec(self) -> dict[str, Any]:
-        """What the ledger keeps so that `retry` can send this item again without the manifest."""
-        spec: dict[str, Any] = {
-            "prompt": self.prompt,
-            "images": [image.spec() for image in self.images],
-            "model": self.model,
-            "image_size": self.image_size,
-            "aspect_ratio": self.aspect_ratio,
-            "response_modalities": list(self.response_modalities),
-        }
-        if self.system_prompt is not None:
-            spec["system_prompt"] = self.system_prompt
-        return spec
-
-
-def fingerprint(
-    model: str,
-    prompt: str,
-    image_size: str,
-    aspect_ratio: str | None,
-    system_prompt: str | None,
-    response_modalities: tuple[str, ...],
-    images: tuple[ImageInput, ...],
-) -> str:
-    """sha256 of a request's meaning: the same meaning always gives the same fingerprint."""
-    meaning = {
-        "model": model,
-        "prompt": prompt,
-        "image_size": image_size,
-        "aspect_ratio": aspect_ratio,
-        "system_prompt": system_prompt,
-        "response_modalities": list(response_modalities),
-        "images": [image.meaning() for image in images],
-    }
-    canonical = json.dumps(meaning, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-def derived_id(meaning: dict[str, Any]) -> str:
-    """A short, stable id from an item's meaning, so inserting a row shifts no other id."""
-    canonical = json.dumps(meaning, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:10]
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    """A validated, expanded job: settings and the ordered list of work items."""
-
-    name: str
-    manifest_path: Path
-    manifest_sha256: str
-    endpoint: str
-    auth: str
-    api_key_env: str
-    concurrency: int
-    budget_usd: float | None
-    output_dir: Path
-    ledger_path: Path
-    timeouts: Timeouts
-    retry: RetrySettings
-    adaptive: bool
-    rate_limit_rpm: float | None
-    price_book: str
-    pricing: dict[str, PriceRule]
-    items: tuple[WorkItem, ...]
-    allow_insecure_http: bool = False
-    optimize_inputs: str = "none"
-
-    def settings(self) -> dict[str, Any]:
-        """The job's settings as the ledger's `job` line records them (never a secret)."""
-        return {
-            "endpoint": self.endpoint,
-            "auth": self.auth,
-            "api_key_env": self.api_key_env,
-            "concurrency": self.concurrency,
-            "budget_usd": self.budget_usd,
-            "price_book": self.price_book,
-            "pricing": {model: _rule_json(rule) for model, rule in sorted(self.pricing.items())},
-            "output_dir": str(self.output_dir),
-            "timeouts": self.timeouts.model_dump(by_alias=True),
-            "retry": self.retry.model_dump(),
-            "adaptive": self.adaptive,
-            "rate_limit_rpm": self.rate_limit_rpm,
-            "allow_insecure_http": self.allow_insecure_http,
-            "optimize_inputs": self.optimize_inputs,
-        }
-
-
-def _rule_json(rule: PriceRule) -> dict[str, float]:
-    if rule.per_request_usd is not None:
-        return {"per_request_usd": rule.per_request_usd}
-    return {"per_million_tokens_usd": rule.per_million_tokens_usd or 0.0}
-
-
-def rule_from_json(data: Any) -> PriceRule | None:
-    """A price rule as recorded in a `job` line, or None if the record is not one."""
-    if not isinstance(data, dict):
-        return None
-    per_request = data.get("per_request_usd")
-    per_million = data.get("per_million_tokens_usd")
-    if isinstance(per_request, int | float):
-        return PriceRule(per_request_usd=float(per_request))
-    if isinstance(per_million, int | float):
-        return PriceRule(per_million_tokens_usd=float(per_million))
-    return None
 
 
 def check_endpoint(endpoint: str, allow_insecure_http: bool) -> str | None:

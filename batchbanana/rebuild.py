@@ -14,10 +14,10 @@ from pydantic import ValidationError
 
 from batchbanana.errors import UserError
 from batchbanana.inputs import ImageInput, ImageProblem, inspect_file
+from batchbanana.job import Job, WorkItem, rule_from_json
 from batchbanana.ledger import LedgerState
 from batchbanana.manifest import RetrySettings, Timeouts
 from batchbanana.outcomes import Outcome
-from batchbanana.plan import Job, WorkItem, rule_from_json
 from batchbanana.pricing import PriceRule, price_rule
 
 FAILED_OUTCOMES = tuple(outcome.value for outcome in Outcome if outcome is not Outcome.OK)

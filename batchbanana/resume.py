@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import TextIO
 
 from batchbanana.errors import UserError
+from batchbanana.job import Job, WorkItem
 from batchbanana.ledger import LedgerState, LedgerWriter, scan_ledger, utc_now
 from batchbanana.outcomes import Billed, Outcome
 from batchbanana.outputs import existing_outputs
-from batchbanana.plan import Job, WorkItem
 
 
 @dataclass(slots=True)

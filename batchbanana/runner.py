@@ -25,13 +25,13 @@ from batchbanana.attempts import JobRunner, RunResult, RunSettings
 from batchbanana.client import ProviderClient
 from batchbanana.downloads import inline_downloads, remove_stale_downloads
 from batchbanana.errors import UserError
+from batchbanana.job import SIMULATE, Job, WorkItem
 from batchbanana.ledger import LedgerState, LedgerWriter, utc_now
 from batchbanana.outcomes import Outcome
 from batchbanana.outputs import (
     prepare_output_dir,
     remove_stale_temps,
 )
-from batchbanana.plan import SIMULATE, Job, WorkItem
 from batchbanana.pricing import money, price_rule
 from batchbanana.resume import (
     Decision,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TextIO
 
 from batchbanana.attempts import RunResult
+from batchbanana.job import Job
 from batchbanana.outcomes import Billed, Outcome, billed
-from batchbanana.plan import Job
 from batchbanana.resume import Decision
 
 # Failed outcomes that were, or may have been, billed: only `retry` pays for them again.

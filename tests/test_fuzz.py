@@ -27,9 +27,10 @@ from hypothesis import strategies as st
 
 import batchbanana.manifest_load as manifest_module
 from batchbanana.errors import UserError
+from batchbanana.job import Job
 from batchbanana.ledger import LedgerState, read_ledger, replay
 from batchbanana.outcomes import Outcome, Verdict, classify_answer, classify_error
-from batchbanana.plan import Job, load_job
+from batchbanana.plan import load_job
 from batchbanana.responses import AnswerStream
 from batchbanana.wire import Answer, BadResponse, ErrorInfo, parse_answer, parse_error
 

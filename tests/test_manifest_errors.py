@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from batchbanana.errors import UserError
-from batchbanana.plan import Job, load_job
+from batchbanana.job import Job
+from batchbanana.plan import load_job
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
