@@ -331,12 +331,19 @@ class JobRunner:
         error = result.error
         if outcome is Outcome.OK:
             try:
-                outputs = await self.saver.commit(
+                saved = await self.saver.commit(
                     item.id,
                     [ImageToSave(i.mime_type, i.data, i.path, i.size) for i in result.images],
                 )
-                size_bytes = sum(image.size for image in result.images)
-            except Exception as exc:  # whatever failed, the image was paid for and not saved
+                outputs = saved.paths
+                if saved.error is None:
+                    size_bytes = sum(image.size for image in result.images)
+                else:  # paid for and not (all) saved; the line names any file that was
+                    outcome = Outcome.WRITE_ERROR
+                    error = f"could not write the image: {describe_error(saved.error)}"
+                    if outputs:
+                        error += f" ({len(outputs)} of {len(result.images)} images saved)"
+            except Exception as exc:  # a bug must not cost a paid answer its result line
                 outcome = Outcome.WRITE_ERROR
                 error = f"could not write the image: {describe_error(exc)}"
                 outputs, size_bytes = [], None

@@ -121,6 +121,15 @@ class ImageToSave:
     size: int = 0  # bytes of the image (for a temporary file, what was written to it)
 
 
+@dataclass(frozen=True, slots=True)
+class Saved:
+    """What became of an answer's images: the final paths of those saved, in order, and the
+    error that stopped the rest (None when all were saved)."""
+
+    paths: list[Path]
+    error: Exception | None = None
+
+
 @dataclass(slots=True)
 class _Commit:
     item_id: str
@@ -178,21 +187,20 @@ class ImageCommitter:
         self._arrived = anyio.Event()  # set (and replaced) whenever an answer is queued
         self._closed = False
 
-    async def commit(self, item_id: str, images: Sequence[ImageToSave]) -> list[Path]:
-        """Save an answer's images as `<id>.<ext>`, `<id>+2.<ext>`...; their final paths.
+    async def commit(self, item_id: str, images: Sequence[ImageToSave]) -> Saved:
+        """Save an answer's images as `<id>.<ext>`, `<id>+2.<ext>`...
 
-        Raises what the first failing image raised; images before it stay saved."""
+        The first image that fails stops the rest; the ones before it stay saved (and are
+        named in the result, so the ledger tells which files exist)."""
         if self._closed:
-            raise RuntimeError("the image saver has stopped")
+            return Saved([], RuntimeError("the image saver has stopped"))
         commit = _Commit(item_id, images, sum(image.size for image in images))
         self._waiting.append(commit)
         self._waiting_bytes += commit.size
         arrived, self._arrived = self._arrived, anyio.Event()
         arrived.set()
         await commit.done.wait()
-        if commit.error is not None:
-            raise commit.error
-        return commit.saved
+        return Saved(commit.saved, commit.error)
 
     async def serve(self) -> None:
         """Run batches as answers arrive, until cancelled; nothing waiting is ever left hanging."""

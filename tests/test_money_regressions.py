@@ -295,14 +295,12 @@ def test_a_paid_image_is_saved_even_when_a_task_beside_the_pool_fails(
     import anyio.to_thread
 
     from batchbanana.ledger import LedgerWriter
-    from batchbanana.outputs import ImageCommitter, ImageToSave
+    from batchbanana.outputs import ImageCommitter, ImageToSave, Saved
 
     answered = threading.Event()
     real_commit = ImageCommitter.commit
 
-    async def late_commit(
-        self: ImageCommitter, item_id: str, images: list[ImageToSave]
-    ) -> list[Path]:
+    async def late_commit(self: ImageCommitter, item_id: str, images: list[ImageToSave]) -> Saved:
         answered.set()
         await anyio.sleep(0.3)  # meanwhile the task beside the pool fails
         return await real_commit(self, item_id, images)
@@ -319,3 +317,35 @@ def test_a_paid_image_is_saved_even_when_a_task_beside_the_pool_fails(
     lines = results(tmp_path / "out" / "ledger.jsonl")
     assert [(r["item"], r["outcome"]) for r in lines] == [("paid", "ok")]
     assert (tmp_path / "out" / "paid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_answer_whose_second_image_cannot_be_written_names_the_file_that_was(
+    cli: Cli,
+    write_manifest: Writer,
+    simulator: RunningSimulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two images, the second cannot be written: a billed write_error whose line names the first
+    image, which stays (paid for and complete), and no temporary file is left."""
+    from batchbanana import outputs
+
+    real_write = outputs.write_image
+
+    def second_fails(output_dir: Path, item_id: str, index: int, *args: object) -> Path:
+        if index == 2:
+            raise OSError(28, "No space left on device")
+        return real_write(output_dir, item_id, index, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(outputs, "write_image", second_fails)
+    manifest = write_manifest(
+        [{"id": "pair", "prompt": "p [sim:two_images]"}], endpoint=simulator.url
+    )
+    assert cli("run", str(manifest), "--no-progress").exit_code == 1
+    out = tmp_path / "out"
+    (line,) = results(out / "ledger.jsonl")
+    assert (line["outcome"], line["billed"]) == ("write_error", "yes")
+    assert line["output"] == str(out / "pair.png")
+    assert "1 of 2 images saved" in line["error"] and "No space left" in line["error"]
+    assert (out / "pair.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in out.iterdir()) == ["ledger.jsonl", "pair.png"]
