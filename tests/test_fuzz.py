@@ -12,11 +12,9 @@ import base64
 import json
 import os
 import resource
-import struct
 import subprocess
 import sys
 import tempfile
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -33,29 +31,13 @@ from batchbanana.outcomes import Outcome, Verdict, classify_answer, classify_err
 from batchbanana.plan import load_job
 from batchbanana.responses import AnswerStream
 from batchbanana.wire import Answer, BadResponse, ErrorInfo, parse_answer, parse_error
+from tests.conftest import png_bytes
 
 FUZZ = settings(max_examples=200, deadline=None)
 ANSWER_OUTCOMES = {Outcome.OK, Outcome.REFUSED, Outcome.NO_IMAGE, Outcome.BAD_RESPONSE}
 
 
-def _png(width: int = 3, height: int = 2) -> bytes:
-    """A small valid RGB PNG."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    rows = (b"\x00" + b"\x10\x80\xf0" * width) * height
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows))
-        + chunk(b"IEND", b"")
-    )
-
-
-PNG = _png()
+PNG = png_bytes(3, 2)
 PNG_B64 = base64.b64encode(PNG).decode()
 
 # -- strategies -----------------------------------------------------------------------------------

@@ -3,9 +3,6 @@ whether `run` may send it again."""
 
 from __future__ import annotations
 
-import struct
-import zlib
-
 import pytest
 
 from batchbanana.outcomes import (
@@ -17,26 +14,9 @@ from batchbanana.outcomes import (
     is_retryable,
 )
 from batchbanana.wire import Answer, AnswerImage, ErrorInfo, parse_error
+from tests.conftest import png_bytes
 
-
-def _png(width: int = 2, height: int = 2) -> bytes:
-    """A small valid RGB PNG (conftest belongs to other tests, so this file keeps its own)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    rows = (b"\x00" + b"\x80\x40\x20" * width) * height
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows))
-        + chunk(b"IEND", b"")
-    )
-
-
-PNG = _png()
+PNG = png_bytes(2, 2)
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 64
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import email.utils
 import json
-import struct
-import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,26 +23,10 @@ from batchbanana.wire import (
     parse_retry_after,
     request_url,
 )
+from tests.conftest import png_bytes
 
 RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
 QUOTA_FAILURE = "type.googleapis.com/google.rpc.QuotaFailure"
-
-
-def _png(width: int = 2, height: int = 2) -> bytes:
-    """A small valid RGB PNG (conftest belongs to other tests, so this file keeps its own)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    rows = (b"\x00" + b"\x80\x40\x20" * width) * height
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows))
-        + chunk(b"IEND", b"")
-    )
 
 
 def _request(**overrides: Any) -> dict[str, Any]:
@@ -248,7 +230,7 @@ def test_decode_base64_rejects_garbage_as_bad_response(garbage: str) -> None:
 
 def test_answer_image_is_read_from_inline_data() -> None:
     """candidates[0].content.parts[].inlineData gives the image's MIME type and bytes."""
-    png = _png()
+    png = png_bytes(2, 2)
     answer = parse_answer(_answer({"inlineData": {"mimeType": "image/png", "data": _b64(png)}}))
     assert [(image.mime_type, image.data) for image in answer.images] == [("image/png", png)]
     assert answer.finish_reason == "STOP"
@@ -256,7 +238,7 @@ def test_answer_image_is_read_from_inline_data() -> None:
 
 def test_answer_accepts_snake_case_keys() -> None:
     """inline_data, mime_type, finish_reason and usage_metadata are read like camelCase."""
-    png = _png()
+    png = png_bytes(2, 2)
     body = {
         "candidates": [
             {
@@ -279,7 +261,7 @@ def test_answer_accepts_snake_case_keys() -> None:
 
 def test_answer_accepts_url_safe_unpadded_image_data() -> None:
     """Image data in the URL-safe alphabet without padding decodes to the same bytes."""
-    png = _png(5, 3)
+    png = png_bytes(5, 3)
     data = base64.urlsafe_b64encode(png).decode().rstrip("=")
     answer = parse_answer(_answer({"inlineData": {"mimeType": "image/png", "data": data}}))
     assert answer.images[0].data == png
@@ -287,7 +269,7 @@ def test_answer_accepts_url_safe_unpadded_image_data() -> None:
 
 def test_thought_parts_are_never_outputs() -> None:
     """Parts marked "thought": true (interim drafts) are dropped; only the final image is kept."""
-    draft, final = _png(1, 1), _png(4, 4)
+    draft, final = png_bytes(1, 1), png_bytes(4, 4)
     answer = parse_answer(
         _answer(
             {"text": "drafting", "thought": True},
@@ -301,7 +283,7 @@ def test_thought_parts_are_never_outputs() -> None:
 
 def test_several_images_keep_their_order() -> None:
     """Every final image of one answer is returned, in the order of the parts."""
-    first, second = _png(1, 1), _png(2, 2)
+    first, second = png_bytes(1, 1), png_bytes(2, 2)
     answer = parse_answer(
         _answer(
             {"inlineData": {"mimeType": "image/png", "data": _b64(first)}},
