@@ -55,6 +55,11 @@ def _user_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _share(name: str, what: str) -> Callable[[F], F]:
+    """A `simulate --rate-*` option: the share of answers the simulator turns into `what`."""
+    return click.option(name, type=click.FloatRange(0, 1), default=0.0, help=f"Share of {what}.")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="batchbanana")
 def main() -> None:
@@ -150,33 +155,13 @@ def schema() -> None:
     show_default=True,
     help="Seconds before each answer.",
 )
-@click.option("--rate-429", type=click.FloatRange(0, 1), default=0.0, help="Share of 429 answers.")
-@click.option("--rate-503", type=click.FloatRange(0, 1), default=0.0, help="Share of 503 answers.")
-@click.option("--rate-500", type=click.FloatRange(0, 1), default=0.0, help="Share of 500 answers.")
-@click.option(
-    "--rate-refuse",
-    type=click.FloatRange(0, 1),
-    default=0.0,
-    help="Share of billed safety refusals.",
-)
-@click.option(
-    "--rate-no-image",
-    type=click.FloatRange(0, 1),
-    default=0.0,
-    help="Share of billed answers without an image.",
-)
-@click.option(
-    "--rate-drop",
-    type=click.FloatRange(0, 1),
-    default=0.0,
-    help="Share of connections dropped after the request (billed).",
-)
-@click.option(
-    "--rate-slow",
-    type=click.FloatRange(0, 1),
-    default=0.0,
-    help="Share of slow answers (see --slow).",
-)
+@_share("--rate-429", "429 answers")
+@_share("--rate-503", "503 answers")
+@_share("--rate-500", "500 answers")
+@_share("--rate-refuse", "billed safety refusals")
+@_share("--rate-no-image", "billed answers without an image")
+@_share("--rate-drop", "connections dropped after the request (billed)")
+@_share("--rate-slow", "slow answers (see --slow)")
 @click.option(
     "--slow",
     "slow_s",
