@@ -25,7 +25,7 @@ from batchbanana.inputs import EncodedImageCache, ImageProblem
 from batchbanana.job import Job, WorkItem
 from batchbanana.ledger import LedgerState, LedgerWriter, utc_now
 from batchbanana.outcomes import Billed, Outcome, billed, is_retryable
-from batchbanana.outputs import ImageCommitter, ImageToSave
+from batchbanana.outputs import ImageCommitter
 from batchbanana.pool import WorkPool
 from batchbanana.pricing import money
 from batchbanana.progress import Progress
@@ -331,10 +331,7 @@ class JobRunner:
         error = result.error
         if outcome is Outcome.OK:
             try:
-                saved = await self.saver.commit(
-                    item.id,
-                    [ImageToSave(i.mime_type, i.data, i.path, i.size) for i in result.images],
-                )
+                saved = await self.saver.commit(item.id, result.images)
                 outputs = saved.paths
                 if saved.error is None:
                     size_bytes = sum(image.size for image in result.images)

@@ -22,6 +22,7 @@ from batchbanana.attempts import RunSettings
 from batchbanana.errors import UserError
 from batchbanana.manifest import json_schema
 from batchbanana.plan import load_job
+from batchbanana.pricing import PRICE_BOOKS
 from batchbanana.runner import EXIT_INTERRUPTED, EXIT_USAGE, resolve_api_key, run_job
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -142,7 +143,7 @@ def schema() -> None:
 )
 @click.option(
     "--price-book",
-    type=click.Choice(["apiyi", "google"]),
+    type=click.Choice(PRICE_BOOKS),
     default="apiyi",
     show_default=True,
     help="Prices the simulator bills at.",

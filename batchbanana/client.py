@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from batchbanana.errors import describe_error
+from batchbanana.errors import describe_error, make_scrubber
 from batchbanana.outcomes import Outcome, Verdict, classify_answer, classify_error
 from batchbanana.responses import AnswerStream, SinkError
 from batchbanana.wire import (
@@ -85,7 +85,8 @@ class ProviderClient:
     def __init__(self, endpoint: str, auth: str, api_key: str, connect_timeout_s: float) -> None:
         self.endpoint = endpoint
         self._headers = {"Content-Type": "application/json", **auth_headers(auth, api_key)}
-        self._api_key = api_key
+        # Text a server or an exception produced loses the key before anything cuts it short.
+        self._scrub = make_scrubber([api_key])
         self._connect_timeout_s = connect_timeout_s
         self._session: aiohttp.ClientSession | None = None
         self._proxy: str | None = None
@@ -106,10 +107,6 @@ class ProviderClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-    def _scrub(self, text: str) -> str:
-        """Remove the key from text a server or an exception produced, before it is cut short."""
-        return text.replace(self._api_key, "***") if len(self._api_key) >= 4 else text
 
     async def generate(
         self,

@@ -228,7 +228,6 @@ class Manifest(GenerationFields):
         return value
 
 
-GENERATION_FIELDS = tuple(GenerationFields.model_fields)
 NESTED_KEYS.update(
     {
         "timeouts": tuple(info.alias or name for name, info in Timeouts.model_fields.items()),

@@ -16,6 +16,7 @@ import anyio.to_thread
 
 from batchbanana.errors import UserError
 from batchbanana.outcomes import IMAGE_EXTENSIONS
+from batchbanana.wire import AnswerImage
 
 TEMP_SUFFIX = ".tmp"
 _EXTENSIONS = frozenset(IMAGE_EXTENSIONS.values())
@@ -55,17 +56,11 @@ def _sync_folder(folder: Path) -> None:
     _fsync_path(folder, os.O_RDONLY | os.O_DIRECTORY)
 
 
-def write_image(
-    output_dir: Path,
-    item_id: str,
-    index: int,
-    mime_type: str,
-    data: bytes,
-    sync_folder: bool = True,
-) -> Path:
-    """Write one image atomically and durably; returns its final path. Raises OSError on failure.
+def write_image(output_dir: Path, item_id: str, index: int, mime_type: str, data: bytes) -> Path:
+    """Write one image under a temporary name, fsync it, give it its final name; the final path.
 
-    With `sync_folder=False` the caller fsyncs the folder itself (once for many images)."""
+    The folder is the caller's to fsync (once per batch). Raises OSError on failure, leaving no
+    temporary file."""
     final = _final_path(output_dir, item_id, index, mime_type)
     temp = temp_path(output_dir, item_id, str(index))
     try:
@@ -78,29 +73,19 @@ def write_image(
         finally:
             os.close(fd)
         os.replace(temp, final)
-        if sync_folder:
-            _sync_folder(output_dir)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
     return final
 
 
-def commit_image(
-    temp: Path,
-    output_dir: Path,
-    item_id: str,
-    index: int,
-    mime_type: str,
-    sync_folder: bool = True,
-) -> Path:
-    """Make a streamed image durable and give it its final name; the temp is gone either way."""
+def commit_image(temp: Path, output_dir: Path, item_id: str, index: int, mime_type: str) -> Path:
+    """Fsync a streamed image's temporary file and give it its final name; the temp is gone
+    either way. The folder is the caller's to fsync."""
     try:
         final = _final_path(output_dir, item_id, index, mime_type)
         _fsync_path(temp)
         os.replace(temp, final)
-        if sync_folder:
-            _sync_folder(output_dir)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
@@ -109,16 +94,6 @@ def commit_image(
 
 BATCH_BYTES = 8 * 1024 * 1024  # image bytes one batch takes on (at least one answer)
 SAVER_LANES = 4  # batches saved at once, at most; lanes past the first only for a backlog
-
-
-@dataclass(frozen=True, slots=True)
-class ImageToSave:
-    """One image of an answer: its bytes, or the temporary file it was streamed into."""
-
-    mime_type: str
-    data: bytes = b""
-    temp: Path | None = None
-    size: int = 0  # bytes of the image (for a temporary file, what was written to it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +108,7 @@ class Saved:
 @dataclass(slots=True)
 class _Commit:
     item_id: str
-    images: Sequence[ImageToSave]
+    images: Sequence[AnswerImage]
     size: int
     saved: list[Path] = field(default_factory=list)
     error: Exception | None = None
@@ -148,13 +123,13 @@ def _commit_batch(output_dir: Path, batch: Sequence[_Commit]) -> None:
     for commit in batch:
         try:
             for index, image in enumerate(commit.images, start=1):
-                if image.temp is not None:
+                if image.path is not None:
                     path = commit_image(
-                        image.temp, output_dir, commit.item_id, index, image.mime_type, False
+                        image.path, output_dir, commit.item_id, index, image.mime_type
                     )
                 else:
                     path = write_image(
-                        output_dir, commit.item_id, index, image.mime_type, image.data, False
+                        output_dir, commit.item_id, index, image.mime_type, image.data
                     )
                 commit.saved.append(path)
         except Exception as exc:  # reported to the one answer it concerns
@@ -187,7 +162,7 @@ class ImageCommitter:
         self._arrived = anyio.Event()  # set (and replaced) whenever an answer is queued
         self._closed = False
 
-    async def commit(self, item_id: str, images: Sequence[ImageToSave]) -> Saved:
+    async def commit(self, item_id: str, images: Sequence[AnswerImage]) -> Saved:
         """Save an answer's images as `<id>.<ext>`, `<id>+2.<ext>`...
 
         The first image that fails stops the rest; the ones before it stay saved (and are

@@ -194,7 +194,6 @@ class AnswerStream:
         self._scan_from = 0
         self._current: _ImageFile | None = None
         self._files: list[_ImageFile] = []
-        self._done = False
 
     def feed(self, chunk: bytes) -> None:
         """Take the next piece of the body."""
@@ -256,7 +255,6 @@ class AnswerStream:
             if index not in used:
                 image.discard()
         self._files = [image for index, image in enumerate(self._files) if index in used]
-        self._done = True
         return answer
 
     def discard(self) -> None:

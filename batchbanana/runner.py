@@ -5,7 +5,6 @@ The per-request money sequence lives in attempts.py; what is owed, in resume.py.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import signal
@@ -24,7 +23,7 @@ from batchbanana import __version__
 from batchbanana.attempts import JobRunner, RunResult, RunSettings
 from batchbanana.client import ProviderClient
 from batchbanana.downloads import inline_downloads, remove_stale_downloads
-from batchbanana.errors import UserError
+from batchbanana.errors import UserError, make_scrubber
 from batchbanana.job import SIMULATE, Job, WorkItem
 from batchbanana.ledger import LedgerState, LedgerWriter, utc_now
 from batchbanana.outcomes import Outcome
@@ -46,24 +45,6 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-
-
-def make_scrubber(secret_values: Sequence[str]) -> Callable[[str], str]:
-    """A function that removes every secret (raw or JSON-escaped) from a text."""
-    secrets_found = [value for value in secret_values if value and len(value) >= 4]
-    variants = sorted(
-        {form for value in secrets_found for form in (value, json.dumps(value)[1:-1])},
-        key=len,
-        reverse=True,
-    )
-
-    def scrub(text: str) -> str:
-        for variant in variants:
-            if variant in text:
-                text = text.replace(variant, "***")
-        return text
-
-    return scrub
 
 
 def _price_function(job: Job) -> Callable[[str, str], float]:

@@ -277,10 +277,7 @@ def _parse_error(body: bytes) -> ErrorInfo:
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, huge numbers
-        text = body[:300].decode("utf-8", "replace")
-        text = re.sub(r"<[^>]+>", " ", text)
-        text = re.sub(r"\s+", " ", text).strip()
-        return ErrorInfo(message=text or None)
+        return ErrorInfo(message=_plain_text(body) or None)
     if isinstance(data, list) and data and isinstance(data[0], dict):
         data = data[0]  # some gateways wrap the error in a list
     error = data.get("error") if isinstance(data, dict) else None

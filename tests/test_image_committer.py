@@ -10,7 +10,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from batchbanana.outputs import ImageCommitter, ImageToSave, temp_path
+from batchbanana.outputs import ImageCommitter, temp_path
+from batchbanana.wire import AnswerImage
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
 
@@ -30,7 +31,10 @@ async def test_concurrent_answers_are_saved_under_their_final_names(tmp_path: Pa
         saved: dict[str, list[Path]] = {}
 
         async def one(item: str) -> None:
-            images = [ImageToSave("image/png", PNG + item.encode()), ImageToSave("image/png", PNG)]
+            images = [
+                AnswerImage.in_memory("image/png", PNG + item.encode()),
+                AnswerImage.in_memory("image/png", PNG),
+            ]
             saved[item] = (await committer.commit(item, images)).paths
 
         async with anyio.create_task_group() as group:
@@ -57,13 +61,13 @@ async def test_a_streamed_temp_file_is_renamed_and_a_failure_stays_with_its_answ
     async def work(committer: ImageCommitter) -> tuple[object, object]:
         outcomes: dict[str, object] = {}
 
-        async def one(item: str, image: ImageToSave) -> None:
+        async def one(item: str, image: AnswerImage) -> None:
             result = await committer.commit(item, [image])
             outcomes[item] = result.error or result.paths
 
         async with anyio.create_task_group() as group:
-            group.start_soon(one, "good", ImageToSave("image/png", temp=streamed))
-            group.start_soon(one, "bad", ImageToSave("image/png", temp=vanished))
+            group.start_soon(one, "good", AnswerImage("image/png", path=streamed, size=len(PNG)))
+            group.start_soon(one, "bad", AnswerImage("image/png", path=vanished))
         return outcomes["good"], outcomes["bad"]
 
     _, (good, bad) = await _with_committer(tmp_path, work)
@@ -75,7 +79,7 @@ async def test_a_streamed_temp_file_is_renamed_and_a_failure_stays_with_its_answ
 @pytest.mark.asyncio
 async def test_commit_after_the_saver_stopped_fails_instead_of_hanging(tmp_path: Path) -> None:
     committer, _ = await _with_committer(tmp_path, _nothing)
-    late = await committer.commit("late", [ImageToSave("image/png", PNG)])
+    late = await committer.commit("late", [AnswerImage.in_memory("image/png", PNG)])
     assert late.paths == [] and "stopped" in str(late.error)
     assert os.listdir(tmp_path) == []
 
@@ -112,7 +116,7 @@ async def test_a_backlog_of_large_images_is_saved_by_several_lanes(
         async with anyio.create_task_group() as group:
             for n in range(12):
                 group.start_soon(
-                    committer.commit, f"big{n}", [ImageToSave("image/png", big, size=len(big))]
+                    committer.commit, f"big{n}", [AnswerImage.in_memory("image/png", big)]
                 )
 
     await _with_committer(tmp_path, work)

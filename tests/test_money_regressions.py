@@ -295,12 +295,13 @@ def test_a_paid_image_is_saved_even_when_a_task_beside_the_pool_fails(
     import anyio.to_thread
 
     from batchbanana.ledger import LedgerWriter
-    from batchbanana.outputs import ImageCommitter, ImageToSave, Saved
+    from batchbanana.outputs import ImageCommitter, Saved
+    from batchbanana.wire import AnswerImage
 
     answered = threading.Event()
     real_commit = ImageCommitter.commit
 
-    async def late_commit(self: ImageCommitter, item_id: str, images: list[ImageToSave]) -> Saved:
+    async def late_commit(self: ImageCommitter, item_id: str, images: list[AnswerImage]) -> Saved:
         answered.set()
         await anyio.sleep(0.3)  # meanwhile the task beside the pool fails
         return await real_commit(self, item_id, images)
