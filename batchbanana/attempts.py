@@ -325,7 +325,7 @@ class JobRunner:
 
     async def _conclude(self, item: WorkItem, attempt: int, result: AttemptResult) -> None:
         outcome = result.outcome
-        price = item.price.actual_usd(item.image_size, result.usage)
+        price = item.price.actual_usd(item.image_size, result.usage, len(result.images))
         outputs: list[Path] = []
         size_bytes: int | None = None
         error = result.error

@@ -32,15 +32,19 @@ PROMPT_TOKENS_ALLOWANCE = 2000
 
 @dataclass(frozen=True, slots=True)
 class PriceRule:
-    """How one model is priced: a fixed amount per request, or per million tokens of usage."""
+    """How one model is priced: a fixed amount per request, per output image (Google's list
+    prices), or per million tokens of usage."""
 
     per_request_usd: float | None = None
     per_million_tokens_usd: float | None = None
+    per_image_usd: float | None = None
 
     def estimate_usd(self, image_size: str) -> float:
-        """The price expected before the answer is known."""
+        """The price expected before the answer is known (one image for per-image prices)."""
         if self.per_request_usd is not None:
             return self.per_request_usd
+        if self.per_image_usd is not None:
+            return self.per_image_usd
         tokens = TYPICAL_IMAGE_TOKENS.get(image_size, 1120)
         return round((self.per_million_tokens_usd or 0.0) * tokens / 1e6, 6)
 
@@ -53,6 +57,8 @@ class PriceRule:
         """
         if self.per_request_usd is not None:
             return self.per_request_usd
+        if self.per_image_usd is not None:
+            return self.per_image_usd  # the request's own price; a second image is rare
         tokens = (
             2 * TYPICAL_IMAGE_TOKENS.get(image_size, 1120)
             + INPUT_IMAGE_TOKENS * input_images
@@ -60,8 +66,13 @@ class PriceRule:
         )
         return round((self.per_million_tokens_usd or 0.0) * tokens / 1e6, 6)
 
-    def actual_usd(self, image_size: str, usage: Mapping[str, Any] | None) -> float:
-        """The price of an answered request: by its usage when priced per token."""
+    def actual_usd(
+        self, image_size: str, usage: Mapping[str, Any] | None, images: int = 1
+    ) -> float:
+        """The price of an answered request: by its usage when priced per token; per output
+        image (`images` of them, one at least: a billed answer without one still cost it)."""
+        if self.per_image_usd is not None:
+            return money(self.per_image_usd * max(1, images))
         if self.per_request_usd is not None or not usage:
             return self.estimate_usd(image_size)
         total = usage.get("totalTokenCount", usage.get("total_token_count"))
@@ -78,7 +89,7 @@ def book_rule(book: str, model: str, image_size: str) -> PriceRule | None:
         if per_size is None:
             return None
         price = per_size.get(image_size)
-        return PriceRule(per_request_usd=price) if price is not None else None
+        return PriceRule(per_image_usd=price) if price is not None else None
     price = APIYI_BOOK.get(name)
     return PriceRule(per_request_usd=price) if price is not None else None
 

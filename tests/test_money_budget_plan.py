@@ -174,3 +174,29 @@ def test_a_symlinked_output_folder_keeps_everything_inside_it(
     assert cli("run", str(manifest), "--no-progress").exit_code == 0
     assert (target / "s.png").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["job.yaml", "out", "real-out"]
+
+
+def test_google_book_prices_each_output_image_and_the_ledger_matches_the_bill(
+    cli: Cli,
+    write_manifest: Writer,
+    make_simulator: Callable[..., RunningSimulator],
+    tmp_path: Path,
+) -> None:
+    """Google's list prices are per output image: an answer with two images costs two, a refusal
+    (billed, no image) one; the ledger's spent equals the provider's bill."""
+    sim = make_simulator(price_book="google", seed=1)
+    manifest = write_manifest(
+        [
+            {"id": "one", "prompt": "a"},
+            {"id": "two", "prompt": "b [sim:two_images]"},
+            {"id": "nope", "prompt": "c [sim:refuse]"},
+        ],
+        endpoint=sim.url,
+        model="gemini-3.1-flash-image-preview",
+        image_size="1K",
+        price_book="google",
+    )
+    cli("run", str(manifest), "--no-progress")
+    prices = {r["item"]: r["price_usd"] for r in results(tmp_path / "out" / "ledger.jsonl")}
+    assert prices == {"one": 0.067, "two": 0.134, "nope": 0.067}
+    assert sim.bill()["billed_usd"] == pytest.approx(sum(prices.values()), abs=1e-9)

@@ -48,6 +48,7 @@ class _Answer:
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
     price_usd: Decimal | None = None  # set when the request is billed
+    output_images: int = 0  # final images in a 200 answer (drafts not counted)
     delay_s: float = 0.0
     delivery: Literal["normal", "drop", "cut", "trickle"] = "normal"
     trickle_s: float = 0.0
@@ -247,6 +248,8 @@ async def _success_answer(
     """The 200 answer: an image (or a refusal, block or text) shaped and delivered per the plan."""
     payload, images = await _success_payload(cache, model, rule, req, plan.shapes)
     answer = _Answer(200, _encode_answer(payload, images, plan.shapes))
+    parts = payload.get("candidates", [{}])[0].get("content", {}).get("parts", [])
+    answer.output_images = sum(1 for p in parts if "inlineData" in p and not p.get("thought"))
     if "gzip" in plan.shapes:
         answer.body = gzip.compress(answer.body, compresslevel=1)
         answer.headers["Content-Encoding"] = "gzip"

@@ -40,7 +40,7 @@ _LONG_SIDE_PX: Mapping[str, int] = {"512": 512, "1K": 1024, "2K": 2048, "4K": 40
 _OUTPUT_TOKENS: Mapping[str, int] = {"512": 747, "1K": 1120, "2K": 1120, "4K": 2000}
 _INPUT_IMAGE_TOKENS = 258
 
-# "*" is any size. apiyi bills per request; google per output image (one per request here).
+# "*" is any size. apiyi bills per request; google per output image (the server multiplies).
 _PRICE_BOOKS: Mapping[str, Mapping[str, Mapping[str, str]]] = {
     "apiyi": {
         "gemini-3-pro-image": {"*": "0.09"},

@@ -48,10 +48,12 @@ class _State:
         self._billed_requests = 0
         self._billed_usd = Decimal(0)
 
-    def price(self, model: str, image_size: str) -> Decimal:
+    def price(self, model: str, image_size: str, output_images: int) -> Decimal:
         if self.config.price_usd is not None:
             return Decimal(str(self.config.price_usd(model, image_size)))
-        return book_price(self.config.price_book, model, image_size)
+        price = book_price(self.config.price_book, model, image_size)
+        # Google's list prices are per output image; a billed answer without one costs one.
+        return price * max(1, output_images) if self.config.price_book == "google" else price
 
     def enter(self) -> None:
         with self._lock:
@@ -170,7 +172,7 @@ async def _decide(request: web.Request, state: _State) -> _Answer:
     else:
         answer = await _success_answer(state.images, model, rule, req, plan)
     if plan.fault is None or plan.fault in _BILLED_FAULTS:  # the model ran: the provider bills
-        answer.price_usd = state.price(model, req.image_size or "1K")
+        answer.price_usd = state.price(model, req.image_size or "1K", answer.output_images)
     answer.delay_s = plan.slow_s if plan.slow_s is not None else state.config.latency_s
     return answer
 
