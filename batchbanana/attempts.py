@@ -7,6 +7,7 @@ nothing. Whatever stops the process, the ledger tells what may have been paid fo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import signal
@@ -347,7 +348,10 @@ class JobRunner:
             finally:
                 for image in result.images[len(outputs) :]:
                     if image.path is not None:
-                        image.path.unlink(missing_ok=True)  # not committed: no stray temp
+                        # Not committed: no stray temp. A failure here must not cost the paid
+                        # answer its result line (the next start removes the temp anyway).
+                        with contextlib.suppress(OSError):
+                            image.path.unlink(missing_ok=True)
         extra: dict[str, Any] = {}
         retry_now = (
             is_retryable(outcome)
