@@ -24,7 +24,7 @@ from batchbanana.client import AttemptResult, ProviderClient
 from batchbanana.errors import describe_error
 from batchbanana.inputs import EncodedImageCache, ImageProblem
 from batchbanana.job import Job, WorkItem
-from batchbanana.ledger import LedgerState, LedgerWriter, utc_now
+from batchbanana.ledger import LedgerState, LedgerWriter, result_record, utc_now
 from batchbanana.outcomes import Billed, Outcome, billed, is_retryable
 from batchbanana.outputs import ImageCommitter
 from batchbanana.pool import WorkPool
@@ -144,38 +144,35 @@ class JobRunner:
         error: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> None:
-        record: dict[str, Any] = {"event": "result", "ts": utc_now(), **self._base(item, attempt)}
-        record.update(
-            {
-                "outcome": outcome.value,
-                "billed": billed(outcome).value,
-                "price_usd": price_usd,
-                "http_status": result.http_status if result else None,
-                "latency_s": result.latency_s if result else None,
-                "output": str(outputs[0]) if outputs else None,
-                "bytes": size_bytes,
-                "finish_reason": result.finish_reason if result else None,
-                "error": error if error is not None else (result.error if result else None),
-                "usage": result.usage if result else None,
-            }
-        )
-        if len(outputs) > 1:
-            record["outputs"] = [str(path) for path in outputs]
+        fields: dict[str, Any] = {
+            "output": str(outputs[0]) if outputs else None,
+            "bytes": size_bytes,
+            "error": error if error is not None else (result.error if result else None),
+        }
         if result is not None:
+            fields.update(
+                http_status=result.http_status,
+                latency_s=result.latency_s,
+                finish_reason=result.finish_reason,
+                usage=result.usage,
+            )
             for key in ("text", "response_id", "model_version"):
                 value = getattr(result, key)
                 if value is not None:
-                    record[key] = value
-        record.update(
-            {
-                "model": item.model,
-                "image_size": item.image_size,
-                "aspect_ratio": item.aspect_ratio,
-                "spec": item.spec(),
-            }
+                    fields[key] = value
+        if len(outputs) > 1:
+            fields["outputs"] = [str(path) for path in outputs]
+        fields.update(extra or {})
+        record = result_record(
+            item.id,
+            attempt,
+            item.fingerprint,
+            outcome.value,
+            billed(outcome).value,
+            price_usd,
+            item.spec(),
+            **fields,
         )
-        if extra:
-            record.update(extra)
         self.ledger.append_soon_durable(record)
         kind = billed(outcome)
         if kind is Billed.YES:

@@ -30,6 +30,40 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+_RESULT_FIELDS = (
+    "http_status", "latency_s", "output", "bytes", "finish_reason", "error", "usage",
+)  # fmt: skip
+
+
+def result_record(
+    item: str,
+    attempt: int,
+    fingerprint: str,
+    outcome: str,
+    billed: str,
+    price_usd: float,
+    spec: dict[str, Any] | None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """A `result` line with every field the contract lists (None where not known), the request's
+    model, size and ratio taken from its spec, then any further `fields` (text, outputs...)."""
+    record: dict[str, Any] = {
+        "event": "result",
+        "ts": utc_now(),
+        "item": item,
+        "attempt": attempt,
+        "fingerprint": fingerprint,
+        "outcome": outcome,
+        "billed": billed,
+        "price_usd": price_usd,
+    }
+    record.update({key: fields.pop(key, None) for key in _RESULT_FIELDS})
+    record.update({key: (spec or {}).get(key) for key in ("model", "image_size", "aspect_ratio")})
+    record["spec"] = spec
+    record.update(fields)
+    return record
+
+
 def _no_scrub(text: str) -> str:
     return text
 

@@ -13,7 +13,7 @@ from typing import TextIO
 
 from batchbanana.errors import UserError
 from batchbanana.job import Job, WorkItem
-from batchbanana.ledger import LedgerState, LedgerWriter, scan_ledger, utc_now
+from batchbanana.ledger import LedgerState, LedgerWriter, result_record, scan_ledger
 from batchbanana.outcomes import Billed, Outcome
 from batchbanana.outputs import existing_outputs
 
@@ -72,27 +72,16 @@ def record_dangling(writer: LedgerWriter, state: LedgerState) -> int:
     for item_id, print_id, attempt, price in state.dangling():
         history = state.items[item_id]
         writer.append_sync(
-            {
-                "event": "result",
-                "ts": utc_now(),
-                "item": item_id,
-                "attempt": attempt,
-                "fingerprint": print_id,
-                "outcome": Outcome.INTERRUPTED.value,
-                "billed": Billed.UNKNOWN.value,
-                "price_usd": price,
-                "http_status": None,
-                "latency_s": None,
-                "output": None,
-                "bytes": None,
-                "finish_reason": None,
-                "error": "the process stopped with this request in flight (found at next start)",
-                "usage": None,
-                "model": (history.spec or {}).get("model"),
-                "image_size": (history.spec or {}).get("image_size"),
-                "aspect_ratio": (history.spec or {}).get("aspect_ratio"),
-                "spec": history.spec,
-            }
+            result_record(
+                item_id,
+                attempt,
+                print_id,
+                Outcome.INTERRUPTED.value,
+                Billed.UNKNOWN.value,
+                price,
+                history.spec,
+                error="the process stopped with this request in flight (found at next start)",
+            )
         )
         pair = history.by_fingerprint[print_id]
         pair.in_flight_attempt = None
