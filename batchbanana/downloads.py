@@ -16,7 +16,13 @@ import aiohttp
 import anyio
 
 from batchbanana.errors import UserError
-from batchbanana.inputs import MAX_IMAGE_BYTES, MAX_REQUEST_BYTES, sniff_mime
+from batchbanana.inputs import (
+    MAX_IMAGE_BYTES,
+    base64_bytes,
+    body_size_problem,
+    request_body_bytes,
+    sniff_mime,
+)
 
 if TYPE_CHECKING:
     from batchbanana.job import WorkItem
@@ -142,17 +148,15 @@ def inline_downloads(
             names = ", ".join(f"'{item_id}'" for item_id in users.get(url, [])[:3])
             messages.append(f"item {names}: images: {problem}")
         for item in items:
-            body = len(item.prompt.encode("utf-8")) + 1024
-            for image in item.images:
-                if image.inline and image.reference in found:
-                    body += 4 * ((found[image.reference].size_bytes + 2) // 3)
-                else:
-                    body += image.encoded_size()
-            if body >= MAX_REQUEST_BYTES:
-                messages.append(
-                    f"item '{item.id}': images: the request would be {body / 1e6:.1f} MB after"
-                    " base64; it must stay under 100 MB"
-                )
+            sizes = (
+                base64_bytes(found[image.reference].size_bytes)
+                if image.inline and image.reference in found
+                else image.encoded_size()
+                for image in item.images
+            )
+            too_large = body_size_problem(request_body_bytes(item.prompt, sizes))
+            if too_large:
+                messages.append(f"item '{item.id}': images: {too_large}")
         if messages:
             raise UserError(messages)
         yield {url: (download.path, download.mime_type) for url, download in found.items()}

@@ -6,7 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from batchbanana.inputs import ImageInput, optimize_lossless
+from batchbanana.inputs import ImageInput, optimize_lossless, request_body_bytes
 from batchbanana.job import Job
 from batchbanana.ledger import scan_ledger
 from batchbanana.pricing import money
@@ -48,9 +48,8 @@ def describe_inputs(job: Job) -> list[str]:
     urls: set[str] = set()
     largest = 0
     for item in job.items:
-        body = len(item.prompt.encode("utf-8")) + 1024
+        body = request_body_bytes(item.prompt, (image.encoded_size() for image in item.images))
         for image in item.images:
-            body += image.encoded_size()
             if image.kind == "file":
                 files[image.reference] = image
             else:

@@ -9,6 +9,7 @@ import hashlib
 import stat
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -99,7 +100,24 @@ class ImageInput:
         """Bytes this image adds to a request body once base64-encoded."""
         if self.kind == "url":
             return len(self.reference) + 64  # an inlined URL is checked once downloaded
-        return 4 * (((self.size_bytes or 0) + 2) // 3)
+        return base64_bytes(self.size_bytes or 0)
+
+
+def base64_bytes(raw_bytes: int) -> int:
+    """How long `raw_bytes` bytes are once base64-encoded."""
+    return 4 * ((raw_bytes + 2) // 3)
+
+
+def request_body_bytes(prompt: str, encoded_sizes: Iterable[int]) -> int:
+    """About how big a request body is: the prompt, its images once encoded, the JSON around."""
+    return len(prompt.encode("utf-8")) + 1024 + sum(encoded_sizes)
+
+
+def body_size_problem(body_bytes: int) -> str | None:
+    """Why a request body of this size cannot be sent, or None when it can."""
+    if body_bytes < MAX_REQUEST_BYTES:
+        return None
+    return f"the request would be {body_bytes / 1e6:.1f} MB after base64; it must stay under 100 MB"
 
 
 class ImageProblem(Exception):

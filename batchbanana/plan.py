@@ -16,14 +16,15 @@ from batchbanana.errors import UserError
 from batchbanana.inputs import (
     ACCEPTED_MIME_TYPES,
     MAX_IMAGES_PER_REQUEST,
-    MAX_REQUEST_BYTES,
     ImageInput,
     ImageProblem,
+    body_size_problem,
     inspect_file,
     is_url,
     mime_from_url,
     normalise_mime,
     pillow_available,
+    request_body_bytes,
 )
 from batchbanana.items_file import RawItem, read_items_file
 from batchbanana.job import SIMULATE, Job, WorkItem, derived_id, fingerprint
@@ -174,16 +175,11 @@ def _resolve_images(
             f"{len(raw.item.images)} images; at most {MAX_IMAGES_PER_REQUEST} per request",
         )
         ok = False
-    body_estimate = (
-        len(raw.item.prompt.encode("utf-8")) + 1024 + sum(image.encoded_size() for image in images)
+    too_large = body_size_problem(
+        request_body_bytes(raw.item.prompt, (image.encoded_size() for image in images))
     )
-    if body_estimate >= MAX_REQUEST_BYTES:
-        checker.add_item(
-            raw,
-            "images",
-            f"the request would be {body_estimate / 1e6:.1f} MB after base64;"
-            " it must stay under 100 MB",
-        )
+    if too_large:
+        checker.add_item(raw, "images", too_large)
         ok = False
     return tuple(images), ok
 
