@@ -35,10 +35,8 @@ DOWNLOADS_AT_ONCE = 8
 class Download:
     """A URL image fetched for inlining: where its bytes are and what they are."""
 
-    url: str
     path: Path
     mime_type: str
-    sha256: str
     size_bytes: int
 
 
@@ -71,7 +69,7 @@ async def _fetch(session: aiohttp.ClientSession, url: str, folder: Path) -> Down
         path.write_bytes(data)
     except OSError as exc:
         raise DownloadProblem(f"{url}: could not be stored ({exc.strerror or exc})") from None
-    return Download(url, path, mime, digest, len(data))
+    return Download(path, mime, len(data))
 
 
 async def download_all(urls: Iterable[str], folder: Path) -> tuple[dict[str, Download], list[str]]:

@@ -117,13 +117,6 @@ class LedgerWriter:
                 os.close(self._fd)
                 self._fd = -1
 
-    def __enter__(self) -> LedgerWriter:
-        self.open()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
     def append(self, record: dict[str, Any]) -> None:
         """Write one record as one whole line (not yet fsynced)."""
         line = json.dumps(record, ensure_ascii=False, separators=(", ", ": "), default=str)
