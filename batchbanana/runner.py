@@ -159,6 +159,16 @@ def run_restoring_signals(function: Callable[..., Any], *args: Any) -> RunResult
     return result
 
 
+def _close_dangling(writer: LedgerWriter, state: LedgerState, stderr: TextIO) -> None:
+    """Record the requests a stopped run left in flight as interrupted, and say so."""
+    recovered = record_dangling(writer, state)
+    if recovered:
+        stderr.write(
+            f"batchbanana: {recovered} request(s) were in flight when the last run stopped;"
+            " recorded as interrupted (billed unknown)\n"
+        )
+
+
 def run_job(
     job: Job,
     settings: RunSettings,
@@ -179,12 +189,7 @@ def run_job(
             job.output_dir, job.ledger_path, decision.to_send
         ) as settings.downloads:
             writer.append_sync(job_record(job, settings, new_run_id()))
-            recovered = record_dangling(writer, state)
-            if recovered:
-                stderr.write(
-                    f"batchbanana: {recovered} request(s) were in flight when the last run"
-                    " stopped; recorded as interrupted (billed unknown)\n"
-                )
+            _close_dangling(writer, state, stderr)
             decision = decide(job.items, state)
             if decision.done:
                 stderr.write(
@@ -249,10 +254,12 @@ def retry_ledger(
             stderr.write("batchbanana: retry cancelled; nothing was sent\n")
             return EXIT_FAILED
         prepare_output_dir(job.output_dir)
+        remove_stale_temps(job.output_dir, {item.id for item in job.items})
+        remove_stale_downloads(job.output_dir, job.ledger_path)
         settings = RunSettings.for_job(job, api_key, show_progress, command="retry")
         with inline_downloads(job.output_dir, job.ledger_path, job.items) as settings.downloads:
             writer.append_sync(job_record(job, settings, new_run_id()))
-            record_dangling(writer, state)
+            _close_dangling(writer, state, stderr)
             started = time.monotonic()
             result = run_restoring_signals(
                 execute, job, job.items, writer, state, settings, stderr, scrub

@@ -355,3 +355,23 @@ def test_kill_9_while_images_are_being_saved_leaves_them_owed_not_lost(
     bill = simulator.bill()["billed_usd"]
     possibly = sum(r["price_usd"] for r in final)
     assert 0 <= bill <= possibly + 1e-9
+
+
+def test_retry_removes_the_temporary_files_a_killed_run_left_for_its_items(
+    cli: Cli, write_manifest: Writer, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    """`retry` cleans up like `run`: a killed run's temporaries of the items it retries go, and
+    another job's temporaries in the same folder stay."""
+    manifest = write_manifest(
+        [{"id": "r1", "prompt": "one [sim:refusex1]"}], endpoint=simulator.url
+    )
+    assert cli("run", str(manifest), "--no-progress").exit_code == 1
+    out = tmp_path / "out"
+    stale = out / ".r1~1-0badf00d.tmp"
+    foreign = out / ".other~1-0badf00d.tmp"
+    stale.write_bytes(b"half an image")
+    foreign.write_bytes(b"not ours")
+    result = cli("retry", str(out / "ledger.jsonl"), "--yes", "--no-progress")
+    assert result.exit_code == 0, result.stderr
+    assert not stale.exists() and foreign.exists()
+    assert (out / "r1.png").exists()
