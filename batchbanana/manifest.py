@@ -17,12 +17,13 @@ from pydantic import (
     model_validator,
 )
 
+from batchbanana.models import ALL_SIZES
+
 # The keys allowed inside each nested mapping, for "did you mean" hints (filled in below).
 NESTED_KEYS: dict[str, tuple[str, ...]] = {}
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 RATIO_PATTERN = re.compile(r"^\d{1,2}:\d{1,2}$")
-SIZES = ("512", "1K", "2K", "4K")
 
 
 def _coerce_image_size(value: Any) -> Any:
@@ -30,8 +31,9 @@ def _coerce_image_size(value: Any) -> Any:
         return value
     if isinstance(value, int) and value == 512:
         return "512"
-    if isinstance(value, str) and value.strip().upper() in SIZES and value.strip() not in SIZES:
-        raise ValueError(f"{value!r}: write {value.strip().upper()!r} (uppercase K)")
+    stripped = value.strip() if isinstance(value, str) else None
+    if stripped is not None and stripped.upper() in ALL_SIZES and stripped not in ALL_SIZES:
+        raise ValueError(f"{value!r}: write {stripped.upper()!r} (uppercase K)")
     return value
 
 

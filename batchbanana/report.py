@@ -21,17 +21,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from batchbanana.ledger import read_ledger
+from batchbanana.models import ALL_SIZES
+from batchbanana.outcomes import RETRYABLE, Outcome
 from batchbanana.pricing import money
 
 __all__ = ["Attempt", "Figures", "Item", "JobInfo", "LoadedReport", "load_report"]
 
 # The contract's outcomes in its own order; anything else a ledger holds sorts after them.
-OUTCOME_ORDER = (
-    "ok", "refused", "no_image", "bad_response", "timeout", "write_error", "rate_limited",
-    "unavailable", "connect_error", "http_error", "server_error", "interrupted", "over_budget",
-)  # fmt: skip
-FREE_RETRY_OUTCOMES = frozenset({"rate_limited", "unavailable", "connect_error"})
-SIZE_ORDER = {"512": 0, "1K": 1, "2K": 2, "4K": 3}
+OUTCOME_ORDER: tuple[str, ...] = tuple(Outcome)
+SIZE_ORDER = {size: rank for rank, size in enumerate(ALL_SIZES)}
 UNKNOWN = "unknown"
 HTML_FAILURES = 2000
 SHEET_PAGE = 500
@@ -338,9 +336,7 @@ def figures(attempts: Iterable[Attempt], items: Iterable[Item]) -> Figures:
         images=sum(max(1, len(a.outputs)) for a in ok),
         spent_usd=money(math.fsum(a.price_usd for a in results if a.billed == "yes")),
         possibly_spent_usd=money(math.fsum(a.price_usd for a in attempts if a.billed == "unknown")),
-        free_retries=sum(
-            1 for a in results if a.billed == "no" and a.outcome in FREE_RETRY_OUTCOMES
-        ),
+        free_retries=sum(1 for a in results if a.billed == "no" and a.outcome in RETRYABLE),
         failed_items=len(failed),
         retry_cost_usd=money(math.fsum(i.final.price_usd for i in failed)),
         latency_s=(
