@@ -45,8 +45,7 @@ class PriceRule:
             return self.per_request_usd
         if self.per_image_usd is not None:
             return self.per_image_usd
-        tokens = TYPICAL_IMAGE_TOKENS.get(image_size, 1120)
-        return round((self.per_million_tokens_usd or 0.0) * tokens / 1e6, 6)
+        return self._tokens_usd(_typical_tokens(image_size))
 
     def ceiling_usd(self, image_size: str, input_images: int = 0) -> float:
         """The most a request is expected to cost, reserved against a budget before sending.
@@ -60,11 +59,11 @@ class PriceRule:
         if self.per_image_usd is not None:
             return self.per_image_usd  # the request's own price; a second image is rare
         tokens = (
-            2 * TYPICAL_IMAGE_TOKENS.get(image_size, 1120)
+            2 * _typical_tokens(image_size)
             + INPUT_IMAGE_TOKENS * input_images
             + PROMPT_TOKENS_ALLOWANCE
         )
-        return round((self.per_million_tokens_usd or 0.0) * tokens / 1e6, 6)
+        return self._tokens_usd(tokens)
 
     def actual_usd(
         self, image_size: str, usage: Mapping[str, Any] | None, images: int = 1
@@ -78,7 +77,14 @@ class PriceRule:
         total = usage.get("totalTokenCount", usage.get("total_token_count"))
         if not isinstance(total, int | float) or isinstance(total, bool) or total < 0:
             return self.estimate_usd(image_size)
-        return round((self.per_million_tokens_usd or 0.0) * float(total) / 1e6, 6)
+        return self._tokens_usd(float(total))
+
+    def _tokens_usd(self, tokens: float) -> float:
+        return round((self.per_million_tokens_usd or 0.0) * tokens / 1e6, 6)
+
+
+def _typical_tokens(image_size: str) -> int:
+    return TYPICAL_IMAGE_TOKENS.get(image_size, TYPICAL_IMAGE_TOKENS["1K"])
 
 
 def book_rule(book: str, model: str, image_size: str) -> PriceRule | None:
