@@ -16,6 +16,8 @@ from batchbanana.manifest import RetrySettings, Timeouts
 from batchbanana.pricing import PriceRule
 
 SIMULATE = "simulate"  # the endpoint that means the built-in simulator
+DEFAULT_IMAGE_SIZE = "1K"
+DEFAULT_MODALITIES = ("TEXT", "IMAGE")
 
 
 @dataclass(frozen=True, slots=True)

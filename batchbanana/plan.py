@@ -27,14 +27,21 @@ from batchbanana.inputs import (
     request_body_bytes,
 )
 from batchbanana.items_file import RawItem, read_items_file
-from batchbanana.job import SIMULATE, Job, WorkItem, derived_id, fingerprint
+from batchbanana.job import (
+    DEFAULT_IMAGE_SIZE,
+    DEFAULT_MODALITIES,
+    SIMULATE,
+    Job,
+    WorkItem,
+    derived_id,
+    fingerprint,
+)
 from batchbanana.manifest import ImageEntry, Manifest
 from batchbanana.manifest_load import LoadedManifest, Problem, item_label, load_manifest
 from batchbanana.models import check_generation, rules_for
 from batchbanana.pricing import PriceRule, price_rule
 
 DEFAULT_MODEL = "gemini-3-pro-image-preview"
-DEFAULT_MODALITIES = ("TEXT", "IMAGE")
 
 
 def check_endpoint(endpoint: str, allow_insecure_http: bool) -> str | None:
@@ -235,7 +242,7 @@ def build_job(
     for raw in raw_items:
         item = raw.item
         model = item.model or manifest.model or DEFAULT_MODEL
-        image_size = item.image_size or manifest.image_size or "1K"
+        image_size = item.image_size or manifest.image_size or DEFAULT_IMAGE_SIZE
         aspect_ratio = item.aspect_ratio if item.aspect_ratio is not None else manifest.aspect_ratio
         system_prompt = (
             item.system_prompt if item.system_prompt is not None else manifest.system_prompt

@@ -14,9 +14,9 @@ from pydantic import ValidationError
 
 from batchbanana.errors import UserError
 from batchbanana.inputs import ImageInput, ImageProblem, inspect_file
-from batchbanana.job import Job, WorkItem, rule_from_json
+from batchbanana.job import DEFAULT_IMAGE_SIZE, DEFAULT_MODALITIES, Job, WorkItem, rule_from_json
 from batchbanana.ledger import LedgerState
-from batchbanana.manifest import RetrySettings, Timeouts
+from batchbanana.manifest import Manifest, RetrySettings, Timeouts
 from batchbanana.outcomes import Outcome
 from batchbanana.pricing import PriceRule, price_rule
 
@@ -93,11 +93,11 @@ def failed_items(
         if not isinstance(spec, dict) or not isinstance(spec.get("prompt"), str):
             raise UserError(f"item '{item_id}': the ledger has no usable spec to send it again")
         model = str(spec.get("model"))
-        image_size = str(spec.get("image_size") or "1K")
+        image_size = str(spec.get("image_size") or DEFAULT_IMAGE_SIZE)
         rule = price_rule(book, pricing, model, image_size)
         if rule is None:
             raise UserError(f"item '{item_id}': no price known for {model} at {image_size}")
-        modalities = spec.get("response_modalities") or ["TEXT", "IMAGE"]
+        modalities = spec.get("response_modalities") or DEFAULT_MODALITIES
         item = WorkItem(
             id=item_id,
             prompt=spec["prompt"],
@@ -131,22 +131,24 @@ def job_from_ledger(
         name=str(latest.get("job") or ledger_path.parent.name),
         manifest_path=Path(str(latest.get("manifest") or ledger_path)),
         manifest_sha256=str(latest.get("manifest_sha256") or ""),
-        endpoint=endpoint or str(settings.get("endpoint") or "https://api.apiyi.com"),
-        auth=str(settings.get("auth") or "bearer"),
-        api_key_env=str(settings.get("api_key_env") or "BATCHBANANA_API_KEY"),
-        concurrency=concurrency or int(settings.get("concurrency") or 8),
+        endpoint=endpoint or str(settings.get("endpoint") or _default("endpoint")),
+        auth=str(settings.get("auth") or _default("auth")),
+        api_key_env=str(settings.get("api_key_env") or _default("api_key_env")),
+        concurrency=concurrency or int(settings.get("concurrency") or _default("concurrency")),
         budget_usd=budget_usd if budget_usd is not None else settings.get("budget_usd"),
         output_dir=Path(str(output_dir)) if output_dir else ledger_path.parent,
         ledger_path=ledger_path.resolve(),
         timeouts=_model(Timeouts, settings.get("timeouts"), Timeouts()),
         retry=_model(RetrySettings, settings.get("retry"), RetrySettings()),
-        adaptive=bool(settings.get("adaptive", True)),
+        adaptive=bool(settings.get("adaptive", _default("adaptive"))),
         rate_limit_rpm=settings.get("rate_limit_rpm"),
         price_book=book,
         pricing=pricing,
         items=tuple(items),
-        allow_insecure_http=bool(settings.get("allow_insecure_http", False)),
-        optimize_inputs=str(settings.get("optimize_inputs") or "none"),
+        allow_insecure_http=bool(
+            settings.get("allow_insecure_http", _default("allow_insecure_http"))
+        ),
+        optimize_inputs=str(settings.get("optimize_inputs") or _default("optimize_inputs")),
     )
 
 
@@ -158,4 +160,9 @@ def ledger_pricing(state: LedgerState, ledger_path: Path) -> tuple[dict[str, Pri
         for model, data in (settings.get("pricing") or {}).items()
         if (rule := rule_from_json(data)) is not None
     }
-    return pricing, str(settings.get("price_book") or "apiyi")
+    return pricing, str(settings.get("price_book") or _default("price_book"))
+
+
+def _default(field: str) -> Any:
+    """What a manifest that leaves `field` out gets (for a `job` line that lacks it)."""
+    return Manifest.model_fields[field].default
