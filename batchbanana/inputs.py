@@ -21,15 +21,18 @@ MAX_IMAGE_BYTES = 7_000_000  # per image, raw (MB = 10^6 bytes)
 MAX_IMAGES_PER_REQUEST = 14
 MAX_REQUEST_BYTES = 100_000_000  # the whole JSON body, after base64
 
-ACCEPTED_MIME_TYPES = ("image/png", "image/jpeg", "image/webp", "image/heic", "image/heif")
+# The image types the API takes and answers with, and the file extension each is saved under.
+IMAGE_EXTENSIONS = {
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "image/webp": "webp",
+    "image/heic": "heic",
+    "image/heif": "heif",
+}
+ACCEPTED_MIME_TYPES = tuple(IMAGE_EXTENSIONS)
 
-_EXTENSION_MIME = {
-    ".png": "image/png",
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".webp": "image/webp",
-    ".heic": "image/heic",
-    ".heif": "image/heif",
+_EXTENSION_MIME = {f".{ext}": mime for mime, ext in IMAGE_EXTENSIONS.items()} | {
+    ".jpeg": "image/jpeg"
 }
 
 _HEIC_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis"}

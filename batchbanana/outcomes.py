@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from batchbanana.inputs import normalise_mime, sniff_mime
+from batchbanana.inputs import IMAGE_EXTENSIONS, normalise_mime, sniff_mime
 from batchbanana.wire import REFUSAL_REASONS, Answer, ErrorInfo
 
 
@@ -60,14 +60,6 @@ RETRYABLE = frozenset({Outcome.RATE_LIMITED, Outcome.UNAVAILABLE, Outcome.CONNEC
 KEY_REFUSED_REASONS = frozenset(
     {"API_KEY_INVALID", "API_KEY_SERVICE_BLOCKED", "SERVICE_DISABLED", "CONSUMER_SUSPENDED"}
 )
-
-IMAGE_EXTENSIONS = {
-    "image/png": "png",
-    "image/jpeg": "jpg",
-    "image/webp": "webp",
-    "image/heic": "heic",
-    "image/heif": "heif",
-}
 
 
 def billed(outcome: Outcome) -> Billed:

@@ -15,7 +15,7 @@ import anyio
 import anyio.to_thread
 
 from batchbanana.errors import UserError
-from batchbanana.outcomes import IMAGE_EXTENSIONS
+from batchbanana.inputs import IMAGE_EXTENSIONS
 from batchbanana.wire import AnswerImage
 
 TEMP_SUFFIX = ".tmp"
