@@ -7,6 +7,7 @@ waiting for durability is served by the next fsync that starts after its line wa
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import math
@@ -122,9 +123,16 @@ class LedgerWriter:
         line = json.dumps(record, ensure_ascii=False, separators=(", ", ": "), default=str)
         data = (self._scrub(line) + "\n").encode("utf-8")
         view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError:
+            partial = len(data) - len(view)
+            if partial:  # a torn line would swallow the next one written: take it back
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, os.fstat(self._fd).st_size - partial)
+            raise
         self._written += 1
 
     def append_sync(self, record: dict[str, Any]) -> None:

@@ -350,3 +350,37 @@ def test_an_answer_whose_second_image_cannot_be_written_names_the_file_that_was(
     assert "1 of 2 images saved" in line["error"] and "No space left" in line["error"]
     assert (out / "pair.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in out.iterdir()) == ["ledger.jsonl", "pair.png"]
+
+
+def test_a_line_cut_short_by_a_full_disk_is_taken_back_so_the_next_line_is_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills up in the middle of a line: the write fails, the torn part is removed, and
+    the next line (once there is room) is read back whole, not glued to the torn one."""
+    import errno
+    import os
+
+    from batchbanana import ledger as ledger_module
+    from batchbanana.ledger import LedgerWriter, read_ledger
+
+    writer = LedgerWriter(tmp_path / "ledger.jsonl")
+    writer.open()
+    writer.append({"event": "job", "run_id": "r"})
+    real_write = os.write
+    calls = []
+
+    def disk_fills(fd: int, data: memoryview) -> int:
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(fd, bytes(data[:10]))  # part of the line goes out
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ledger_module.os, "write", disk_fills)
+    with pytest.raises(OSError):
+        writer.append({"event": "result", "item": "lost", "attempt": 1, "fingerprint": "f"})
+    monkeypatch.setattr(ledger_module.os, "write", real_write)
+    writer.append({"event": "result", "item": "kept", "attempt": 1, "fingerprint": "f"})
+    writer.close()
+    read = read_ledger(tmp_path / "ledger.jsonl")
+    assert read.warnings == []
+    assert [r.get("item") for r in read.records] == [None, "kept"]
