@@ -18,12 +18,12 @@ from typing import Any, TypeVar
 import click
 
 from batchbanana import __version__
-from batchbanana.attempts import RunSettings
 from batchbanana.errors import UserError
-from batchbanana.manifest import json_schema
-from batchbanana.plan import load_job
-from batchbanana.pricing import PRICE_BOOKS
-from batchbanana.runner import EXIT_INTERRUPTED, EXIT_USAGE, resolve_api_key, run_job
+from batchbanana.plan.build import load_job
+from batchbanana.plan.manifest import json_schema
+from batchbanana.rules.pricing import PRICE_BOOKS
+from batchbanana.run.attempts import RunSettings
+from batchbanana.run.runner import EXIT_INTERRUPTED, EXIT_USAGE, resolve_api_key, run_job
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -114,7 +114,7 @@ def plan(manifest: Path) -> None:
     Example:
       batchbanana plan jobs/demo.yaml
     """
-    from batchbanana.estimate import render_plan
+    from batchbanana.report.estimate import render_plan
 
     job = load_job(manifest)
     click.echo(render_plan(job), nl=False)
@@ -264,8 +264,8 @@ def report(ledgers: tuple[Path, ...], output_format: str, output: Path | None) -
       batchbanana report out/demo/ledger.jsonl --format json | jq .spent_usd
       batchbanana report night1.jsonl night2.jsonl --format html --output report.html
     """
-    from batchbanana.report import load_report
-    from batchbanana.report_text import render
+    from batchbanana.report.aggregate import load_report
+    from batchbanana.report.render import render
 
     for path in ledgers:
         if not path.is_file():
@@ -317,8 +317,8 @@ def retry(
       batchbanana retry out/night/ledger.jsonl --only timeout,server_error
       batchbanana retry out/night/ledger.jsonl --yes --budget 10
     """
-    from batchbanana.rebuild import parse_only
-    from batchbanana.runner import retry_ledger
+    from batchbanana.ledger.rebuild import parse_only
+    from batchbanana.run.runner import retry_ledger
 
     outcomes = parse_only(only)
 

@@ -205,7 +205,7 @@ def startup_figures() -> list[str]:
 
 def write_done_ledger(manifest: Path, ledger: Path) -> None:
     """A ledger in which every item of the manifest is already ok."""
-    from batchbanana.plan import load_job
+    from batchbanana.plan.build import load_job
 
     job = load_job(manifest)
     ledger.parent.mkdir(parents=True, exist_ok=True)

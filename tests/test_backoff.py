@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from batchbanana.backoff import backoff_delay_s
+from batchbanana.rules.backoff import backoff_delay_s
 
 SAMPLES = 400
 

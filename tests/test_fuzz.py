@@ -23,14 +23,14 @@ import yaml
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-import batchbanana.manifest_load as manifest_module
+import batchbanana.plan.load as manifest_module
 from batchbanana.errors import UserError
-from batchbanana.job import Job
-from batchbanana.ledger import LedgerState, read_ledger, replay
-from batchbanana.outcomes import Outcome, Verdict, classify_answer, classify_error
-from batchbanana.plan import load_job
-from batchbanana.responses import AnswerStream
-from batchbanana.wire import Answer, BadResponse, ErrorInfo, parse_answer, parse_error
+from batchbanana.ledger.replay import LedgerState, read_ledger, replay
+from batchbanana.plan.build import load_job
+from batchbanana.plan.job import Job
+from batchbanana.rules.outcomes import Outcome, Verdict, classify_answer, classify_error
+from batchbanana.rules.wire import Answer, BadResponse, ErrorInfo, parse_answer, parse_error
+from batchbanana.run.answers import AnswerStream
 from tests.conftest import png_bytes
 
 FUZZ = settings(max_examples=200, deadline=None)

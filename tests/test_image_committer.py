@@ -10,8 +10,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from batchbanana.outputs import ImageCommitter, temp_path
-from batchbanana.wire import AnswerImage
+from batchbanana.rules.wire import AnswerImage
+from batchbanana.run.outputs import ImageCommitter, temp_path
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
 
@@ -92,7 +92,7 @@ async def _nothing(committer: ImageCommitter) -> None:
 async def test_a_backlog_of_large_images_is_saved_by_several_lanes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import batchbanana.outputs as outputs
+    import batchbanana.run.outputs as outputs
 
     monkeypatch.setattr(outputs, "BATCH_BYTES", 100)  # every image counts as large
     real_batch = outputs._commit_batch

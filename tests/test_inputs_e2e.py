@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from batchbanana.inputs import EncodedImageCache, inspect_file
+from batchbanana.plan.inputs import EncodedImageCache, inspect_file
 from batchbanana.simulator import RunningSimulator
 from tests.conftest import CliResult, png_bytes, png_size, read_jsonl, results
 
@@ -195,7 +195,7 @@ def test_optimize_inputs_lossless_sends_a_smaller_identical_image(
     assert spec["images"][0]["sha256"] == inspect_file(tmp_path / "big.png").sha256
     import io
 
-    from batchbanana.inputs import optimize_lossless
+    from batchbanana.plan.inputs import optimize_lossless
 
     smaller = optimize_lossless(original, "image/png")
     assert len(smaller) < len(original)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from batchbanana.errors import UserError
-from batchbanana.job import Job
-from batchbanana.plan import load_job
+from batchbanana.plan.build import load_job
+from batchbanana.plan.job import Job
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:

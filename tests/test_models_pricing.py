@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from batchbanana.errors import UserError
-from batchbanana.models import check_generation, rules_for
-from batchbanana.plan import load_job
-from batchbanana.pricing import PriceRule, book_rule, price_rule
-from batchbanana.wire import build_request
+from batchbanana.plan.build import load_job
+from batchbanana.rules.models import check_generation, rules_for
+from batchbanana.rules.pricing import PriceRule, book_rule, price_rule
+from batchbanana.rules.wire import build_request
 
 PRO = ("gemini-3-pro-image-preview", "gemini-3-pro-image")
 FLASH_31 = ("gemini-3.1-flash-image-preview", "gemini-3.1-flash-image")

@@ -294,9 +294,9 @@ def test_a_paid_image_is_saved_even_when_a_task_beside_the_pool_fails(
     import anyio
     import anyio.to_thread
 
-    from batchbanana.ledger import LedgerWriter
-    from batchbanana.outputs import ImageCommitter, Saved
-    from batchbanana.wire import AnswerImage
+    from batchbanana.ledger.writer import LedgerWriter
+    from batchbanana.rules.wire import AnswerImage
+    from batchbanana.run.outputs import ImageCommitter, Saved
 
     answered = threading.Event()
     real_commit = ImageCommitter.commit
@@ -329,7 +329,7 @@ def test_an_answer_whose_second_image_cannot_be_written_names_the_file_that_was(
 ) -> None:
     """Two images, the second cannot be written: a billed write_error whose line names the first
     image, which stays (paid for and complete), and no temporary file is left."""
-    from batchbanana import outputs
+    from batchbanana.run import outputs
 
     real_write = outputs.write_image
 
@@ -360,8 +360,9 @@ def test_a_line_cut_short_by_a_full_disk_is_taken_back_so_the_next_line_is_whole
     import errno
     import os
 
-    from batchbanana import ledger as ledger_module
-    from batchbanana.ledger import LedgerWriter, read_ledger
+    from batchbanana.ledger import writer as ledger_module
+    from batchbanana.ledger.replay import read_ledger
+    from batchbanana.ledger.writer import LedgerWriter
 
     writer = LedgerWriter(tmp_path / "ledger.jsonl")
     writer.open()

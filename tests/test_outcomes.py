@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from batchbanana.outcomes import (
+from batchbanana.rules.outcomes import (
     Billed,
     Outcome,
     billed,
@@ -13,7 +13,7 @@ from batchbanana.outcomes import (
     classify_error,
     is_retryable,
 )
-from batchbanana.wire import Answer, AnswerImage, ErrorInfo, parse_error
+from batchbanana.rules.wire import Answer, AnswerImage, ErrorInfo, parse_error
 from tests.conftest import png_bytes
 
 PNG = png_bytes(2, 2)

@@ -9,7 +9,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from batchbanana.pool import AdaptiveTarget, WorkPool
+from batchbanana.run.pool import AdaptiveTarget, WorkPool
 
 
 class Spy:

@@ -16,8 +16,8 @@ from urllib.parse import unquote
 
 import pytest
 
-from batchbanana.report import load_report
-from batchbanana.report_text import render
+from batchbanana.report.aggregate import load_report
+from batchbanana.report.render import render
 from batchbanana.simulator import RunningSimulator
 from tests.conftest import FAKE_KEY, CliResult, png_bytes, read_jsonl
 

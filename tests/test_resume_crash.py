@@ -316,7 +316,7 @@ def test_kill_9_while_images_are_being_saved_leaves_them_owed_not_lost(
     (hooks / "sitecustomize.py").write_text(
         "import time\n"
         "from pathlib import Path\n"
-        "import batchbanana.outputs as outputs\n"
+        "import batchbanana.run.outputs as outputs\n"
         "real = outputs._commit_batch\n"
         "def slow(output_dir, batch):\n"
         f"    Path({str(marker)!r}).write_text(str(len(batch)))\n"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from batchbanana.wire import (
+from batchbanana.rules.wire import (
     BadResponse,
     auth_headers,
     build_request,

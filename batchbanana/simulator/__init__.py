@@ -8,7 +8,7 @@ config -> rules -> directives -> images -> requests -> answers -> server: each m
 those before it.
 """
 
-from batchbanana.simulator.config import SimulatorConfig
+from batchbanana.simulator.config import SimulatorConfig, describe_price_book
 from batchbanana.simulator.directives import (
     Directive,
     DirectiveError,
@@ -25,7 +25,7 @@ from batchbanana.simulator.images import (
     png_size,
 )
 from batchbanana.simulator.requests import sniff_mime
-from batchbanana.simulator.rules import book_price, describe_price_book
+from batchbanana.simulator.rules import book_price
 from batchbanana.simulator.server import (
     RunningSimulator,
     create_app,

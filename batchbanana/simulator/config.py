@@ -45,3 +45,15 @@ class SimulatorConfig:
             raise ValueError(f"unknown price book {self.price_book!r}; use {books}")
         if self.latency_s < 0 or self.slow_s < 0:
             raise ValueError("latency_s and slow_s must not be negative")
+
+
+def describe_price_book(config: SimulatorConfig) -> str:
+    """One line naming the prices the simulator bills at, for `serve`'s banner."""
+    if config.price_usd is not None:
+        return "custom (price_usd callable)"
+    unit = "per request" if config.price_book == "apiyi" else "per image"
+    families = []
+    for family, prices in _PRICE_BOOKS[config.price_book].items():
+        listed = ", ".join(f"${p}" if s == "*" else f"{s} ${p}" for s, p in prices.items())
+        families.append(f"{family} {listed}")
+    return f"{config.price_book} ({unit}: {'; '.join(families)})"

@@ -6,11 +6,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # config imports the price books from here
-    from batchbanana.simulator.config import SimulatorConfig
-
 
 _TEN_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
 
@@ -63,15 +58,3 @@ def book_price(book: str, model: str, image_size: str) -> Decimal:
     """The price of one billed request in a book (image_size is "1K" when the request had none)."""
     prices = _PRICE_BOOKS[book][_MODELS[model].family]
     return Decimal(prices.get(image_size, prices.get("*", "0")))
-
-
-def describe_price_book(config: SimulatorConfig) -> str:
-    """One line naming the prices the simulator bills at, for `serve`'s banner."""
-    if config.price_usd is not None:
-        return "custom (price_usd callable)"
-    unit = "per request" if config.price_book == "apiyi" else "per image"
-    families = []
-    for family, prices in _PRICE_BOOKS[config.price_book].items():
-        listed = ", ".join(f"${p}" if s == "*" else f"{s} ${p}" for s, p in prices.items())
-        families.append(f"{family} {listed}")
-    return f"{config.price_book} ({unit}: {'; '.join(families)})"

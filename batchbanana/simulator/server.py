@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from batchbanana.simulator.answers import _Answer, _error_json, _fault_answer, _success_answer
-from batchbanana.simulator.config import SimulatorConfig
+from batchbanana.simulator.config import SimulatorConfig, describe_price_book
 from batchbanana.simulator.directives import (
     _BILLED_FAULTS,
     DirectiveError,
@@ -29,7 +29,7 @@ from batchbanana.simulator.directives import (
 )
 from batchbanana.simulator.images import _ImageCache
 from batchbanana.simulator.requests import _ApiError, _bad, _read_request
-from batchbanana.simulator.rules import _MAX_BODY_BYTES, _MODELS, book_price, describe_price_book
+from batchbanana.simulator.rules import _MAX_BODY_BYTES, _MODELS, book_price
 
 
 class _State:

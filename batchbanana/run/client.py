@@ -17,9 +17,8 @@ from typing import Any
 import aiohttp
 
 from batchbanana.errors import describe_error, make_scrubber
-from batchbanana.outcomes import Outcome, Verdict, classify_answer, classify_error
-from batchbanana.responses import AnswerStream, SinkError
-from batchbanana.wire import (
+from batchbanana.rules.outcomes import Outcome, Verdict, classify_answer, classify_error
+from batchbanana.rules.wire import (
     Answer,
     AnswerImage,
     BadResponse,
@@ -29,6 +28,7 @@ from batchbanana.wire import (
     parse_retry_after,
     request_url,
 )
+from batchbanana.run.answers import AnswerStream, SinkError
 
 ERROR_BODY_LIMIT = 256 * 1024  # bytes of an error answer worth reading
 

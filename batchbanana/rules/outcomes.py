@@ -8,8 +8,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from batchbanana.inputs import IMAGE_EXTENSIONS, normalise_mime, sniff_mime
-from batchbanana.wire import REFUSAL_REASONS, Answer, ErrorInfo
+from batchbanana.rules.media import IMAGE_EXTENSIONS, normalise_mime, sniff_mime
+from batchbanana.rules.wire import REFUSAL_REASONS, Answer, ErrorInfo
 
 
 class Outcome(enum.StrEnum):

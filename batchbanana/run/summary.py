@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from batchbanana.attempts import RunResult
-from batchbanana.job import Job
-from batchbanana.outcomes import Billed, Outcome, billed
-from batchbanana.resume import Decision
+from batchbanana.ledger.owed import Decision
+from batchbanana.plan.job import Job
+from batchbanana.rules.outcomes import Billed, Outcome, billed
+from batchbanana.run.attempts import RunResult
 
 # Failed outcomes that were, or may have been, billed: only `retry` pays for them again.
 PAID_FAILURES = frozenset(

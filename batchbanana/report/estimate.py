@@ -6,11 +6,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from batchbanana.inputs import ImageInput, optimize_lossless, request_body_bytes
-from batchbanana.job import Job
-from batchbanana.ledger import scan_ledger
-from batchbanana.pricing import money
-from batchbanana.resume import decide
+from batchbanana.ledger.owed import decide
+from batchbanana.ledger.replay import scan_ledger
+from batchbanana.plan.inputs import ImageInput, optimize_lossless
+from batchbanana.plan.job import Job
+from batchbanana.rules.media import request_body_bytes
+from batchbanana.rules.pricing import money
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,21 +13,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from batchbanana.errors import UserError
-from batchbanana.inputs import (
-    ACCEPTED_MIME_TYPES,
-    MAX_IMAGES_PER_REQUEST,
-    ImageInput,
-    ImageProblem,
-    body_size_problem,
-    inspect_file,
-    is_url,
-    mime_from_url,
-    normalise_mime,
-    pillow_available,
-    request_body_bytes,
-)
-from batchbanana.items_file import RawItem, read_items_file
-from batchbanana.job import (
+from batchbanana.plan.inputs import ImageInput, ImageProblem, inspect_file, pillow_available
+from batchbanana.plan.items_file import RawItem, read_items_file
+from batchbanana.plan.job import (
     DEFAULT_IMAGE_SIZE,
     DEFAULT_MODALITIES,
     SIMULATE,
@@ -36,10 +24,19 @@ from batchbanana.job import (
     derived_id,
     fingerprint,
 )
-from batchbanana.manifest import ImageEntry, Manifest
-from batchbanana.manifest_load import LoadedManifest, Problem, item_label, load_manifest
-from batchbanana.models import check_generation, rules_for
-from batchbanana.pricing import PriceRule, price_rule
+from batchbanana.plan.load import LoadedManifest, Problem, item_label, load_manifest
+from batchbanana.plan.manifest import ImageEntry, Manifest
+from batchbanana.rules.media import (
+    ACCEPTED_MIME_TYPES,
+    MAX_IMAGES_PER_REQUEST,
+    body_size_problem,
+    is_url,
+    mime_from_url,
+    normalise_mime,
+    request_body_bytes,
+)
+from batchbanana.rules.models import check_generation, rules_for
+from batchbanana.rules.pricing import PriceRule, price_rule
 
 DEFAULT_MODEL = "gemini-3-pro-image-preview"
 

@@ -1,20 +1,17 @@
-"""The report as text: a table for people, JSON and CSV for tools (the page is report_html.py).
+"""The report as text: a table for people, JSON and CSV for tools (the page is html.py).
 
-Everything shown comes from report.py's figures, which come only from the ledgers' own lines.
+Everything shown comes from aggregate.py's figures, which come only from the ledgers' own lines.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from collections import Counter, defaultdict
-from pathlib import Path
 from typing import Any
 
-from batchbanana.pricing import money
-from batchbanana.report import (
+from batchbanana.report.aggregate import (
     Figures,
     Item,
     LoadedReport,
@@ -23,24 +20,10 @@ from batchbanana.report import (
     figures,
     outcome_rank,
 )
+from batchbanana.report.format import count_text, item_label, one_line, seconds_text, usd
+from batchbanana.rules.pricing import money
 
-FORMATS = ("table", "json", "csv", "html")
 TABLE_FAILURES = 20
-
-
-def render(loaded: LoadedReport, output_format: str, output_path: Path | None) -> str:
-    """The whole report as text in one of FORMATS (html links images relative to output_path)."""
-    if output_format == "json":
-        return json.dumps(as_json(loaded), indent=2, ensure_ascii=False) + "\n"
-    if output_format == "csv":
-        return _csv(loaded)
-    if output_format == "html":
-        from batchbanana.report_html import render_html
-
-        return render_html(loaded, output_path)
-    if output_format == "table":
-        return _table(loaded)
-    raise ValueError(f"unknown report format {output_format!r}; choose one of {FORMATS}")
 
 
 def _row_json(figs: Figures) -> dict[str, Any]:
@@ -116,7 +99,7 @@ CSV_COLUMNS = (
 )  # fmt: skip
 
 
-def _csv(loaded: LoadedReport) -> str:
+def as_csv(loaded: LoadedReport) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
@@ -128,49 +111,23 @@ def _csv(loaded: LoadedReport) -> str:
     return buffer.getvalue()
 
 
-def usd(amount: float | None) -> str:
-    """Dollars with at least cents and up to six decimals, never hiding a tenth of a cent."""
-    if amount is None:
-        return "-"
-    text = f"{amount:,.6f}".rstrip("0")
-    whole, _, fraction = text.partition(".")
-    return f"${whole}.{fraction.ljust(2, '0')}"
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}" + ("" if number == 1 else "s")
-
-
-def seconds_text(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f} s"
-
-
-def one_line(text: str | None, limit: int) -> str:
-    flat = " ".join((text or "").split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-def item_label(item: Item, several_jobs: bool) -> str:
-    return f"{item.job or '?'}/{item.id}" if several_jobs and item.job else item.id
-
-
 def _retry_lines(loaded: LoadedReport, failed: list[Item]) -> list[str]:
     per_ledger: dict[int, list[Item]] = defaultdict(list)
     for item in failed:
         per_ledger[item.final.ledger].append(item)
     return [
-        f"  batchbanana retry {loaded.ledgers[index]}   # {_count(len(group), 'item')}, about "
+        f"  batchbanana retry {loaded.ledgers[index]}   # {count_text(len(group), 'item')}, about "
         + usd(money(math.fsum(i.final.price_usd for i in group)))
         for index, group in sorted(per_ledger.items())
     ]
 
 
-def _table(loaded: LoadedReport) -> str:
+def as_table(loaded: LoadedReport) -> str:
     total = figures(loaded.attempts, loaded.items)
     several_jobs = len({item.final.group for item in loaded.items}) > 1
     out = [
-        f"batchbanana report: {_count(len(loaded.ledgers), 'ledger')},"
-        f" {_count(total.items, 'item')}"
+        f"batchbanana report: {count_text(len(loaded.ledgers), 'ledger')},"
+        f" {count_text(total.items, 'item')}"
     ]
     for job in loaded.jobs:
         out.append(f"  {job.ledger}" + (f"  (job '{job.name}')" if job.name else ""))
@@ -188,7 +145,7 @@ def _table(loaded: LoadedReport) -> str:
         "  (billed unknown, or in flight when stopped)",
         f"Retried at no charge:      {total.free_retries}",
         f"Cost per delivered image:  {usd(total.cost_per_image_usd)}"
-        f"  ({_count(total.images, 'image')} delivered)",
+        f"  ({count_text(total.images, 'image')} delivered)",
         f"Latency of ok attempts:    p50 {seconds_text(p50)}  p90 {seconds_text(p90)}"
         f"  p99 {seconds_text(p99)}  (n={total.latency_count})",
         "",

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pybase64
 
-from batchbanana.outputs import temp_path
-from batchbanana.wire import (
+from batchbanana.rules.wire import (
     URLSAFE_TO_STANDARD,
     Answer,
     AnswerImage,
@@ -25,6 +24,7 @@ from batchbanana.wire import (
     decode_base64,
     load_json,
 )
+from batchbanana.run.outputs import temp_path
 
 # The key of an image's data, at the point its string value opens. Inside a JSON string a quote
 # is escaped (\"), so `{` or `,` then `"data"` cannot be text that merely mentions it.

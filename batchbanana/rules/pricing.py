@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from batchbanana.models import canonical_model
+from batchbanana.rules.models import canonical_model
 
 # API易 bills a fixed price per request, whatever the size.
 APIYI_BOOK: dict[str, float] = {

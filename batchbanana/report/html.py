@@ -15,8 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
-from batchbanana.pricing import money
-from batchbanana.report import (
+from batchbanana.report.aggregate import (
     EPOCH,
     HTML_FAILURES,
     SHEET_PAGE,
@@ -28,7 +27,8 @@ from batchbanana.report import (
     figures,
     outcome_rank,
 )
-from batchbanana.report_text import item_label, one_line, seconds_text, usd
+from batchbanana.report.format import item_label, one_line, seconds_text, usd
+from batchbanana.rules.pricing import money
 
 _COLORS = {
     "ok": "#2e7d32", "refused": "#c62828", "no_image": "#ef6c00", "bad_response": "#ad1457",

@@ -1,6 +1,6 @@
 """What a job is once planned: its settings (Job) and its work items (WorkItem), each with the
-fingerprint of its meaning and the price rule that bills it. plan.py builds them from a manifest;
-rebuild.py from a ledger.
+fingerprint of its meaning and the price rule that bills it. build.py builds them from a manifest;
+ledger/rebuild.py from a ledger.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batchbanana.inputs import ImageInput
-from batchbanana.manifest import RetrySettings, Timeouts
-from batchbanana.pricing import PriceRule
+from batchbanana.plan.inputs import ImageInput
+from batchbanana.plan.manifest import RetrySettings, Timeouts
+from batchbanana.rules.pricing import PriceRule
 
 SIMULATE = "simulate"  # the endpoint that means the built-in simulator
 DEFAULT_IMAGE_SIZE = "1K"

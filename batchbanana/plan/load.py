@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from batchbanana.manifest import ITEM_KEYS, NESTED_KEYS, TOP_LEVEL_KEYS, Item, Manifest
+from batchbanana.plan.manifest import ITEM_KEYS, NESTED_KEYS, TOP_LEVEL_KEYS, Item, Manifest
 
 Loc = tuple[str | int, ...]
 

@@ -1,53 +1,18 @@
-"""What the ledger says is still owed, and putting a stopped run's ledger in order.
-
-`run` sends only items never attempted or whose latest outcome was not billed; a `sent` line
-without its result (a crash) is closed as `interrupted`; files this job never made are protected.
-"""
+"""Putting a stopped run's ledger in order before a run: lock and replay it, close a `sent` line
+without its result (a crash) as `interrupted`, and protect files this job never made."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 from batchbanana.errors import UserError
-from batchbanana.job import Job, WorkItem
-from batchbanana.ledger import LedgerState, LedgerWriter, result_record, scan_ledger
-from batchbanana.outcomes import Billed, Outcome
-from batchbanana.outputs import existing_outputs
-
-
-@dataclass(slots=True)
-class Decision:
-    """What the ledger says about the job's items before a run."""
-
-    to_send: list[WorkItem] = field(default_factory=list)
-    done: list[WorkItem] = field(default_factory=list)
-    left_for_retry: list[tuple[WorkItem, str]] = field(default_factory=list)  # (item, outcome)
-
-
-def decide(items: Sequence[WorkItem], state: LedgerState) -> Decision:
-    """Which items `run` sends: never attempted, or whose latest outcome was not billed."""
-    decision = Decision()
-    for item in items:
-        history = state.items.get(item.id)
-        pair = history.by_fingerprint.get(item.fingerprint) if history else None
-        if pair is None or (pair.outcome is None and pair.in_flight_attempt is None):
-            decision.to_send.append(item)
-        elif pair.in_flight_attempt is not None:
-            decision.left_for_retry.append((item, Outcome.INTERRUPTED.value))
-        elif pair.outcome == Outcome.OK.value:
-            decision.done.append(item)
-        elif pair.billed == Billed.NO.value:
-            decision.to_send.append(item)
-        elif history is not None and history.fingerprint != item.fingerprint:
-            # Edited back to an earlier version that failed: an edit is new work. (`retry`
-            # only sees the ledger's latest version, so leaving it would strand the item.)
-            decision.to_send.append(item)
-        else:
-            decision.left_for_retry.append((item, pair.outcome or "unknown"))
-    return decision
+from batchbanana.ledger.replay import LedgerState, scan_ledger
+from batchbanana.ledger.writer import LedgerWriter, result_record
+from batchbanana.plan.job import Job, WorkItem
+from batchbanana.rules.outcomes import Billed, Outcome
+from batchbanana.run.outputs import existing_outputs
 
 
 def open_ledger(

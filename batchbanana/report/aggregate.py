@@ -1,5 +1,5 @@
-"""Cost and failure report over one or more ledgers: load and aggregate (report_text.py renders it
-as a table, JSON or CSV, report_html.py as a page).
+"""Cost and failure report over one or more ledgers: load and aggregate (text.py renders it as a
+table, JSON or CSV, html.py as a page, render.py picks one).
 
 Money comes only from the ledger's own lines: spent is the sum of `price_usd` over results billed
 `yes`; possibly spent adds results billed `unknown` and each `sent` line left without a result.
@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from batchbanana.ledger import read_ledger
-from batchbanana.models import ALL_SIZES
-from batchbanana.outcomes import RETRYABLE, Outcome
-from batchbanana.pricing import money
+from batchbanana.ledger.replay import read_ledger
+from batchbanana.rules.models import ALL_SIZES
+from batchbanana.rules.outcomes import RETRYABLE, Outcome
+from batchbanana.rules.pricing import money
 
 __all__ = ["Attempt", "Figures", "Item", "JobInfo", "LoadedReport", "load_report"]
 

@@ -19,38 +19,23 @@ from typing import Any, TextIO
 import anyio
 import anyio.to_thread
 
-from batchbanana.backoff import backoff_delay_s
-from batchbanana.client import AttemptResult, ProviderClient
 from batchbanana.errors import describe_error
-from batchbanana.inputs import EncodedImageCache, ImageProblem
-from batchbanana.job import Job, WorkItem
-from batchbanana.ledger import LedgerState, LedgerWriter, result_record, utc_now
-from batchbanana.outcomes import Billed, Outcome, billed, is_retryable
-from batchbanana.outputs import ImageCommitter
-from batchbanana.pool import WorkPool
-from batchbanana.pricing import money
-from batchbanana.progress import Progress
-from batchbanana.wire import build_request, file_part, inline_part
+from batchbanana.ledger.replay import LedgerState
+from batchbanana.ledger.writer import LedgerWriter, result_record, utc_now
+from batchbanana.plan.inputs import EncodedImageCache, ImageProblem
+from batchbanana.plan.job import Job, WorkItem
+from batchbanana.rules.backoff import backoff_delay_s
+from batchbanana.rules.outcomes import Billed, Outcome, billed, is_retryable
+from batchbanana.rules.pricing import money
+from batchbanana.rules.wire import build_request, file_part, inline_part
+from batchbanana.run.client import AttemptResult, ProviderClient
+from batchbanana.run.outputs import ImageCommitter
+from batchbanana.run.pool import WorkPool
+from batchbanana.run.progress import Progress
+from batchbanana.run.totals import RunTotals
 
 BUDGET_SLACK_USD = 1e-9  # float noise, not money
 ENCODER_THREADS = 4  # threads building request bodies (reading, optimising, encoding inputs)
-
-
-@dataclass(slots=True)
-class RunTotals:
-    """Money and outcomes of one run, kept up to date as results arrive."""
-
-    spent_usd: float = 0.0  # whole ledger, this run included
-    possibly_spent_usd: float = 0.0
-    reserved_usd: float = 0.0  # estimated price of requests in flight
-    run_spent_usd: float = 0.0
-    outcomes: dict[str, int] = field(default_factory=dict)  # final outcome per item this run
-    free_retries: int = 0
-    over_budget_usd: float = 0.0  # what the items refused by the budget would have cost
-    failures: list[tuple[str, str, str]] = field(default_factory=list)  # (item, outcome, error)
-    inline_images_sent: int = 0  # input images sent inline, counting every request
-    images_encoded: int = 0  # distinct input images read and encoded (once each per run)
-    bytes_saved: int = 0  # by optimize_inputs: lossless
 
 
 @dataclass(slots=True)

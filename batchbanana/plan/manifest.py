@@ -1,5 +1,5 @@
 """The manifest's shape (contract section 2): pydantic models of settings and items, and the JSON
-Schema they give. Pydantic stays here and in manifest_load.py, which reads the YAML into them.
+Schema they give. Pydantic stays here and in load.py, which reads the YAML into them.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from batchbanana.models import ALL_SIZES
+from batchbanana.rules.models import ALL_SIZES
 
 # The keys allowed inside each nested mapping, for "did you mean" hints (filled in below).
 NESTED_KEYS: dict[str, tuple[str, ...]] = {}

@@ -13,12 +13,18 @@ from typing import Any
 from pydantic import ValidationError
 
 from batchbanana.errors import UserError
-from batchbanana.inputs import ImageInput, ImageProblem, inspect_file
-from batchbanana.job import DEFAULT_IMAGE_SIZE, DEFAULT_MODALITIES, Job, WorkItem, rule_from_json
-from batchbanana.ledger import LedgerState
-from batchbanana.manifest import Manifest, RetrySettings, Timeouts
-from batchbanana.outcomes import Outcome
-from batchbanana.pricing import PriceRule, price_rule
+from batchbanana.ledger.replay import LedgerState
+from batchbanana.plan.inputs import ImageInput, ImageProblem, inspect_file
+from batchbanana.plan.job import (
+    DEFAULT_IMAGE_SIZE,
+    DEFAULT_MODALITIES,
+    Job,
+    WorkItem,
+    rule_from_json,
+)
+from batchbanana.plan.manifest import Manifest, RetrySettings, Timeouts
+from batchbanana.rules.outcomes import Outcome
+from batchbanana.rules.pricing import PriceRule, price_rule
 
 FAILED_OUTCOMES = tuple(outcome.value for outcome in Outcome if outcome is not Outcome.OK)
 

@@ -16,7 +16,7 @@ import aiohttp
 import anyio
 
 from batchbanana.errors import UserError
-from batchbanana.inputs import (
+from batchbanana.rules.media import (
     MAX_IMAGE_BYTES,
     base64_bytes,
     body_size_problem,
@@ -25,7 +25,7 @@ from batchbanana.inputs import (
 )
 
 if TYPE_CHECKING:
-    from batchbanana.job import WorkItem
+    from batchbanana.plan.job import WorkItem
 
 DOWNLOAD_TIMEOUT_S = 30.0
 DOWNLOADS_AT_ONCE = 8

@@ -1,6 +1,6 @@
 """Runs a job or a retry: validate what must be, lock and replay the ledger, send, summarise.
 
-The per-request money sequence lives in attempts.py; what is owed, in resume.py.
+The per-request money sequence lives in attempts.py; what is owed, in ledger/owed.py.
 """
 
 from __future__ import annotations
@@ -20,26 +20,22 @@ import anyio
 import anyio.to_thread
 
 from batchbanana import __version__
-from batchbanana.attempts import JobRunner, RunResult, RunSettings
-from batchbanana.client import ProviderClient
-from batchbanana.downloads import inline_downloads, remove_stale_downloads
 from batchbanana.errors import UserError, make_scrubber
-from batchbanana.job import SIMULATE, Job, WorkItem
-from batchbanana.ledger import LedgerState, LedgerWriter, utc_now
-from batchbanana.outcomes import Outcome
-from batchbanana.outputs import (
+from batchbanana.ledger.owed import Decision, decide
+from batchbanana.ledger.replay import LedgerState
+from batchbanana.ledger.writer import LedgerWriter, utc_now
+from batchbanana.plan.job import SIMULATE, Job, WorkItem
+from batchbanana.rules.outcomes import Outcome
+from batchbanana.rules.pricing import money, price_rule
+from batchbanana.run.attempts import JobRunner, RunResult, RunSettings
+from batchbanana.run.client import ProviderClient
+from batchbanana.run.downloads import inline_downloads, remove_stale_downloads
+from batchbanana.run.outputs import (
     prepare_output_dir,
     remove_stale_temps,
 )
-from batchbanana.pricing import money, price_rule
-from batchbanana.resume import (
-    Decision,
-    check_foreign_files,
-    decide,
-    open_ledger,
-    record_dangling,
-)
-from batchbanana.summary import print_summary
+from batchbanana.run.resume import check_foreign_files, open_ledger, record_dangling
+from batchbanana.run.summary import print_summary
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -221,8 +217,8 @@ def retry_ledger(
     stderr: TextIO | None = None,
 ) -> int:
     """`batchbanana retry`: pay again, explicitly, for the items whose latest outcome failed."""
-    from batchbanana.plan import check_endpoint
-    from batchbanana.rebuild import failed_items, job_from_ledger, ledger_pricing
+    from batchbanana.ledger.rebuild import failed_items, job_from_ledger, ledger_pricing
+    from batchbanana.plan.build import check_endpoint
 
     stderr = stderr or sys.stderr
     if not ledger_path.is_file():

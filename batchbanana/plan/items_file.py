@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from batchbanana.manifest import ITEM_KEYS, Item
-from batchbanana.manifest_load import LineMap, Problem, problems_from_validation
+from batchbanana.plan.load import LineMap, Problem, problems_from_validation
+from batchbanana.plan.manifest import ITEM_KEYS, Item
 
 
 @dataclass(slots=True)

@@ -18,8 +18,8 @@ from typing import Any
 
 import pybase64
 
-from batchbanana.inputs import normalise_mime
-from batchbanana.models import rules_for
+from batchbanana.rules.media import normalise_mime
+from batchbanana.rules.models import rules_for
 
 API_PATH = "/v1beta/models/{model}:generateContent"
 TEXT_LIMIT = 500  # characters of the model's words kept in the ledger

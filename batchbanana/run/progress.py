@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from tqdm import tqdm
 
 if TYPE_CHECKING:
-    from batchbanana.attempts import RunTotals
+    from batchbanana.run.totals import RunTotals
 
 
 class Progress:
