@@ -1,0 +1,165 @@
+"""The limit finder (rules/limits.py): a pure function of events and a clock, checked on traces.
+
+The first tests drive it event by event; the rest replay whole jobs against a stand-in provider in
+simulated time (tests/limits_trace.py), so a night's worth of throttling runs in milliseconds.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from batchbanana.rules.limits import CapacityFinder, LimitFinder, QuotaPacer, Throttle, Ticket
+from tests.limits_trace import Provider, simulate
+
+
+def _fill(finder: LimitFinder, now: float) -> list[Ticket]:
+    """Start as many requests as the finder allows at `now`."""
+    tickets = []
+    while finder.in_flight < finder.target(now) and finder.start_in_s(now) == 0:
+        tickets.append(finder.sent(now))
+    return tickets
+
+
+def test_the_finder_starts_low_and_ramps_one_request_per_step() -> None:
+    """Before anything is known, a few requests go out, then one more per step up to the ceiling."""
+    finder = LimitFinder(ceiling=64)
+    assert len(_fill(finder, 0.0)) == 4
+    step = finder.capacity.step()
+    assert finder.target(0.0 + step) == 5
+    assert finder.target(100.0) == 64
+    assert finder.wake_in_s(100.0) is None
+
+
+def test_a_capacity_refusal_sets_the_limit_below_the_level_it_went_out_at() -> None:
+    """Refused when it was the 17th in flight: at most 16 are taken at once."""
+    finder = LimitFinder(ceiling=64, start=16)
+    tickets = _fill(finder, 0.0)
+    extra = finder.sent(0.0)  # the 17th
+    assert extra.level == 17
+    finder.answered(extra, 0.002, Throttle.CAPACITY)
+    assert finder.capacity.capacity == 16
+    assert finder.target(0.5) == 16
+    assert finder.wake_in_s(0.5) is None  # no more ramping
+    assert len(tickets) == 16 and finder.refused == 1
+
+
+def test_refusals_of_requests_sent_before_the_limit_changed_move_nothing() -> None:
+    """A burst sent before the first refusal came back is not counted against the new limit."""
+    finder = LimitFinder(ceiling=64, start=20)
+    tickets = _fill(finder, 0.0)
+    finder.answered(tickets[16], 0.01, Throttle.CAPACITY)  # went out 17th: capacity 16
+    finder.answered(tickets[3], 0.02, Throttle.CAPACITY)  # went out 4th, but before the change
+    assert finder.capacity.capacity == 16
+
+
+def test_a_probe_goes_out_after_rounds_of_successes_and_raises_the_limit_when_admitted() -> None:
+    """At the limit for a while, one request more is let out; admitted, the limit rose."""
+    finder = CapacityFinder(ceiling=64, start=8)
+    first = Ticket(0, 0.0, 0.0, 9)
+    finder.sent(0.0, 9)
+    finder.refused(first, 0.001)
+    assert finder.capacity == 8 and finder.target(1.0) == 8
+    for number in range(16):  # PROBE_MIN_ANSWERS successes at the limit
+        finder.admitted(Ticket(number + 1, 1.0, 1.0, 8), 2.0)
+    assert finder.target(2.0) == 9
+    assert finder.sent(2.0, 9) is True  # the probe
+    assert finder.target(2.0) == 8  # one probe at a time
+    finder.admitted(Ticket(99, 2.0, 2.0, 9, probe=True), 3.0)
+    assert finder.capacity == 9
+    assert finder.target(3.0 + finder.step()) == 10  # ramping again from there
+
+
+def test_a_refused_probe_leaves_the_limit_and_makes_probes_rarer() -> None:
+    """One over the limit refused: the limit holds and the next probe waits twice as long."""
+    finder = CapacityFinder(ceiling=64, start=8)
+    finder.sent(0.0, 9)
+    finder.refused(Ticket(0, 0.0, 0.0, 9), 0.001)
+    for number in range(16):
+        finder.admitted(Ticket(number + 1, 1.0, 1.0, 8), 2.0)
+    assert finder.sent(2.0, 9) is True
+    finder.refused(Ticket(50, 2.0, 2.0, 9, probe=True), 2.001)
+    assert finder.capacity == 8
+    for number in range(31):
+        finder.admitted(Ticket(number + 100, 3.0, 3.0, 8), 4.0)
+    assert finder.target(4.0) == 8  # not yet: 32 successes now
+    finder.admitted(Ticket(200, 3.0, 3.0, 8), 4.0)
+    assert finder.target(4.0) == 9
+
+
+def test_a_quota_refusal_holds_every_start_until_the_window_reopens() -> None:
+    """The job waits for the window, not each item alone: nothing starts before RetryInfo."""
+    pacer = QuotaPacer()
+    tickets = [Ticket(n, 0.1 * n, pacer.sent(0.1 * n, n), n) for n in range(5)]
+    pacer.refused(Ticket(5, 0.5, pacer.sent(0.5, 5), 6), 0.51, 5.49)
+    assert pacer.due_at(1.0) == pytest.approx(6.0)
+    assert pacer.quota == 5  # five were admitted before the refused one
+    assert pacer.window_s == pytest.approx(6.0)  # from the first start to the reopening
+    assert len(tickets) == 5
+
+
+def test_once_learned_the_quota_paces_starts_to_so_many_per_window() -> None:
+    """Five per six seconds: the sixth start waits until the first is a window old."""
+    pacer = QuotaPacer(quota=5, window_s=6.0)
+    for number in range(5):
+        pacer.sent(10.0 + number * 0.01, number)
+    assert pacer.due_at(10.1) == pytest.approx(16.0)
+
+
+def test_a_quota_refusal_without_retry_info_leaves_the_pace_to_the_items_backoff() -> None:
+    """No RetryInfo: nothing is learned and no start is held."""
+    pacer = QuotaPacer()
+    pacer.refused(Ticket(0, 0.0, pacer.sent(0.0, 0), 1), 0.01, None)
+    assert pacer.due_at(0.02) < 0.02 and pacer.quota is None
+
+
+@pytest.mark.parametrize("capacity", [8, 16, 32], ids=lambda c: f"capacity-{c}")
+def test_a_capacity_limit_is_found_and_used_without_hammering_it(capacity: int) -> None:
+    """Ceiling 64, capacity 8/16/32: >= 0.95 of the ideal throughput, <= 0.05 refusals per image."""
+    job = simulate(Provider(capacity=capacity), items=30 * capacity)
+    ideal_s = job.latency_total_s / capacity
+    assert job.ok == job.items
+    assert ideal_s / job.wall_s >= 0.95
+    assert job.refused_per_item <= 0.05
+    assert job.finder.capacity.capacity == capacity
+
+
+@pytest.mark.parametrize("quota", [20, 40, 100], ids=lambda q: f"quota-{q}")
+@pytest.mark.parametrize("sliding", [False, True], ids=["fixed-window", "sliding-log"])
+def test_a_rate_quota_is_learned_and_kept_to(quota: int, sliding: bool) -> None:
+    """20-100 per 6-second window, fixed or sliding: every item ok, few refusals, the pace found."""
+    window_s = 6.0
+    job = simulate(Provider(quota=quota, window_s=window_s, sliding=sliding), 10 * quota, seed=3)
+    windows_needed = job.items / quota
+    assert job.ok == job.items
+    assert job.wall_s <= (windows_needed + 1) * window_s
+    assert job.refused_per_item <= 0.05
+    assert job.finder.pace.quota in (quota - 1, quota)
+    assert job.finder.pace.window_s == pytest.approx(window_s, abs=0.05)
+
+
+def test_a_capacity_that_doubles_halfway_is_found_again() -> None:
+    """16 at once, then 32: the finder ends at 32, with few refusals."""
+    job = simulate(Provider(capacity=16, capacity_at=[(15.0, 32)]), items=960)
+    assert job.ok == job.items
+    assert job.finder.capacity.capacity == 32
+    assert job.refused_per_item <= 0.05
+
+
+def test_a_quota_that_doubles_halfway_is_found_again_within_two_windows() -> None:
+    """20 per window, then 40 from t=24 s: by t=36 s the pace is 40 per window."""
+    job = simulate(Provider(quota=20, quota_at=[(24.0, 40)], window_s=6.0), items=400)
+    assert job.ok == job.items
+    assert job.finder.pace.quota == 40
+    # 20 per window for four windows, then 40 per window, give or take one window.
+    assert job.wall_s <= 4 * 6.0 + (400 - 4 * 20) / 40 * 6.0 + 2 * 6.0
+    assert job.refused_per_item <= 0.05
+
+
+def test_no_limit_costs_almost_nothing_against_a_pool_fixed_at_the_ceiling() -> None:
+    """Without limits the ramp reaches the ceiling in well under a request's latency: the job
+    takes at most 5% longer than a pool that sends 64 at once from the start."""
+    job = simulate(Provider(), items=640)
+    fixed = simulate(Provider(), items=640, start=64)
+    assert job.refused == 0
+    assert job.finder.target(job.wall_s) == 64
+    assert job.wall_s <= 1.05 * fixed.wall_s
