@@ -23,7 +23,7 @@ import yaml
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-import batchbanana.plan.load as manifest_module
+import batchbanana.plan.yaml_lines as manifest_module
 from batchbanana.errors import UserError
 from batchbanana.ledger.replay import LedgerState, read_ledger, replay
 from batchbanana.plan.build import load_job

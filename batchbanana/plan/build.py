@@ -24,8 +24,9 @@ from batchbanana.plan.job import (
     derived_id,
     fingerprint,
 )
-from batchbanana.plan.load import LoadedManifest, Problem, item_label, load_manifest
+from batchbanana.plan.load import LoadedManifest, load_manifest
 from batchbanana.plan.manifest import ImageEntry, Manifest
+from batchbanana.plan.problems import Problem, item_label
 from batchbanana.rules.media import (
     ACCEPTED_MIME_TYPES,
     MAX_IMAGES_PER_REQUEST,

@@ -15,8 +15,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from batchbanana.plan.load import LineMap, Problem, problems_from_validation
 from batchbanana.plan.manifest import ITEM_KEYS, Item
+from batchbanana.plan.problems import Problem, problems_from_validation
+from batchbanana.plan.yaml_lines import LineMap
 
 
 @dataclass(slots=True)

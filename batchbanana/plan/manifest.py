@@ -1,5 +1,6 @@
 """The manifest's shape (contract section 2): pydantic models of settings and items, and the JSON
-Schema they give. Pydantic stays here and in load.py, which reads the YAML into them.
+Schema they give. Pydantic stays here, in load.py, which reads the YAML into them, and in
+problems.py, which turns its errors into problem lines.
 """
 
 from __future__ import annotations
