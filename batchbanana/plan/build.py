@@ -118,10 +118,7 @@ def _raw_items(loaded: LoadedManifest, checker: Checker) -> list[RawItem]:
         )
         for index, item in loaded.items
     ]
-    items_file = loaded.manifest.items_file
-    if items_file:
-        file_path = (loaded.base_dir / items_file).resolve()
-        raw_items.extend(read_items_file(file_path, items_file, loaded.source, checker.problems))
+    raw_items.extend(read_items_file(loaded, checker.problems))
     return raw_items
 
 
