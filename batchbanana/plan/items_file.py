@@ -1,11 +1,13 @@
 """`items_file`: items from a .csv or .jsonl file beside the manifest (contract section 2).
 
 Columns (or keys) are those of `items`; in a CSV, `images` and `response_modalities` are
-';'-separated and an empty cell takes the default. Every problem names the file and its line.
+';'-separated and an empty cell takes the default. The file is UTF-8 (a byte-order mark is fine)
+unless `items_file_encoding` names another encoding. Every problem names the file and its line.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -55,8 +57,33 @@ def read_items_file(loaded: LoadedManifest, problems: list[Problem]) -> Iterator
     if read_rows is None:
         about_the_setting("use a .csv or .jsonl file")
         return
-    text = data.decode("utf-8-sig")  # Excel writes a byte-order mark
-    yield from read_rows(io.StringIO(text, newline=""), display, problems)
+    text = _decoded(data, display, loaded.manifest.items_file_encoding, problems)
+    if text is not None:
+        yield from read_rows(io.StringIO(text, newline=""), display, problems)
+
+
+def _decoded(data: bytes, display: str, encoding: str, problems: list[Problem]) -> str | None:
+    """The file's text, or None (and a problem at the first undecodable byte's line)."""
+    utf8 = codecs.lookup(encoding).name == "utf-8"
+    if utf8 and data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]  # Excel's "CSV UTF-8" starts with a byte-order mark
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = len(data[line_start : exc.start].decode(encoding, errors="replace")) + 1
+        name = "UTF-8" if utf8 else encoding
+        hint = (
+            "save it as UTF-8, or name the encoding it was saved in, e.g."
+            " items_file_encoding: gb18030 (Chinese Excel), shift_jis or cp1252"
+            if utf8
+            else f"is {encoding} the encoding it was saved in? check items_file_encoding,"
+            " or save the file as UTF-8 and remove the setting"
+        )
+        problem = f"not {name} (byte 0x{data[exc.start]:02x} at column {column}); HINT: {hint}"
+        problems.append(Problem(display, line, "", "", problem))
+        return None
 
 
 def _csv_rows(handle: io.StringIO, display: str, problems: list[Problem]) -> Iterator[RawItem]:
