@@ -23,7 +23,7 @@ import yaml
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-import batchbanana.plan.load as manifest_module
+import batchbanana.plan.yaml_lines as manifest_module
 from batchbanana.errors import UserError
 from batchbanana.ledger.replay import LedgerState, read_ledger, replay
 from batchbanana.plan.build import load_job
@@ -576,6 +576,7 @@ MANIFEST = st.fixed_dictionaries(
         ),
         "items": st.one_of(st.lists(ITEM, max_size=4), manifest_values()),
         "items_file": manifest_values("rows.csv", "rows.jsonl", "missing.csv", "ref.png", ""),
+        "items_file_encoding": manifest_values("utf-8", "gb18030", "utf-16", "base64", "nope"),
         "image_sise": manifest_values("2K"),
     },
 )

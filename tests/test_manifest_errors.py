@@ -709,6 +709,28 @@ def test_items_file_id_colliding_with_an_item_is_a_duplicate(tmp_path: Path) -> 
     assert "duplicate id 'first'" in _one_problem(_write(tmp_path, CSV_MANIFEST))
 
 
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        pytest.param(
+            "data/prompts.csv",
+            "no such file; HINT: the path is relative to the manifest's folder",
+            id="missing",
+        ),
+        pytest.param("data/prompts.txt", "use a .csv or .jsonl file", id="not-csv-or-jsonl"),
+    ],
+)
+def test_items_file_that_cannot_be_read_names_the_manifest_line(
+    tmp_path: Path, name: str, message: str
+) -> None:
+    """An items_file that is missing, or neither .csv nor .jsonl, is a problem at the line of the
+    manifest that names it, like every other manifest problem."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "prompts.txt").write_text("id,prompt\nr1,a\n")
+    path = _write(tmp_path, CSV_MANIFEST.replace("data/prompts.csv", name))
+    assert _one_problem(path) == f"{path}:6: items_file: {name}: {message}"
+
+
 def test_items_file_csv_with_a_byte_order_mark(tmp_path: Path) -> None:
     """A CSV saved by Excel as UTF-8 (with a byte-order mark) is read like any other."""
     (tmp_path / "data").mkdir()

@@ -1,44 +1,24 @@
-"""Manifest -> job: expand items (items_file rows, repeats), give ids and fingerprints, check rules.
-
-Everything a request needs is decided here, before anything is sent; every problem found in the
-whole manifest is collected and reported together.
+"""Manifest -> job: check the job-level settings (endpoint, optimiser), gather the items (the
+manifest's, then the items_file's rows), expand them into work items, and raise every problem
+found in the whole manifest together; or build the Job.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from batchbanana.errors import UserError
-from batchbanana.plan.inputs import ImageInput, ImageProblem, inspect_file, pillow_available
+from batchbanana.plan.checker import Checker
+from batchbanana.plan.expand import expand_items
+from batchbanana.plan.inputs import pillow_available
 from batchbanana.plan.items_file import RawItem, read_items_file
-from batchbanana.plan.job import (
-    DEFAULT_IMAGE_SIZE,
-    DEFAULT_MODALITIES,
-    SIMULATE,
-    Job,
-    WorkItem,
-    derived_id,
-    fingerprint,
-)
-from batchbanana.plan.load import LoadedManifest, Problem, item_label, load_manifest
-from batchbanana.plan.manifest import ImageEntry, Manifest
-from batchbanana.rules.media import (
-    ACCEPTED_MIME_TYPES,
-    MAX_IMAGES_PER_REQUEST,
-    body_size_problem,
-    is_url,
-    mime_from_url,
-    normalise_mime,
-    request_body_bytes,
-)
-from batchbanana.rules.models import check_generation, rules_for
-from batchbanana.rules.pricing import PriceRule, price_rule
-
-DEFAULT_MODEL = "gemini-3-pro-image-preview"
+from batchbanana.plan.job import SIMULATE, Job, WorkItem
+from batchbanana.plan.load import LoadedManifest, load_manifest
+from batchbanana.plan.manifest import Manifest
+from batchbanana.plan.problems import Problem, item_label
+from batchbanana.rules.pricing import PriceRule
 
 
 def check_endpoint(endpoint: str, allow_insecure_http: bool) -> str | None:
@@ -76,13 +56,6 @@ def check_endpoint(endpoint: str, allow_insecure_http: bool) -> str | None:
     return None
 
 
-def _valid_url(url: str) -> bool:
-    try:
-        return bool(urlsplit(url).hostname)
-    except ValueError:
-        return False
-
-
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -90,102 +63,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-@dataclass(slots=True)
-class _Checker:
-    """Collects problems and inspects each distinct local image once."""
-
-    source: str
-    problems: list[Problem] = field(default_factory=list)
-    files: dict[Path, ImageInput | str] = field(default_factory=dict)
-
-    def add(self, line: int | None, where: str, field_name: str, message: str) -> None:
-        self.problems.append(Problem(self.source, line, where, field_name, message))
-
-    def add_item(self, raw: RawItem, field_name: str, message: str) -> None:
-        """A problem with one item, placed in the file (manifest or items_file) it came from."""
-        self.problems.append(Problem(raw.source, raw.line, raw.where, field_name, message))
-
-    def image(self, path: Path) -> ImageInput | str:
-        if path not in self.files:
-            try:
-                self.files[path] = inspect_file(path)
-            except ImageProblem as exc:
-                self.files[path] = str(exc)
-        return self.files[path]
-
-
-def _resolve_images(
-    raw: RawItem, base_dir: Path, checker: _Checker, inline_urls: bool = False
-) -> tuple[tuple[ImageInput, ...], bool]:
-    images: list[ImageInput] = []
-    ok = True
-    for position, entry in enumerate(raw.item.images):
-        label = f"images[{position}]"
-        if isinstance(entry, ImageEntry):
-            reference = entry.url if entry.url is not None else entry.path
-            declared = entry.mime_type
-        else:
-            reference, declared = entry, None
-        assert reference is not None  # ImageEntry guarantees one of url/path
-        if is_url(reference) and inline_urls and _valid_url(reference):
-            # Downloaded and sniffed before anything is sent; its type is known only then.
-            images.append(ImageInput(kind="url", reference=reference, mime_type="", inline=True))
-            continue
-        if is_url(reference) and not _valid_url(reference):
-            checker.add_item(raw, label, f"{reference!r} is not a valid URL")
-            ok = False
-            continue
-        if is_url(reference):
-            mime = normalise_mime(declared) if declared else mime_from_url(reference)
-            if mime is None:
-                checker.add_item(
-                    raw,
-                    label,
-                    f"{reference}: cannot tell the image type from the URL;"
-                    " HINT: write it as {url: ..., mime_type: image/png}",
-                )
-                ok = False
-            elif mime not in ACCEPTED_MIME_TYPES:
-                checker.add_item(
-                    raw,
-                    label,
-                    f"{mime} is not accepted; use one of {', '.join(ACCEPTED_MIME_TYPES)}",
-                )
-                ok = False
-            else:
-                images.append(ImageInput(kind="url", reference=reference, mime_type=mime))
-            continue
-        path = (base_dir / reference).resolve()
-        found = checker.image(path)
-        if isinstance(found, str):
-            checker.add_item(raw, label, found)
-            ok = False
-            continue
-        if declared and normalise_mime(declared) != found.mime_type:
-            checker.add_item(
-                raw,
-                label,
-                f"{reference}: declared {declared} but its bytes are {found.mime_type}",
-            )
-            ok = False
-            continue
-        images.append(found)
-    if len(raw.item.images) > MAX_IMAGES_PER_REQUEST:
-        checker.add_item(
-            raw,
-            "images",
-            f"{len(raw.item.images)} images; at most {MAX_IMAGES_PER_REQUEST} per request",
-        )
-        ok = False
-    too_large = body_size_problem(
-        request_body_bytes(raw.item.prompt, (image.encoded_size() for image in images))
-    )
-    if too_large:
-        checker.add_item(raw, "images", too_large)
-        ok = False
-    return tuple(images), ok
 
 
 def build_job(
@@ -196,145 +73,87 @@ def build_job(
     budget_override: float | None = None,
 ) -> Job:
     """Expand and check a schema-valid manifest; raises UserError listing every problem."""
-    manifest: Manifest = loaded.manifest
-    checker = _Checker(loaded.source, problems=list(problems))
-    base_dir = loaded.path.parent.resolve()
-    lines = loaded.lines
+    checker = Checker(loaded.source, problems=list(problems))
+    endpoint = _checked_endpoint(loaded, endpoint_override, checker)
+    _check_optimizer(loaded, checker)
+    pricing = _pricing(loaded.manifest)
+    raw_items = _raw_items(loaded, checker)
+    work = expand_items(raw_items, loaded.manifest, pricing, loaded.base_dir, checker)
+    if not work and not checker.problems:
+        checker.add(None, "", "items", "the job has no items")
+    _raise_problems(checker, loaded.source)
+    return _job(loaded, endpoint, pricing, work, concurrency_override, budget_override)
 
-    endpoint = (endpoint_override or manifest.endpoint).rstrip("/")
-    endpoint_problem = check_endpoint(endpoint, manifest.allow_insecure_http)
-    if endpoint_problem:
-        line = None if endpoint_override else lines.line_of(("endpoint",))
-        checker.add(line, "", "--endpoint" if endpoint_override else "endpoint", endpoint_problem)
-    if manifest.optimize_inputs == "lossless" and not pillow_available():
+
+def _checked_endpoint(
+    loaded: LoadedManifest, endpoint_override: str | None, checker: Checker
+) -> str:
+    """The endpoint to send to (`--endpoint` over the manifest's), its problem added if any."""
+    endpoint = (endpoint_override or loaded.manifest.endpoint).rstrip("/")
+    problem = check_endpoint(endpoint, loaded.manifest.allow_insecure_http)
+    if problem:
+        line = None if endpoint_override else loaded.lines.line_of(("endpoint",))
+        checker.add(line, "", "--endpoint" if endpoint_override else "endpoint", problem)
+    return endpoint
+
+
+def _check_optimizer(loaded: LoadedManifest, checker: Checker) -> None:
+    if loaded.manifest.optimize_inputs == "lossless" and not pillow_available():
         checker.add(
-            lines.line_of(("optimize_inputs",)),
+            loaded.lines.line_of(("optimize_inputs",)),
             "",
             "optimize_inputs",
             "lossless needs Pillow; HINT: pip install 'batchbanana[optimize]', or remove the key",
         )
 
-    raw_items: list[RawItem] = [
+
+def _raw_items(loaded: LoadedManifest, checker: Checker) -> list[RawItem]:
+    """The manifest's items, then the items_file's rows, each with where it was written."""
+    raw_items = [
         RawItem(
             item,
             loaded.source,
-            lines.line_of(("items", index)),
+            loaded.lines.line_of(("items", index)),
             item_label({"id": item.id} if item.id else None, index),
         )
         for index, item in loaded.items
     ]
-    if manifest.items_file:
-        file_path = (base_dir / manifest.items_file).resolve()
-        raw_items.extend(
-            read_items_file(file_path, manifest.items_file, loaded.source, checker.problems)
-        )
+    raw_items.extend(read_items_file(loaded, checker.problems))
+    return raw_items
 
-    pricing = {
+
+def _pricing(manifest: Manifest) -> dict[str, PriceRule]:
+    return {
         model: PriceRule(entry.per_request_usd, entry.per_million_tokens_usd)
         for model, entry in manifest.pricing.items()
     }
-    work: list[WorkItem] = []
-    ids_seen: dict[str, tuple[str, int | None]] = {}
-    derived_count: dict[str, int] = {}
-    for raw in raw_items:
-        item = raw.item
-        model = item.model or manifest.model or DEFAULT_MODEL
-        image_size = item.image_size or manifest.image_size or DEFAULT_IMAGE_SIZE
-        aspect_ratio = item.aspect_ratio if item.aspect_ratio is not None else manifest.aspect_ratio
-        system_prompt = (
-            item.system_prompt if item.system_prompt is not None else manifest.system_prompt
-        )
-        modalities = tuple(
-            item.response_modalities or manifest.response_modalities or DEFAULT_MODALITIES
-        )
-        for field_name, message in check_generation(model, image_size, aspect_ratio):
-            checker.add_item(raw, field_name, message)
-        rule = price_rule(manifest.price_book, pricing, model, image_size)
-        if rule is None:
-            if rules_for(model) is None:
-                checker.add_item(
-                    raw,
-                    "model",
-                    f"unknown model {model!r}; HINT: add `pricing: {{{model}:"
-                    " {per_request_usd: ...}}` to use it (its sizes are then not checked)",
-                )
-            else:
-                checker.add_item(
-                    raw,
-                    "image_size",
-                    f"the {manifest.price_book} price book has no price for {model}"
-                    f" at {image_size}; add a `pricing` entry",
-                )
-        images, _ = _resolve_images(raw, base_dir, checker, manifest.inline_urls)
-        if rule is None:
-            continue
-        if item.id is not None:
-            base_id = item.id
-        else:
-            meaning: dict[str, Any] = {
-                "prompt": item.prompt,
-                "images": [
-                    str(entry) if isinstance(entry, str) else entry.model_dump()
-                    for entry in item.images
-                ],
-                "model": model,
-                "image_size": image_size,
-                "aspect_ratio": aspect_ratio,
-                "system_prompt": system_prompt,
-                "response_modalities": list(modalities),
-            }
-            if item.repeat != 1:
-                # a repeated item differs from a single one, and its variations take -1..-N,
-                # so its base id must not be one that a duplicate single item would get
-                meaning["repeat"] = item.repeat
-            base_id = derived_id(meaning)
-            derived_count[base_id] = derived_count.get(base_id, 0) + 1
-            if derived_count[base_id] > 1:
-                base_id = f"{base_id}-{derived_count[base_id]}"
-        ids = (
-            [base_id] if item.repeat == 1 else [f"{base_id}-{n}" for n in range(1, item.repeat + 1)]
-        )
-        print_id = fingerprint(
-            model, item.prompt, image_size, aspect_ratio, system_prompt, modalities, images
-        )
-        for item_id in ids:
-            if item_id in ids_seen:
-                first_source, first_line = ids_seen[item_id]
-                at = f"{first_source}:{first_line}" if first_line else first_source
-                checker.add_item(
-                    raw,
-                    "id",
-                    f"duplicate id {item_id!r} (first used at {at}); ids must be unique",
-                )
-                continue
-            ids_seen[item_id] = (raw.source, raw.line)
-            work.append(
-                WorkItem(
-                    id=item_id,
-                    prompt=item.prompt,
-                    images=images,
-                    model=model,
-                    image_size=image_size,
-                    aspect_ratio=aspect_ratio,
-                    system_prompt=system_prompt,
-                    response_modalities=modalities,
-                    price=rule,
-                    fingerprint=print_id,
-                )
-            )
-    if not work and not checker.problems:
-        checker.add(None, "", "items", "the job has no items")
-    if checker.problems:
-        ordered = sorted(
-            checker.problems,
-            key=lambda problem: (
-                problem.source != loaded.source,
-                problem.source,
-                problem.line or 0,
-            ),
-        )
-        raise UserError([problem.render() for problem in ordered])
 
+
+def _raise_problems(checker: Checker, manifest_source: str) -> None:
+    """Every problem, the manifest's first, then each other file's, in line order."""
+    if not checker.problems:
+        return
+    ordered = sorted(
+        checker.problems,
+        key=lambda problem: (
+            problem.source != manifest_source,
+            problem.source,
+            problem.line or 0,
+        ),
+    )
+    raise UserError([problem.render() for problem in ordered])
+
+
+def _job(
+    loaded: LoadedManifest,
+    endpoint: str,
+    pricing: dict[str, PriceRule],
+    work: list[WorkItem],
+    concurrency_override: int | None,
+    budget_override: float | None,
+) -> Job:
+    manifest = loaded.manifest
+    base_dir = loaded.base_dir
     name = manifest.job or loaded.path.stem
     output_dir = (base_dir / (manifest.output_dir or f"out/{name}")).resolve()
     ledger_path = (

@@ -1,5 +1,6 @@
 """The manifest's shape (contract section 2): pydantic models of settings and items, and the JSON
-Schema they give. Pydantic stays here and in load.py, which reads the YAML into them.
+Schema they give. Pydantic stays here, in load.py, which reads the YAML into them, and in
+problems.py, which turns its errors into problem lines.
 """
 
 from __future__ import annotations
@@ -219,6 +220,7 @@ class Manifest(GenerationFields):
     pricing: dict[str, PricingEntry] = Field(default_factory=dict)
     items: list[Item] = Field(default_factory=list)
     items_file: str | None = None
+    items_file_encoding: str = "utf-8"
 
     @field_validator("job")
     @classmethod
@@ -227,6 +229,19 @@ class Manifest(GenerationFields):
             raise ValueError(
                 f"{value!r}: use letters, digits, '.', '_' and '-' (it names files and reports)"
             )
+        return value
+
+    @field_validator("items_file_encoding")
+    @classmethod
+    def _encoding(cls, value: str) -> str:
+        try:
+            "".encode(value)  # finds text encodings only (not base64, rot13...)
+        except (LookupError, UnicodeError):  # UnicodeError: the codec named "undefined"
+            raise ValueError(
+                f"{value!r} is not a text encoding Python knows; HINT: use the name of the one"
+                " the file was saved in, e.g. utf-8 (the default), gb18030, gbk, big5,"
+                " shift_jis, cp1252"
+            ) from None
         return value
 
 
