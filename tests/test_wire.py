@@ -89,11 +89,6 @@ def test_request_url_appends_the_generate_content_path(endpoint: str) -> None:
     )
 
 
-def test_request_url_never_carries_the_key() -> None:
-    """The key goes in a header, never in the URL's query."""
-    assert "?" not in request_url("https://api.apiyi.com", "gemini-2.5-flash-image")
-
-
 def test_bearer_auth_sends_only_an_authorization_header() -> None:
     """`auth: bearer` sends `Authorization: Bearer KEY` and no Google header."""
     assert auth_headers("bearer", "sk-test") == {"Authorization": "Bearer sk-test"}
