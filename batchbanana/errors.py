@@ -1,5 +1,15 @@
-"""The exception tree: user mistakes become one readable stderr line, never a traceback; and
-what keeps secrets out of every message (describe_error, make_scrubber)."""
+"""The exception tree, every class batchbanana raises on purpose, and what keeps secrets out of
+every message (describe_error, make_scrubber). It imports nothing of the package, so every part
+of it, rules/ included, may raise these.
+
+    BatchBananaError
+    ├── UserError            input mistake: one readable line per problem, exit 2, nothing sent
+    │   └── LedgerLockedError
+    ├── ImageProblem         an input image that cannot be sent
+    │   └── DownloadProblem  a URL image that cannot be downloaded and inlined
+    ├── BadResponse          a 200 answer that cannot be read (bad_response, billed)
+    └── SinkError            an answer's image that cannot be written (write_error, billed)
+"""
 
 from __future__ import annotations
 
@@ -45,3 +55,19 @@ class UserError(BatchBananaError):
 
 class LedgerLockedError(UserError):
     """Another process holds the ledger."""
+
+
+class ImageProblem(BatchBananaError):
+    """An input image that cannot be sent; the message says why, the caller names the item."""
+
+
+class DownloadProblem(ImageProblem):
+    """A URL image (`inline_urls: true`) that cannot be downloaded and inlined."""
+
+
+class BadResponse(BatchBananaError):
+    """A 200 answer that is not valid JSON, or whose image data cannot be decoded."""
+
+
+class SinkError(BatchBananaError):
+    """The decoded image could not be written (disk full, permissions): the answer was paid for."""

@@ -24,12 +24,12 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import batchbanana.plan.load as manifest_module
-from batchbanana.errors import UserError
+from batchbanana.errors import BadResponse, UserError
 from batchbanana.ledger.replay import LedgerState, read_ledger, replay
 from batchbanana.plan.build import load_job
 from batchbanana.plan.job import Job
 from batchbanana.rules.outcomes import Outcome, Verdict, classify_answer, classify_error
-from batchbanana.rules.wire import Answer, BadResponse, ErrorInfo, parse_answer, parse_error
+from batchbanana.rules.wire import Answer, ErrorInfo, parse_answer, parse_error
 from batchbanana.run.answers import AnswerStream
 from tests.conftest import png_bytes
 

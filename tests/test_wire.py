@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from batchbanana.errors import BadResponse
 from batchbanana.rules.wire import (
-    BadResponse,
     auth_headers,
     build_request,
     decode_base64,

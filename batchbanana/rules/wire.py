@@ -18,6 +18,7 @@ from typing import Any
 
 import pybase64
 
+from batchbanana.errors import BadResponse
 from batchbanana.rules.media import normalise_mime
 from batchbanana.rules.models import rules_for
 
@@ -89,10 +90,6 @@ def inline_part(mime_type: str, data_b64: str) -> dict[str, Any]:
 def file_part(mime_type: str, uri: str) -> dict[str, Any]:
     """An image given by URL, fetched by the provider (Gemini-native endpoints only)."""
     return {"fileData": {"mimeType": mime_type, "fileUri": uri}}
-
-
-class BadResponse(Exception):
-    """A 200 answer that is not valid JSON, or whose image data cannot be decoded."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,19 +16,18 @@ from typing import Any
 
 import aiohttp
 
-from batchbanana.errors import describe_error, make_scrubber
+from batchbanana.errors import BadResponse, SinkError, describe_error, make_scrubber
 from batchbanana.rules.outcomes import Outcome, Verdict, classify_answer, classify_error
 from batchbanana.rules.wire import (
     Answer,
     AnswerImage,
-    BadResponse,
     auth_headers,
     parse_answer,
     parse_error,
     parse_retry_after,
     request_url,
 )
-from batchbanana.run.answers import AnswerStream, SinkError
+from batchbanana.run.answers import AnswerStream
 
 ERROR_BODY_LIMIT = 256 * 1024  # bytes of an error answer worth reading
 

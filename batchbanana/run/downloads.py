@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 import anyio
 
-from batchbanana.errors import UserError
+from batchbanana.errors import DownloadProblem, UserError
 from batchbanana.rules.media import (
     MAX_IMAGE_BYTES,
     base64_bytes,
@@ -38,10 +38,6 @@ class Download:
     path: Path
     mime_type: str
     size_bytes: int
-
-
-class DownloadProblem(Exception):
-    """A URL image that cannot be inlined; the message says why."""
 
 
 async def _fetch(session: aiohttp.ClientSession, url: str, folder: Path) -> Download:
