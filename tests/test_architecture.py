@@ -151,7 +151,6 @@ STILL_OVER_300 = {
     "plan/build.py",
     "plan/load.py",
     "report/aggregate.py",
-    "rules/wire.py",
     "run/attempts.py",
     "simulator/server.py",
 }

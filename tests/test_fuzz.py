@@ -28,8 +28,9 @@ from batchbanana.errors import BadResponse, UserError
 from batchbanana.ledger.replay import LedgerState, read_ledger, replay
 from batchbanana.plan.build import load_job
 from batchbanana.plan.job import Job
+from batchbanana.rules.answer import Answer, parse_answer
+from batchbanana.rules.error_answer import ErrorInfo, parse_error
 from batchbanana.rules.outcomes import Outcome, Verdict, classify_answer, classify_error
-from batchbanana.rules.wire import Answer, ErrorInfo, parse_answer, parse_error
 from batchbanana.run.answers import AnswerStream
 from tests.conftest import png_bytes
 

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batchbanana.errors import BadResponse, SinkError
-from batchbanana.rules.wire import Answer, parse_answer
+from batchbanana.rules.answer import Answer, parse_answer
 from batchbanana.run.answers import SPILL_BYTES, AnswerStream
 from tests.conftest import CliResult, png_bytes, results
 

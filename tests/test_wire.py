@@ -11,18 +11,9 @@ from typing import Any
 import pytest
 
 from batchbanana.errors import BadResponse
-from batchbanana.rules.wire import (
-    auth_headers,
-    build_request,
-    decode_base64,
-    file_part,
-    inline_part,
-    parse_answer,
-    parse_duration_s,
-    parse_error,
-    parse_retry_after,
-    request_url,
-)
+from batchbanana.rules.answer import decode_base64, parse_answer
+from batchbanana.rules.error_answer import parse_duration_s, parse_error, parse_retry_after
+from batchbanana.rules.wire import auth_headers, build_request, file_part, inline_part, request_url
 from tests.conftest import png_bytes
 
 RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pybase64
 
 from batchbanana.errors import BadResponse, SinkError
-from batchbanana.rules.wire import (
+from batchbanana.rules.answer import (
     URLSAFE_TO_STANDARD,
     Answer,
     AnswerImage,

@@ -17,16 +17,10 @@ from typing import Any
 import aiohttp
 
 from batchbanana.errors import BadResponse, SinkError, describe_error, make_scrubber
+from batchbanana.rules.answer import Answer, AnswerImage, parse_answer
+from batchbanana.rules.error_answer import parse_error, parse_retry_after
 from batchbanana.rules.outcomes import Outcome, Verdict, classify_answer, classify_error
-from batchbanana.rules.wire import (
-    Answer,
-    AnswerImage,
-    auth_headers,
-    parse_answer,
-    parse_error,
-    parse_retry_after,
-    request_url,
-)
+from batchbanana.rules.wire import auth_headers, request_url
 from batchbanana.run.answers import AnswerStream
 
 ERROR_BODY_LIMIT = 256 * 1024  # bytes of an error answer worth reading
