@@ -8,7 +8,11 @@ of it, rules/ included, may raise these.
     ├── ImageProblem         an input image that cannot be sent
     │   └── DownloadProblem  a URL image that cannot be downloaded and inlined
     ├── BadResponse          a 200 answer that cannot be read (bad_response, billed)
-    └── SinkError            an answer's image that cannot be written (write_error, billed)
+    ├── SinkError            an answer's image that cannot be written (write_error, billed)
+    └── TransportError       the network failed a request (raised by run/http.py, nowhere else)
+        ├── ConnectError     no connection: nothing was sent, safe to retry
+        ├── AnswerTimeout    sent, no full answer in time: billed
+        └── ConnectionLost   sent, then the connection failed: maybe billed
 """
 
 from __future__ import annotations
@@ -71,3 +75,19 @@ class BadResponse(BatchBananaError):
 
 class SinkError(BatchBananaError):
     """The decoded image could not be written (disk full, permissions): the answer was paid for."""
+
+
+class TransportError(BatchBananaError):
+    """The network failed a request; the subclass says whether the request was sent."""
+
+
+class ConnectError(TransportError):
+    """No connection was made (refused, DNS, proxy, connect timeout): nothing was sent."""
+
+
+class AnswerTimeout(TransportError):
+    """The request was sent but no full answer came in time: the provider bills disconnects."""
+
+
+class ConnectionLost(TransportError):
+    """The request was sent, then the connection failed: maybe billed (a cut-off 200 surely)."""

@@ -140,7 +140,7 @@ def recording_server() -> Iterator[RecordingServer]:
     handler = type("Handler", (_RecordingHandler,), {"recorder": recorder})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     recorder.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield recorder
     server.shutdown()
