@@ -36,6 +36,16 @@ async def _drop(request: web.Request) -> web.Response:
     return web.Response()  # never written: the connection is gone
 
 
+async def _pieces(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(status=429)
+    await response.prepare(request)
+    for piece in (b"first half,", b" second half"):
+        await response.write(piece)
+        await asyncio.sleep(0.05)
+    await response.write_eof()
+    return response
+
+
 async def _cut(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(status=int(request.match_info["status"]))
     response.content_length = 100
@@ -60,6 +70,7 @@ async def server() -> AsyncIterator[tuple[str, list[str]]]:
     app.router.add_route("*", "/slow", _slow)
     app.router.add_route("*", "/drop", _drop)
     app.router.add_route("*", "/cut/{status}", _cut)
+    app.router.add_route("*", "/pieces", _pieces)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
@@ -130,3 +141,19 @@ async def test_an_error_body_cut_short_is_connection_lost(server: tuple[str, lis
         assert answer.status == 503
         with pytest.raises(ConnectionLost):
             await read_at_most(answer, 1000)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("limit", "expected"),
+    [(1000, b"first half, second half"), (15, b"first half, sec")],
+    ids=["whole", "limited"],
+)
+async def test_an_error_body_in_pieces_is_read_whole_up_to_the_limit(
+    server: tuple[str, list[str]], limit: int, expected: bytes
+) -> None:
+    """read_at_most waits for every piece of a body (a 429's RetryInfo may come in the second),
+    and never reads past its limit."""
+    url, _ = server
+    async with HttpSession() as http, http.request("GET", url + "/pieces", timeout_s=5) as answer:
+        assert await read_at_most(answer, limit) == expected

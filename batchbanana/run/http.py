@@ -132,7 +132,12 @@ class HttpSession:
 
 
 async def read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    """Up to `limit` bytes of a response's body; a network failure raises AnswerTimeout or
+    """A response's body, or its first `limit` bytes; a network failure raises AnswerTimeout or
     ConnectionLost (its headers came, so the request was sent)."""
+    body = bytearray()
     with _translated(_SendProgress(sent=True)):
-        return await response.content.read(limit)
+        # One read returns whatever has arrived: an error JSON in two pieces would be cut, and a
+        # per-day quota or a RetryInfo in its second half missed.
+        while len(body) < limit and (piece := await response.content.read(limit - len(body))):
+            body += piece
+    return bytes(body)
