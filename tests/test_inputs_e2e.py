@@ -10,6 +10,7 @@ import threading
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -180,6 +181,12 @@ def test_inline_urls_reports_a_missing_url(
     assert simulator.stats()["requests"] == 0
 
 
+def one_inlined_url(write_manifest: Writer, url: str, endpoint: str, **settings: Any) -> Path:
+    """A manifest of one item, 'd', whose one image is `url`, downloaded and inlined."""
+    items = [{"id": "d", "prompt": "p", "images": [url]}]
+    return write_manifest(items, endpoint=endpoint, inline_urls=True, **settings)
+
+
 def test_url_downloads_honour_proxy_settings_like_provider_requests(
     cli: Cli,
     write_manifest: Writer,
@@ -192,11 +199,7 @@ def test_url_downloads_honour_proxy_settings_like_provider_requests(
     base, folder = file_server
     (folder / "a.png").write_bytes(png_bytes(8, 8))
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
-    manifest = write_manifest(
-        [{"id": "d", "prompt": "p", "images": [f"{base}/a.png"]}],
-        endpoint=simulator.url,
-        inline_urls=True,
-    )
+    manifest = one_inlined_url(write_manifest, f"{base}/a.png", simulator.url)
     result = cli("run", str(manifest), "--no-progress")
     assert result.exit_code == 2
     assert f"item 'd': images: {base}/a.png: no connection" in result.stderr
@@ -223,11 +226,7 @@ def test_url_downloads_go_through_a_live_http_proxy(
     )
     monkeypatch.setenv("HTTP_PROXY", recording_server.url)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    manifest = write_manifest(
-        [{"id": "d", "prompt": "p", "images": ["http://images.example.invalid/wide"]}],
-        endpoint=simulator.url,
-        inline_urls=True,
-    )
+    manifest = one_inlined_url(write_manifest, "http://images.example.invalid/wide", simulator.url)
     result = cli("run", str(manifest), "--no-progress")
     assert result.exit_code == 0, result.stderr
     assert [(seen.method, seen.target) for seen in recording_server.seen] == [
@@ -250,12 +249,8 @@ def test_https_proxy_carries_url_downloads_and_provider_requests_alike(
     recording_server.reply = lambda seen, body: (403, {}, b"")
     monkeypatch.setenv("HTTPS_PROXY", recording_server.url)
     image = "https://images.example.invalid/a.png"
-    download = write_manifest(
-        [{"id": "d", "prompt": "p", "images": [image]}],
-        name="download.yaml",
-        endpoint="https://api.example.invalid",
-        output_dir="out-download",
-        inline_urls=True,
+    download = one_inlined_url(
+        write_manifest, image, "https://api.example.invalid", name="download.yaml"
     )
     result = cli("run", str(download), "--no-progress")
     assert result.exit_code == 2
