@@ -1,5 +1,19 @@
-"""The exception tree: user mistakes become one readable stderr line, never a traceback; and
-what keeps secrets out of every message (describe_error, make_scrubber)."""
+"""The exception tree, every class batchbanana raises on purpose, and what keeps secrets out of
+every message (describe_error, make_scrubber). It imports nothing of the package, so every part
+of it, rules/ included, may raise these.
+
+    BatchBananaError
+    ├── UserError            input mistake: one readable line per problem, exit 2, nothing sent
+    │   └── LedgerLockedError
+    ├── ImageProblem         an input image that cannot be sent
+    │   └── DownloadProblem  a URL image that cannot be downloaded and inlined
+    ├── BadResponse          a 200 answer that cannot be read (bad_response, billed)
+    ├── SinkError            an answer's image that cannot be written (write_error, billed)
+    └── TransportError       the network failed a request (raised by run/http.py, nowhere else)
+        ├── ConnectError     no connection: nothing was sent, safe to retry
+        ├── AnswerTimeout    sent, no full answer in time: billed
+        └── ConnectionLost   sent, then the connection failed: maybe billed
+"""
 
 from __future__ import annotations
 
@@ -45,3 +59,44 @@ class UserError(BatchBananaError):
 
 class LedgerLockedError(UserError):
     """Another process holds the ledger."""
+
+
+class ManifestUnreadable(BatchBananaError):
+    """The manifest is not a YAML mapping at all: the one problem, nothing more can be checked."""
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+
+
+class ImageProblem(BatchBananaError):
+    """An input image that cannot be sent; the message says why, the caller names the item."""
+
+
+class DownloadProblem(ImageProblem):
+    """A URL image (`inline_urls: true`) that cannot be downloaded and inlined."""
+
+
+class BadResponse(BatchBananaError):
+    """A 200 answer that is not valid JSON, or whose image data cannot be decoded."""
+
+
+class SinkError(BatchBananaError):
+    """The decoded image could not be written (disk full, permissions): the answer was paid for."""
+
+
+class TransportError(BatchBananaError):
+    """The network failed a request; the subclass says whether the request was sent."""
+
+
+class ConnectError(TransportError):
+    """No connection was made (refused, DNS, proxy, connect timeout): nothing was sent."""
+
+
+class AnswerTimeout(TransportError):
+    """The request was sent but no full answer came in time: the provider bills disconnects."""
+
+
+class ConnectionLost(TransportError):
+    """The request was sent, then the connection failed: maybe billed (a cut-off 200 surely)."""

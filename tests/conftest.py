@@ -1,16 +1,18 @@
 """Shared fixtures: a clean environment with a recognisable fake key, the real simulator on
-127.0.0.1, manifest writers and CLI runners."""
+127.0.0.1, a recording HTTP server, manifest writers and CLI runners."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import struct
 import subprocess
 import sys
+import threading
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +88,64 @@ def make_simulator() -> Iterator[Callable[..., RunningSimulator]]:
     yield start
     for manager in reversed(stack):
         manager.__exit__(None, None, None)
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request a RecordingServer received, as it came: method, target and headers."""
+
+    method: str
+    target: str  # a path, an absolute URL (sent to a proxy) or host:port (CONNECT)
+    headers: dict[str, str]
+
+
+Reply = Callable[[Seen, bytes], tuple[int, dict[str, str], bytes]]
+
+
+@dataclass
+class RecordingServer:
+    """An HTTP server on 127.0.0.1 that records every request and answers with `reply`; it can
+    stand for an endpoint, a download host or a forward proxy (HTTP_PROXY / HTTPS_PROXY)."""
+
+    url: str
+    reply: Reply
+    seen: list[Seen] = field(default_factory=list)
+
+
+class _RecordingHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    recorder: RecordingServer
+
+    def _record_and_reply(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        seen = Seen(self.command, self.path, dict(self.headers.items()))
+        self.recorder.seen.append(seen)
+        status, headers, payload = self.recorder.reply(seen, body)
+        self.send_response(status)
+        for name, value in {**headers, "Content-Length": str(len(payload))}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = do_CONNECT = _record_and_reply
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def recording_server() -> Iterator[RecordingServer]:
+    """A RecordingServer that answers 404 until the test sets its `reply`."""
+    recorder = RecordingServer("", lambda seen, body: (404, {}, b""))
+    handler = type("Handler", (_RecordingHandler,), {"recorder": recorder})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    recorder.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield recorder
+    server.shutdown()
+    server.server_close()
+    thread.join()
 
 
 @pytest.fixture

@@ -24,12 +24,13 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import batchbanana.plan.yaml_lines as manifest_module
-from batchbanana.errors import UserError
+from batchbanana.errors import BadResponse, UserError
 from batchbanana.ledger.replay import LedgerState, read_ledger, replay
 from batchbanana.plan.build import load_job
 from batchbanana.plan.job import Job
+from batchbanana.rules.answer import Answer, parse_answer
+from batchbanana.rules.error_answer import ErrorInfo, parse_error
 from batchbanana.rules.outcomes import Outcome, Verdict, classify_answer, classify_error
-from batchbanana.rules.wire import Answer, BadResponse, ErrorInfo, parse_answer, parse_error
 from batchbanana.run.answers import AnswerStream
 from tests.conftest import png_bytes
 
@@ -787,6 +788,26 @@ def test_replay_never_raises_whatever_the_field_types(records: list[dict[str, An
 
 
 def test_replay_survives_an_astronomic_integer_price() -> None:
-    """A price too large for a float does not crash replay."""
-    record = {"event": "result", "item": "a", "fingerprint": "f", "billed": "yes"}
-    replay([{**record, "price_usd": 10**400}])
+    """A price too large for a float counts as 0 (never inf, never a crash) on result and sent
+    lines alike; those lines still count as billed, and every other line's price still counts."""
+    line = {"fingerprint": "fp", "attempt": 1}
+    state = replay(
+        [
+            {**line, "event": "result", "item": "a", "billed": "yes", "price_usd": 10**400},
+            {**line, "event": "result", "item": "b", "billed": "yes", "price_usd": 0.09},
+            {**line, "event": "result", "item": "c", "billed": "unknown", "price_usd": -(10**400)},
+            {**line, "event": "result", "item": "d", "billed": "unknown", "price_usd": 0.134},
+            {**line, "event": "sent", "item": "e", "price_usd": 10**400},
+            {**line, "event": "sent", "item": "f", "price_usd": 0.055},
+        ]
+    )
+    assert state.spent_usd == 0.09
+    assert state.possibly_spent_usd == round(0.134 + 0.055, 6)
+    assert sorted(state.dangling()) == [("e", "fp", 1, 0.0), ("f", "fp", 1, 0.055)]
+    # The lines still count as billed, so `run` does not send those items again.
+    assert [state.items[item].current().billed for item in "abcd"] == [
+        "yes",
+        "yes",
+        "unknown",
+        "unknown",
+    ]

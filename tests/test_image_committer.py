@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from batchbanana.rules.wire import AnswerImage
+from batchbanana.rules.answer import AnswerImage
 from batchbanana.run.outputs import ImageCommitter, temp_path
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64

@@ -10,12 +10,21 @@ import threading
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from batchbanana.plan.inputs import EncodedImageCache, inspect_file
 from batchbanana.simulator import RunningSimulator
-from tests.conftest import CliResult, png_bytes, png_size, read_jsonl, results
+from tests.conftest import (
+    FAKE_KEY,
+    CliResult,
+    RecordingServer,
+    png_bytes,
+    png_size,
+    read_jsonl,
+    results,
+)
 
 Cli = Callable[..., CliResult]
 Writer = Callable[..., Path]
@@ -170,6 +179,98 @@ def test_inline_urls_reports_a_missing_url(
     assert result.exit_code == 2
     assert "404" in result.stderr
     assert simulator.stats()["requests"] == 0
+
+
+def one_inlined_url(write_manifest: Writer, url: str, endpoint: str, **settings: Any) -> Path:
+    """A manifest of one item, 'd', whose one image is `url`, downloaded and inlined."""
+    items = [{"id": "d", "prompt": "p", "images": [url]}]
+    return write_manifest(items, endpoint=endpoint, inline_urls=True, **settings)
+
+
+def test_url_downloads_honour_proxy_settings_like_provider_requests(
+    cli: Cli,
+    write_manifest: Writer,
+    simulator: RunningSimulator,
+    file_server: tuple[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HTTP_PROXY sends downloads through the proxy (here a dead one: exit 2 naming the URL, with
+    a hint, nothing sent); NO_PROXY exempts the host, as it does for provider requests."""
+    base, folder = file_server
+    (folder / "a.png").write_bytes(png_bytes(8, 8))
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    manifest = one_inlined_url(write_manifest, f"{base}/a.png", simulator.url)
+    result = cli("run", str(manifest), "--no-progress")
+    assert result.exit_code == 2
+    assert f"item 'd': images: {base}/a.png: no connection" in result.stderr
+    assert "127.0.0.1:9" in result.stderr and "HINT:" in result.stderr
+    assert simulator.stats()["requests"] == 0
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert cli("run", str(manifest), "--no-progress").exit_code == 0
+
+
+def test_url_downloads_go_through_a_live_http_proxy(
+    cli: Cli,
+    write_manifest: Writer,
+    simulator: RunningSimulator,
+    recording_server: RecordingServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """A download of a host only the proxy can reach is fetched through HTTP_PROXY and inlined;
+    the provider request to an exempt (NO_PROXY) host goes direct; the proxy never sees the key."""
+    recording_server.reply = lambda seen, body: (
+        200,
+        {"Content-Type": "image/png"},
+        png_bytes(80, 20),
+    )
+    monkeypatch.setenv("HTTP_PROXY", recording_server.url)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    manifest = one_inlined_url(write_manifest, "http://images.example.invalid/wide", simulator.url)
+    result = cli("run", str(manifest), "--no-progress")
+    assert result.exit_code == 0, result.stderr
+    assert [(seen.method, seen.target) for seen in recording_server.seen] == [
+        ("GET", "http://images.example.invalid/wide")
+    ]
+    assert FAKE_KEY not in str(recording_server.seen)
+    width, height = png_size((tmp_path / "out" / "d.png").read_bytes())
+    assert width == 4 * height  # the simulator received the downloaded image inline
+
+
+def test_https_proxy_carries_url_downloads_and_provider_requests_alike(
+    cli: Cli,
+    write_manifest: Writer,
+    recording_server: RecordingServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """HTTPS_PROXY tunnels both a URL download and a provider request; a proxy refusing the
+    tunnel fails the download (exit 2, nothing sent) and is a `connect_error`, not billed."""
+    recording_server.reply = lambda seen, body: (403, {}, b"")
+    monkeypatch.setenv("HTTPS_PROXY", recording_server.url)
+    image = "https://images.example.invalid/a.png"
+    download = one_inlined_url(
+        write_manifest, image, "https://api.example.invalid", name="download.yaml"
+    )
+    result = cli("run", str(download), "--no-progress")
+    assert result.exit_code == 2
+    assert f"item 'd': images: {image}: no connection" in result.stderr
+    send = write_manifest(
+        [{"id": "s", "prompt": "p"}],
+        name="send.yaml",
+        endpoint="https://api.example.invalid",
+        output_dir="out-send",
+        retry={"max_attempts": 1},
+    )
+    assert cli("run", str(send), "--no-progress").exit_code == 1
+    assert [
+        (r["outcome"], r["billed"]) for r in results(tmp_path / "out-send" / "ledger.jsonl")
+    ] == [("connect_error", "no")]
+    assert [(seen.method, seen.target) for seen in recording_server.seen] == [
+        ("CONNECT", "images.example.invalid:443"),
+        ("CONNECT", "api.example.invalid:443"),
+    ]
+    assert FAKE_KEY not in str(recording_server.seen)
 
 
 def test_optimize_inputs_lossless_sends_a_smaller_identical_image(

@@ -295,7 +295,7 @@ def test_a_paid_image_is_saved_even_when_a_task_beside_the_pool_fails(
     import anyio.to_thread
 
     from batchbanana.ledger.writer import LedgerWriter
-    from batchbanana.rules.wire import AnswerImage
+    from batchbanana.rules.answer import AnswerImage
     from batchbanana.run.outputs import ImageCommitter, Saved
 
     answered = threading.Event()

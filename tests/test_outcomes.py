@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from batchbanana.rules.answer import Answer, AnswerImage
+from batchbanana.rules.error_answer import ErrorInfo, parse_error
 from batchbanana.rules.outcomes import (
     Billed,
     Outcome,
@@ -13,7 +15,6 @@ from batchbanana.rules.outcomes import (
     classify_error,
     is_retryable,
 )
-from batchbanana.rules.wire import Answer, AnswerImage, ErrorInfo, parse_error
 from tests.conftest import png_bytes
 
 PNG = png_bytes(2, 2)

@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchbanana.rules.wire import Answer, BadResponse, parse_answer
-from batchbanana.run.answers import SPILL_BYTES, AnswerStream, SinkError
+from batchbanana.errors import BadResponse, SinkError
+from batchbanana.rules.answer import Answer, parse_answer
+from batchbanana.run.answers import SPILL_BYTES, AnswerStream
 from tests.conftest import CliResult, png_bytes, results
 
 IMAGE = png_bytes(40, 30, padding=5000)

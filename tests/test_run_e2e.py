@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,16 @@ from typing import Any
 import pytest
 
 from batchbanana.simulator import RunningSimulator
-from tests.conftest import FAKE_KEY, CliResult, png_bytes, png_size, read_jsonl, results
+from tests.conftest import (
+    FAKE_KEY,
+    CliResult,
+    RecordingServer,
+    Seen,
+    png_bytes,
+    png_size,
+    read_jsonl,
+    results,
+)
 
 Cli = Callable[..., CliResult]
 Writer = Callable[..., Path]
@@ -312,6 +322,47 @@ def test_api_key_never_appears_in_any_output(
             assert FAKE_KEY.encode() not in path.read_bytes(), path
     echoed = by_item(tmp_path / "out" / "ledger.jsonl")["echo"]
     assert echoed[0]["http_status"] == 403 and "***" in echoed[0]["error"]
+
+
+@pytest.mark.parametrize(
+    ("auth", "header", "value"),
+    [
+        pytest.param("bearer", "Authorization", f"Bearer {FAKE_KEY}", id="bearer"),
+        pytest.param("google", "x-goog-api-key", FAKE_KEY, id="google"),
+    ],
+)
+def test_request_url_never_carries_the_key(
+    cli: Cli,
+    write_manifest: Writer,
+    simulator: RunningSimulator,
+    recording_server: RecordingServer,
+    auth: str,
+    header: str,
+    value: str,
+) -> None:
+    """The key from the environment travels in its auth header alone, never in the URL (no
+    `?key=`): checked on what a server in front of the simulator received from a real run."""
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def forward(seen: Seen, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        kept = {"content-type", "authorization", "x-goog-api-key"}
+        headers = {name: text for name, text in seen.headers.items() if name.lower() in kept}
+        request = urllib.request.Request(
+            simulator.url + seen.target, data=body, headers=headers, method=seen.method
+        )
+        with direct.open(request) as answer:
+            return answer.status, {"Content-Type": answer.headers["Content-Type"]}, answer.read()
+
+    recording_server.reply = forward
+    manifest = write_manifest(
+        [{"id": "k", "prompt": "p"}], endpoint=recording_server.url, auth=auth
+    )
+    assert cli("run", str(manifest), "--no-progress").exit_code == 0
+    [seen] = recording_server.seen
+    assert seen.target == "/v1beta/models/gemini-3-pro-image-preview:generateContent"
+    assert [name for name, text in seen.headers.items() if FAKE_KEY in text] == [header]
+    assert seen.headers[header] == value
+    assert simulator.bill()["billed_requests"] == 1
 
 
 def test_google_auth_sends_the_key_in_x_goog_api_key(

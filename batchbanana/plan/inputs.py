@@ -15,6 +15,8 @@ from typing import Literal
 
 import pybase64
 
+# Imported from here by plan/build.py and ledger/rebuild.py, hence the explicit re-export.
+from batchbanana.errors import ImageProblem as ImageProblem
 from batchbanana.rules.media import MAX_IMAGE_BYTES, base64_bytes, sniff_mime
 
 
@@ -49,10 +51,6 @@ class ImageInput:
         if self.kind == "url":
             return len(self.reference) + 64  # an inlined URL is checked once downloaded
         return base64_bytes(self.size_bytes or 0)
-
-
-class ImageProblem(Exception):
-    """A local image that cannot be sent; the message says why."""
 
 
 def inspect_file(path: Path) -> ImageInput:

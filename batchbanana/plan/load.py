@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from batchbanana.errors import ManifestUnreadable
 from batchbanana.plan.manifest import ITEM_KEYS, TOP_LEVEL_KEYS, Item, Manifest
 from batchbanana.plan.problems import Problem, item_label, problems_from_validation
 from batchbanana.plan.yaml_lines import LineMap, map_lines, parse_yaml, refers_to_itself
@@ -41,22 +42,13 @@ class LoadedManifest:
         return self.path.parent.resolve()
 
 
-class _Unreadable(Exception):
-    """The manifest is not a YAML mapping at all: the one problem, nothing more can be checked."""
-
-    def __init__(self, message: str, line: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.line = line
-
-
 def load_manifest(path: Path) -> tuple[LoadedManifest | None, list[Problem]]:
     """Read and schema-check a manifest; returns what validated and every problem found."""
     source = str(path)
     try:
         text_bytes = _read_bytes(path)
         data, lines = _read_document(text_bytes)
-    except _Unreadable as exc:
+    except ManifestUnreadable as exc:
         return None, [Problem(source, exc.line, "", "", exc.message)]
     problems: list[Problem] = []
     manifest = _validated_settings(data, source, lines, problems)
@@ -88,9 +80,9 @@ def _read_bytes(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        raise _Unreadable("no such manifest file") from None
+        raise ManifestUnreadable("no such manifest file") from None
     except OSError as exc:
-        raise _Unreadable(f"cannot read: {exc.strerror}") from None
+        raise ManifestUnreadable(f"cannot read: {exc.strerror}") from None
 
 
 def _read_document(text_bytes: bytes) -> tuple[dict[Any, Any], LineMap]:
@@ -98,21 +90,21 @@ def _read_document(text_bytes: bytes) -> tuple[dict[Any, Any], LineMap]:
     try:
         text = text_bytes.decode("utf-8")
     except UnicodeDecodeError:
-        raise _Unreadable("not UTF-8 text") from None
+        raise ManifestUnreadable("not UTF-8 text") from None
     try:
         root, data = parse_yaml(text)
     except RecursionError:
-        raise _Unreadable("YAML nests too deeply (a recursive alias?)") from None
+        raise ManifestUnreadable("YAML nests too deeply (a recursive alias?)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise _Unreadable(f"not valid YAML: {reason}", line) from None
+        raise ManifestUnreadable(f"not valid YAML: {reason}", line) from None
     if refers_to_itself(data):
-        raise _Unreadable("a YAML alias refers to itself (&x ... *x)")
+        raise ManifestUnreadable("a YAML alias refers to itself (&x ... *x)")
     lines = map_lines(root)
     if not isinstance(data, dict):
-        raise _Unreadable("a manifest is a YAML mapping with `version: 1` and `items`", 1)
+        raise ManifestUnreadable("a manifest is a YAML mapping with `version: 1` and `items`", 1)
     return data, lines
 
 

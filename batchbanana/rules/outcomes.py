@@ -8,8 +8,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from batchbanana.rules.answer import Answer
+from batchbanana.rules.error_answer import ErrorInfo
 from batchbanana.rules.media import IMAGE_EXTENSIONS, normalise_mime, sniff_mime
-from batchbanana.rules.wire import REFUSAL_REASONS, Answer, ErrorInfo
 
 
 class Outcome(enum.StrEnum):
@@ -55,6 +56,18 @@ BILLING: dict[Outcome, Billed] = {
 }
 
 RETRYABLE = frozenset({Outcome.RATE_LIMITED, Outcome.UNAVAILABLE, Outcome.CONNECT_ERROR})
+
+# Finish reasons of a 200 without an image that mean the model refused (billed, never retried).
+REFUSAL_REASONS = frozenset(
+    {
+        "SAFETY",
+        "IMAGE_SAFETY",
+        "PROHIBITED_CONTENT",
+        "IMAGE_PROHIBITED_CONTENT",
+        "BLOCKLIST",
+        "SPII",
+    }
+)
 
 # google.rpc.ErrorInfo reasons that mean the key or the project cannot be used at all.
 KEY_REFUSED_REASONS = frozenset(

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pybase64
 
-from batchbanana.rules.wire import (
+from batchbanana.errors import BadResponse, SinkError
+from batchbanana.rules.answer import (
     URLSAFE_TO_STANDARD,
     Answer,
     AnswerImage,
-    BadResponse,
     answer_from_json,
     decode_base64,
     load_json,
@@ -38,10 +38,6 @@ SPILL_BYTES = 256 * 1024  # decoded bytes an image may hold in memory before it 
 _PLACEHOLDER = "@batchbanana-image-{}@"
 _ESCAPE = re.compile(rb"\\(u[0-9a-fA-F]{4}|[^u])")
 _SIMPLE_ESCAPES = {b"/": b"/", b"\\": b"\\", b"n": b"", b"r": b"", b"t": b"", b'"': b'"'}
-
-
-class SinkError(Exception):
-    """The decoded image could not be written (disk full, permissions): the answer was paid for."""
 
 
 class _ImageFile:

@@ -19,10 +19,10 @@ from typing import Any, TextIO
 import anyio
 import anyio.to_thread
 
-from batchbanana.errors import describe_error
+from batchbanana.errors import ImageProblem, describe_error
 from batchbanana.ledger.replay import LedgerState
 from batchbanana.ledger.writer import LedgerWriter, result_record, utc_now
-from batchbanana.plan.inputs import EncodedImageCache, ImageProblem
+from batchbanana.plan.inputs import EncodedImageCache
 from batchbanana.plan.job import Job, WorkItem
 from batchbanana.rules.backoff import backoff_delay_s
 from batchbanana.rules.outcomes import Billed, Outcome, billed, is_retryable

@@ -1,14 +1,12 @@
-"""One aiohttp session for the job, and one attempt at a time through it.
+"""The provider client: one attempt at a time through the job's HTTP session, classified.
 
-This is the one exception boundary: low-level errors become outcomes here, and the knowledge of
-what was sent (a refused connection sent nothing; a timeout after sending is billed) lives here.
+run/http.py turns network errors into ConnectError (nothing sent), AnswerTimeout or ConnectionLost
+(sent); here they become outcomes, beside the outcomes of answers that came.
 """
 
 from __future__ import annotations
 
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,19 +14,21 @@ from typing import Any
 
 import aiohttp
 
-from batchbanana.errors import describe_error, make_scrubber
-from batchbanana.rules.outcomes import Outcome, Verdict, classify_answer, classify_error
-from batchbanana.rules.wire import (
-    Answer,
-    AnswerImage,
+from batchbanana.errors import (
+    AnswerTimeout,
     BadResponse,
-    auth_headers,
-    parse_answer,
-    parse_error,
-    parse_retry_after,
-    request_url,
+    ConnectError,
+    ConnectionLost,
+    SinkError,
+    TransportError,
+    make_scrubber,
 )
-from batchbanana.run.answers import AnswerStream, SinkError
+from batchbanana.rules.answer import Answer, AnswerImage, parse_answer
+from batchbanana.rules.error_answer import parse_error, parse_retry_after
+from batchbanana.rules.outcomes import Outcome, Verdict, classify_answer, classify_error
+from batchbanana.rules.wire import auth_headers, request_url
+from batchbanana.run.answers import AnswerStream
+from batchbanana.run.http import HttpSession, read_at_most
 
 ERROR_BODY_LIMIT = 256 * 1024  # bytes of an error answer worth reading
 
@@ -51,34 +51,6 @@ class AttemptResult:
     job_stop: str | None = None
 
 
-def proxy_for(url: str) -> str | None:
-    """The proxy HTTPS_PROXY / HTTP_PROXY / ALL_PROXY name for a URL, unless NO_PROXY exempts it."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    # proxy_bypass_environment is public in CPython but missing from typeshed's stubs.
-    if urllib.request.proxy_bypass_environment(host):  # type: ignore[attr-defined]
-        return None
-    proxies = urllib.request.getproxies_environment()
-    return proxies.get(parts.scheme) or proxies.get("all")
-
-
-class _SendProgress:
-    """Whether a request's headers were written: before that, nothing can have been billed."""
-
-    __slots__ = ("sent",)
-
-    def __init__(self) -> None:
-        self.sent = False
-
-
-async def _mark_sent(
-    session: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestHeadersSentParams
-) -> None:
-    progress = getattr(context, "trace_request_ctx", None)
-    if isinstance(progress, _SendProgress):
-        progress.sent = True
-
-
 class ProviderClient:
     """Sends generateContent requests to one endpoint with one key."""
 
@@ -88,25 +60,14 @@ class ProviderClient:
         # Text a server or an exception produced loses the key before anything cuts it short.
         self._scrub = make_scrubber([api_key])
         self._connect_timeout_s = connect_timeout_s
-        self._session: aiohttp.ClientSession | None = None
-        self._proxy: str | None = None
+        self._http = HttpSession()
 
     async def __aenter__(self) -> ProviderClient:
-        # The pool bounds the requests in flight; the connector must never queue them, or the
-        # wait for a free connection would eat into each request's timeout.
-        connector = aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True)
-        tracing = aiohttp.TraceConfig()
-        tracing.on_request_headers_sent.append(_mark_sent)
-        # The proxy is looked up once for the one endpoint: aiohttp's trust_env would re-read the
-        # environment and ~/.netrc on every request, a cost that shows at thousands of requests.
-        self._proxy = proxy_for(self.endpoint)
-        self._session = aiohttp.ClientSession(connector=connector, trace_configs=[tracing])
+        await self._http.__aenter__()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.__aexit__(*exc_info)
 
     async def generate(
         self,
@@ -121,32 +82,20 @@ class ProviderClient:
         With `sink_dir`, a 200 answer is streamed: its images are decoded into temporary files
         there (returned as AnswerImage.path) instead of being held in memory.
         """
-        assert self._session is not None, "use ProviderClient as an async context manager"
-        timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=self._connect_timeout_s)
         started = time.monotonic()
         status: int | None = None
-        progress = _SendProgress()
 
         def elapsed() -> float:
             return round(time.monotonic() - started, 3)
 
-        def not_sent(exc: BaseException) -> AttemptResult:
-            return AttemptResult(
-                Outcome.CONNECT_ERROR,
-                None,
-                elapsed(),
-                self._scrub(f"no connection, nothing sent: {describe_error(exc)}"),
-            )
-
         try:
-            async with self._session.post(
+            async with self._http.request(
+                "POST",
                 request_url(self.endpoint, model),
                 data=body,
                 headers=self._headers,
-                timeout=timeout,
-                allow_redirects=False,  # a redirected POST could be sent, and billed, twice
-                trace_request_ctx=progress,
-                proxy=self._proxy,
+                timeout_s=timeout_s,
+                connect_timeout_s=self._connect_timeout_s,
             ) as response:
                 status = response.status
                 if status == 200:
@@ -155,37 +104,38 @@ class ProviderClient:
                         return self._answered(parse_answer, payload, elapsed())
                     return await self._streamed(response, sink_dir, prefix, elapsed)
                 try:
-                    error_body = await response.content.read(ERROR_BODY_LIMIT)
-                except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                    error_body = await read_at_most(response, ERROR_BODY_LIMIT)
+                except TransportError as exc:
                     # The status already says what happened; a lost error body changes nothing.
-                    error_body = f"(error body unreadable: {describe_error(exc)})".encode()
+                    error_body = f"(error body unreadable: {exc})".encode()
                 return self._refused(status, error_body, response.headers, elapsed())
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            return not_sent(exc)
-        except TimeoutError as exc:
-            if not progress.sent:
-                return not_sent(exc)  # the total timeout fired while still connecting
+        except ConnectError as exc:
+            return AttemptResult(
+                Outcome.CONNECT_ERROR,
+                None,
+                elapsed(),
+                self._scrub(f"no connection, nothing sent: {exc}"),
+            )
+        except AnswerTimeout:
             return AttemptResult(
                 Outcome.TIMEOUT,
                 status,
                 elapsed(),
                 f"no full answer within {timeout_s:g} s (billed: the provider charges disconnects)",
             )
-        except (aiohttp.ClientError, OSError) as exc:
-            if not progress.sent:
-                return not_sent(exc)
+        except ConnectionLost as exc:
             if status == 200:
                 return AttemptResult(
                     Outcome.BAD_RESPONSE,
                     status,
                     elapsed(),
-                    self._scrub(f"answer cut off: {describe_error(exc)}"),
+                    self._scrub(f"answer cut off: {exc}"),
                 )
             return AttemptResult(
                 Outcome.SERVER_ERROR,
                 status,
                 elapsed(),
-                self._scrub(f"connection lost after sending: {describe_error(exc)}"),
+                self._scrub(f"connection lost after sending: {exc}"),
             )
 
     async def _streamed(

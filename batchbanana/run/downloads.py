@@ -1,5 +1,6 @@
 """`inline_urls: true`: fetch each URL image once per run, bounded in size and time, and check it
-like a local file, before anything is sent to the provider."""
+like a local file, before anything is sent to the provider. Downloads go through run/http.py, as
+provider requests do: the same proxy settings, the same translation of network errors."""
 
 from __future__ import annotations
 
@@ -12,10 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import aiohttp
 import anyio
 
-from batchbanana.errors import UserError
+from batchbanana.errors import (
+    AnswerTimeout,
+    ConnectError,
+    DownloadProblem,
+    TransportError,
+    UserError,
+)
 from batchbanana.rules.media import (
     MAX_IMAGE_BYTES,
     base64_bytes,
@@ -23,6 +29,7 @@ from batchbanana.rules.media import (
     request_body_bytes,
     sniff_mime,
 )
+from batchbanana.run.http import HttpSession
 
 if TYPE_CHECKING:
     from batchbanana.plan.job import WorkItem
@@ -40,14 +47,22 @@ class Download:
     size_bytes: int
 
 
-class DownloadProblem(Exception):
-    """A URL image that cannot be inlined; the message says why."""
+def _not_downloaded(url: str, exc: TransportError) -> DownloadProblem:
+    if isinstance(exc, AnswerTimeout):
+        return DownloadProblem(f"{url}: no full answer within {DOWNLOAD_TIMEOUT_S:g} s")
+    if isinstance(exc, ConnectError):
+        return DownloadProblem(
+            f"{url}: no connection ({exc}); HINT: check the URL, and HTTPS_PROXY / HTTP_PROXY"
+            " / NO_PROXY if a proxy is needed"
+        )
+    return DownloadProblem(f"{url}: could not be downloaded ({exc})")
 
 
-async def _fetch(session: aiohttp.ClientSession, url: str, folder: Path) -> Download:
-    timeout = aiohttp.ClientTimeout(total=DOWNLOAD_TIMEOUT_S)
+async def _fetch(http: HttpSession, url: str, folder: Path) -> Download:
     try:
-        async with session.get(url, timeout=timeout, max_redirects=5) as response:
+        async with http.request(
+            "GET", url, timeout_s=DOWNLOAD_TIMEOUT_S, max_redirects=5
+        ) as response:
             if response.status != 200:
                 raise DownloadProblem(f"{url}: the server answered HTTP {response.status}")
             if response.url.scheme not in ("http", "https"):
@@ -57,9 +72,8 @@ async def _fetch(session: aiohttp.ClientSession, url: str, folder: Path) -> Down
                 data += chunk
                 if len(data) > MAX_IMAGE_BYTES:
                     raise DownloadProblem(f"{url}: larger than the 7 MB limit per image")
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        reason = "timed out" if isinstance(exc, TimeoutError) else exc.__class__.__name__
-        raise DownloadProblem(f"{url}: could not be downloaded ({reason})") from None
+    except TransportError as exc:
+        raise _not_downloaded(url, exc) from None
     mime = sniff_mime(bytes(data[:32]))
     if mime is None:
         raise DownloadProblem(f"{url}: not a PNG, JPEG, WebP, HEIC or HEIF image (by its bytes)")
@@ -78,12 +92,12 @@ async def download_all(urls: Iterable[str], folder: Path) -> tuple[dict[str, Dow
     found: dict[str, Download] = {}
     problems: list[str] = []
     limiter = anyio.CapacityLimiter(DOWNLOADS_AT_ONCE)
-    async with aiohttp.ClientSession(trust_env=True) as session:
+    async with HttpSession() as http:
 
         async def one(url: str) -> None:
             async with limiter:
                 try:
-                    found[url] = await _fetch(session, url, folder)
+                    found[url] = await _fetch(http, url, folder)
                 except DownloadProblem as exc:
                     problems.append(str(exc))
 

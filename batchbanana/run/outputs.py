@@ -15,8 +15,8 @@ import anyio
 import anyio.to_thread
 
 from batchbanana.errors import UserError
+from batchbanana.rules.answer import AnswerImage
 from batchbanana.rules.media import IMAGE_EXTENSIONS
-from batchbanana.rules.wire import AnswerImage
 
 TEMP_SUFFIX = ".tmp"
 _EXTENSIONS = frozenset(IMAGE_EXTENSIONS.values())
