@@ -6,9 +6,13 @@ simulated time (tests/limits_trace.py), so a night's worth of throttling runs in
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from batchbanana.rules.error_answer import parse_error
 from batchbanana.rules.limits import CapacityFinder, LimitFinder, QuotaPacer, Throttle, Ticket
+from batchbanana.rules.outcomes import classify_error
 from tests.limits_trace import Provider, simulate
 
 
@@ -163,3 +167,52 @@ def test_no_limit_costs_almost_nothing_against_a_pool_fixed_at_the_ceiling() -> 
     assert job.refused == 0
     assert job.finder.target(job.wall_s) == 64
     assert job.wall_s <= 1.05 * fixed.wall_s
+
+
+def _error_body(message: str, *details: dict[str, object]) -> bytes:
+    error = {"code": 429, "message": message, "status": "RESOURCE_EXHAUSTED"}
+    return json.dumps({"error": {**error, "details": list(details)}}).encode()
+
+
+_PER_MINUTE = {
+    "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+    "violations": [{"quotaId": "GenerateRequestsPerMinutePerProjectPerModel", "quotaValue": "40"}],
+}
+_PER_DAY = {
+    "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+    "violations": [{"quotaId": "GenerateRequestsPerDayPerProjectPerModel", "quotaValue": "250"}],
+}
+_RETRY_3S = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "3.5s"}
+_BILLING_WORDS = "You exceeded your current quota, please check your plan and billing details."
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "throttle", "stops", "retry_delay_s"),
+    [
+        pytest.param(503, _error_body("The model is overloaded."), Throttle.CAPACITY, False,
+                     None, id="503-overloaded-is-capacity"),
+        pytest.param(429, _error_body("Resource has been exhausted (e.g. check quota)."),
+                     Throttle.CAPACITY, False, None, id="429-without-quota-is-capacity"),
+        pytest.param(429, _error_body(_BILLING_WORDS, _PER_MINUTE, _RETRY_3S), Throttle.QUOTA,
+                     False, 3.5, id="429-per-minute-quota-paces-the-job"),
+        pytest.param(429, _error_body(_BILLING_WORDS + " Please retry in 11.76s.", _PER_MINUTE),
+                     Throttle.QUOTA, False, 11.76, id="retry-delay-said-in-words"),
+        pytest.param(429, _error_body(_BILLING_WORDS, _PER_DAY, _RETRY_3S), Throttle.NONE, True,
+                     3.5, id="429-per-day-stops-the-job"),
+        pytest.param(429, _error_body("Your prepayment credits are depleted. Please go to AI"
+                     " Studio to manage your project and billing."), Throttle.NONE, True, None,
+                     id="prepaid-credit-used-up-stops-the-job"),
+        pytest.param(429, _error_body("Your project has reached its monthly spending cap."),
+                     Throttle.NONE, True, None, id="spending-cap-stops-the-job"),
+    ],
+)  # fmt: skip
+def test_an_error_answer_says_which_limit_it_hit(
+    status: int, body: bytes, throttle: Throttle, stops: bool, retry_delay_s: float | None
+) -> None:
+    """503 and a bare 429 are capacity, a per-minute QuotaFailure is a quota to pace by, and a
+    429 about money or a day's quota stops the job instead (waiting would not help)."""
+    info = parse_error(body)
+    verdict = classify_error(status, info)
+    assert verdict.throttle is throttle
+    assert (verdict.job_stop is not None) is stops
+    assert info.retry_delay_s == retry_delay_s

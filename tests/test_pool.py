@@ -9,7 +9,8 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from batchbanana.run.pool import AdaptiveTarget, WorkPool
+from batchbanana.rules.limits import Throttle
+from batchbanana.run.pool import Slot, WorkPool
 
 
 class Spy:
@@ -128,28 +129,48 @@ async def test_rate_limit_spaces_request_starts() -> None:
     assert all(gap >= 0.095 for gap in gaps)
 
 
-def test_adaptive_target_halves_once_per_window_and_grows_back_by_one() -> None:
-    """A burst of throttles within one window halves the target once; the next window's burst
-    halves it again; a window of successes adds one."""
-    target = AdaptiveTarget(32)
-    target.on_throttled()
-    assert target.value == 16
-    for _ in range(16):  # the rest of the burst: one window of 16 completions
-        target.on_throttled()
-    assert target.value == 16
-    target.on_throttled()  # a whole window of throttles later
-    assert target.value == 8
-    for _ in range(8):
-        target.on_success()
-    assert target.value == 9
-    for _ in range(9):
-        target.on_success()
-    assert target.value == 10
+@pytest.mark.asyncio
+async def test_an_adaptive_pool_finds_the_providers_capacity_and_keeps_under_it() -> None:
+    """A stand-in provider that refuses at once when 3 are running: every item ends done, the
+    meter finds 3, and few requests are refused (the first probe of the ramp, a later probe)."""
+    running = 0
+    done: list[int] = []
+    pool: WorkPool[int] = WorkPool(16, adaptive=True)
+
+    async def handler(item: int, slot: Slot) -> None:
+        nonlocal running
+        if running >= 3:
+            await anyio.sleep(0.001)
+            slot.release(Throttle.CAPACITY)
+            pool.defer(item, 0.005)
+            return
+        running += 1
+        await anyio.sleep(0.02)
+        running -= 1
+        slot.release()
+        done.append(item)
+
+    for item in range(120):
+        pool.submit(item)
+    await pool.run(handler)
+    assert sorted(done) == list(range(120))
+    assert pool.meter.finder is not None
+    assert pool.meter.finder.capacity.capacity == 3
+    assert pool.meter.refused <= 12
 
 
-def test_adaptive_off_keeps_the_ceiling() -> None:
-    """adaptive: false never lowers the target."""
-    target = AdaptiveTarget(8, enabled=False)
-    for _ in range(20):
-        target.on_throttled()
-    assert target.value == 8
+@pytest.mark.asyncio
+async def test_adaptive_off_keeps_the_ceiling_whatever_is_refused() -> None:
+    """adaptive: false keeps `concurrency` in flight even when requests are refused."""
+    spy = Spy()
+    pool: WorkPool[int] = WorkPool(8, adaptive=False)
+
+    async def handler(item: int, slot: Slot) -> None:
+        await spy.handler(item, slot)
+        slot.release(Throttle.CAPACITY)
+
+    for item in range(40):
+        pool.submit(item)
+    await pool.run(handler)
+    assert spy.max_running == 8
+    assert pool.target() == 8 and pool.meter.refused == 40

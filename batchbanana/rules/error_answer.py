@@ -25,11 +25,13 @@ class ErrorInfo:
     message: str | None = None
     retry_delay_s: float | None = None
     quota_per_day: bool = False
+    quota_windowed: bool = False  # a QuotaFailure for a window shorter than a day (per minute)
     quota_zero: bool = False
     details: list[Any] = field(default_factory=list)
     reasons: tuple[str, ...] = ()  # google.rpc.ErrorInfo reasons, such as API_KEY_INVALID
 
 
+_RETRY_IN = re.compile(r"\bretry in (\d+(?:\.\d+)?)\s*s\b", re.IGNORECASE)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*s\s*$")
 _LIMIT_ZERO = re.compile(r"\blimit:\s*0\b")
 
@@ -86,6 +88,7 @@ def _parse_error(body: bytes) -> ErrorInfo:
     retry_delay = None
     reasons: list[str] = []
     per_day = False
+    windowed = False
     zero = bool(isinstance(message, str) and _LIMIT_ZERO.search(message))
     for detail in details:
         if not isinstance(detail, dict):
@@ -103,13 +106,20 @@ def _parse_error(body: bytes) -> ErrorInfo:
                 quota_id = str(camel_or_snake(violation, "quotaId", "quota_id") or "")
                 if "PerDay" in quota_id:
                     per_day = True
+                else:
+                    windowed = True
                 if str(camel_or_snake(violation, "quotaValue", "quota_value")) == "0":
                     zero = True
+    if retry_delay is None and isinstance(message, str):
+        # Gemini also says it in words: "... Please retry in 11.767792953s."
+        said = _RETRY_IN.search(message)
+        retry_delay = float(said.group(1)) if said else None
     return ErrorInfo(
         status=str(status) if status else None,
         message=str(message) if message is not None else None,
         retry_delay_s=retry_delay,
         quota_per_day=per_day,
+        quota_windowed=windowed,
         quota_zero=zero,
         details=details,
         reasons=tuple(reasons),

@@ -3,7 +3,8 @@ and how many it admits per window (a rate quota). Pure state machines fed with e
 they happened; the pool asks them how many requests may be in flight and when the next may start.
 
 Capacity (503, or a 429 without a windowed quota). A refusal for load comes back at once, so the
-finder starts low and adds one request in flight per step until the first refusal; the number in
+finder starts low and grows the number in flight step by step (doubling every four steps, a step
+never shorter than twice a refusal's round trip) until the first refusal; the number in
 flight when the refused request went out, less one, bounds the capacity. It holds there, and after
 some rounds of successes lets one request more go out (a probe): admitted, the limit rose and the
 ramp resumes; refused, probes grow rarer. Feedback about requests sent before the limit last
@@ -46,6 +47,7 @@ class Ticket:
 
 
 STEP_S = 0.01  # the ramp's step before a refusal's round trip is known
+RAMP_GROWTH = 2 ** (1 / 4)  # the ramp doubles every four steps
 PROBE_ROUNDS = 2  # rounds of successes at the limit before a capacity probe...
 PROBE_ROUNDS_MAX = 4  # ...doubling after each refused probe, up to this many
 PROBE_MIN_ANSWERS = 16  # a small limit still waits this many answers: few refusals per image
@@ -75,7 +77,13 @@ class CapacityFinder:
     def target(self, now: float) -> int:
         """How many requests may be in flight now."""
         if self._ramp_from is not None:
-            return max(1, min(self.ceiling, self._ramp_base + self._steps(now, self._ramp_from)))
+            steps = self._steps(now, self._ramp_from)
+            # A quarter of a doubling per step, and at least one more per step: a few rounds of
+            # growth in well under a second, yet never a burst bigger than a step's worth.
+            grown = max(
+                self._ramp_base + steps, int(self._ramp_base * RAMP_GROWTH ** min(steps, 64))
+            )
+            return max(1, min(self.ceiling, grown))
         if self.capacity is None:
             return self._ramp_base  # nothing sent yet
         probe = 1 if not self._probe_out and self._since_probe >= self._probe_every else 0

@@ -6,10 +6,12 @@ This table is the money: only outcomes that provably cost nothing are retried by
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 
 from batchbanana.rules.answer import Answer
 from batchbanana.rules.error_answer import ErrorInfo
+from batchbanana.rules.limits import Throttle
 from batchbanana.rules.media import IMAGE_EXTENSIONS, normalise_mime, sniff_mime
 
 
@@ -92,6 +94,7 @@ class Verdict:
     outcome: Outcome
     error: str | None = None
     job_stop: str | None = None  # why the whole job must stop sending, if it must
+    throttle: Throttle = Throttle.NONE  # what it says about the provider's limits
 
 
 def classify_answer(answer: Answer) -> Verdict:
@@ -116,6 +119,14 @@ def classify_answer(answer: Answer) -> Verdict:
     return Verdict(Outcome.NO_IMAGE, f"no image: finishReason {reason or 'missing'}")
 
 
+# A 429 that is about money, not load: Google's spending caps and prepaid credit.
+_OUT_OF_MONEY = re.compile(
+    r"spend(ing)?[ -]cap|prepay(ment)? credits? (are|is) (depleted|exhausted|used up)"
+    r"|credits are depleted",
+    re.IGNORECASE,
+)
+
+
 def classify_error(status: int, info: ErrorInfo) -> Verdict:
     """A non-200 answer: its outcome, and whether it stops the whole job."""
     summary = f"{status} {info.status or ''}".strip()
@@ -130,9 +141,18 @@ def classify_error(status: int, info: ErrorInfo) -> Verdict:
                 summary,
                 job_stop=f"{kind} exhausted (429); waiting will not help tonight",
             )
-        return Verdict(Outcome.RATE_LIMITED, summary)
+        if _OUT_OF_MONEY.search(info.message or ""):
+            return Verdict(
+                Outcome.RATE_LIMITED,
+                summary,
+                job_stop="the spending cap is reached or the prepaid credit is used up (429);"
+                " waiting will not help: raise the cap or top up",
+            )
+        # A windowed quota (per minute) paces the job; any other 429 is the provider's load.
+        throttle = Throttle.QUOTA if info.quota_windowed else Throttle.CAPACITY
+        return Verdict(Outcome.RATE_LIMITED, summary, throttle=throttle)
     if status == 503:
-        return Verdict(Outcome.UNAVAILABLE, summary)
+        return Verdict(Outcome.UNAVAILABLE, summary, throttle=Throttle.CAPACITY)
     if status in (401, 403):
         return Verdict(
             Outcome.HTTP_ERROR,

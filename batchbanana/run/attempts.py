@@ -29,12 +29,12 @@ from batchbanana.rules.outcomes import Billed, Outcome, billed, is_retryable
 from batchbanana.rules.pricing import money
 from batchbanana.rules.wire import build_request, file_part, inline_part
 from batchbanana.run.client import AttemptResult, ProviderClient
+from batchbanana.run.meters import BudgetMeter
 from batchbanana.run.outputs import ImageCommitter
-from batchbanana.run.pool import WorkPool
+from batchbanana.run.pool import Slot, WorkPool
 from batchbanana.run.progress import Progress
 from batchbanana.run.totals import RunTotals
 
-BUDGET_SLACK_USD = 1e-9  # float noise, not money
 ENCODER_THREADS = 4  # threads building request bodies (reading, optimising, encoding inputs)
 
 
@@ -104,6 +104,7 @@ class JobRunner:
         )
         self.stop_reason: str | None = None
         self.interrupted = False
+        self.budget = BudgetMeter(settings.budget_usd)
         self.pool: WorkPool[WorkItem] = WorkPool(
             settings.concurrency, job.adaptive, job.rate_limit_rpm
         )
@@ -173,15 +174,6 @@ class JobRunner:
         self.run_attempts[item.id] = self.run_attempts.get(item.id, 0) + 1
         return number
 
-    def _within_budget(self, price_usd: float) -> bool:
-        budget = self.settings.budget_usd
-        if budget is None:
-            return True
-        committed = (
-            self.totals.spent_usd + self.totals.possibly_spent_usd + self.totals.reserved_usd
-        )
-        return committed + price_usd <= budget + BUDGET_SLACK_USD
-
     def _body(self, item: WorkItem) -> bytes:
         parts = []
         for image in item.images:
@@ -205,7 +197,7 @@ class JobRunner:
         if outcome is not Outcome.OK:
             self.totals.failures.append((item.id, outcome.value, self.scrub(error or "")))
         if self.progress:
-            self.progress.item_done(outcome is Outcome.OK, self.totals, self.pool.target.value)
+            self.progress.item_done(outcome is Outcome.OK, self.totals, self.pool.shown_limits())
 
     def _stop(self, reason: str) -> None:
         if self.stop_reason is None:
@@ -214,7 +206,7 @@ class JobRunner:
             self.stderr.flush()
         self.pool.stop()
 
-    async def handle(self, item: WorkItem, release: Callable[[], None]) -> None:
+    async def handle(self, item: WorkItem, slot: Slot) -> None:
         """One attempt at one item: budget, sent line, request, image, result line, next step.
 
         The pool slot is released once the provider has answered: saving the image and writing
@@ -223,7 +215,7 @@ class JobRunner:
             self.unsent.append(item)
             return
         price = item.price.ceiling_usd(item.image_size, len(item.images))
-        if not self._within_budget(price):
+        if not self.budget.admits(self.totals.spent_usd + self.totals.possibly_spent_usd, price):
             attempt = self._next_attempt(item)
             self.totals.over_budget_usd = money(self.totals.over_budget_usd + price)
             self._record_result(
@@ -236,14 +228,13 @@ class JobRunner:
             )
             self._finish(item, Outcome.OVER_BUDGET, "over budget")
             return
-        # Reserved before any wait, so concurrent handlers see it in their budget check.
-        self.totals.reserved_usd += price
+        self.budget.reserve(price)  # before any wait: concurrent handlers see it
         try:
-            await self._send(item, price, release)
+            await self._send(item, price, slot)
         finally:
-            self.totals.reserved_usd = max(0.0, self.totals.reserved_usd - price)
+            self.budget.release(price)
 
-    async def _send(self, item: WorkItem, price: float, release: Callable[[], None]) -> None:
+    async def _send(self, item: WorkItem, price: float, slot: Slot) -> None:
         inline = sum(1 for image in item.images if image.kind == "file" or image.inline)
         try:
             if inline:
@@ -296,7 +287,7 @@ class JobRunner:
             # `concurrency` answers are being saved: a slow disk holds the pool back instead of
             # letting answers pile up in memory.
             async with self._finishing:
-                release()
+                slot.release(result.throttle, result.server_wait_s)
                 await self._conclude(item, attempt, result)
 
     def _interrupted(self, item: WorkItem, attempt: int, price: float, why: str) -> None:
@@ -364,15 +355,11 @@ class JobRunner:
         self._record_result(
             item, attempt, outcome, price, result, outputs, size_bytes, error, extra
         )
-        if outcome in (Outcome.RATE_LIMITED, Outcome.UNAVAILABLE):
-            self.pool.target.on_throttled()
-        else:
-            self.pool.target.on_success()
         if retry_now:
             self.totals.free_retries += 1
             self.pool.defer(item, delay)
             if self.progress:
-                self.progress.refresh(self.totals, self.pool.target.value)
+                self.progress.refresh(self.totals, self.pool.shown_limits())
             return
         if result.job_stop:
             self._stop(result.job_stop)
@@ -408,6 +395,8 @@ class JobRunner:
         finally:
             self.progress.close()
         self.unsent.extend(self.pool.pending())
+        self.totals.refused = self.pool.meter.refused
+        self.totals.limit_found = self.pool.meter.found()
 
     async def _watch_signals(self, scope: anyio.CancelScope) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -25,6 +25,7 @@ from batchbanana.errors import (
 )
 from batchbanana.rules.answer import Answer, AnswerImage, parse_answer
 from batchbanana.rules.error_answer import parse_error, parse_retry_after
+from batchbanana.rules.limits import Throttle
 from batchbanana.rules.outcomes import Outcome, Verdict, classify_answer, classify_error
 from batchbanana.rules.wire import auth_headers, request_url
 from batchbanana.run.answers import AnswerStream
@@ -49,6 +50,7 @@ class AttemptResult:
     model_version: str | None = None
     server_wait_s: float | None = None  # Retry-After or RetryInfo, whichever is longer
     job_stop: str | None = None
+    throttle: Throttle = Throttle.NONE  # what the answer says about the provider's limits
 
 
 class ProviderClient:
@@ -202,4 +204,5 @@ class ProviderClient:
             verdict.error,
             server_wait_s=max(waits) if waits else None,
             job_stop=verdict.job_stop,
+            throttle=verdict.throttle,
         )

@@ -1,8 +1,8 @@
 """A bounded pool that behaves like N synchronous workers, driven by one anyio task group.
 
 Work is taken in order; an item that must wait (backoff) waits in a timer heap, not in a worker,
-so the other workers go on. With `adaptive`, the number in flight shrinks on throttling
-(multiplicative decrease, at most once per window) and grows back by one per window of successes.
+so the other workers go on. How many may be in flight and when the next may start is the meter's
+to say (run/meters.py): with `adaptive`, the provider's limits as they are found.
 """
 
 from __future__ import annotations
@@ -13,45 +13,45 @@ import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
+
+from batchbanana.rules.limits import Throttle, Ticket
+from batchbanana.run.meters import FlowMeter
 
 T = TypeVar("T")
 
 
-class AdaptiveTarget:
-    """How many requests may be in flight: AIMD between 1 and the configured ceiling.
+class Slot:
+    """A request's place in the pool. Releasing it says what the provider answered, so the meter
+    learns the provider's limits; calling it releases it with an ordinary answer."""
 
-    A window is as many completed requests as the target itself (one round of the pool), so
-    a burst of 429s from one round halves the target once, not once per error.
-    """
+    __slots__ = ("_pool", "_released", "ticket")
 
-    def __init__(self, ceiling: int, enabled: bool = True) -> None:
-        self.ceiling = ceiling
-        self.enabled = enabled
-        self.value = ceiling
-        self._since_decrease = ceiling  # allow the first decrease at once
-        self._successes = 0
+    def __init__(self, pool: WorkPool[Any], ticket: Ticket) -> None:
+        self._pool = pool
+        self.ticket = ticket
+        self._released = False
 
-    def on_throttled(self) -> None:
-        """A 429 or 503: shrink, unless this window already shrank."""
-        self._successes = 0
-        if not self.enabled or self._since_decrease < self.value:
-            self._since_decrease += 1
-            return
-        self.value = max(1, self.value // 2)
-        self._since_decrease = 0
+    def __call__(self) -> None:
+        self.release()
 
-    def on_success(self) -> None:
-        """A request that was not throttled: after a window of them, grow by one."""
-        self._since_decrease += 1
-        if not self.enabled or self.value >= self.ceiling:
-            return
-        self._successes += 1
-        if self._successes >= self.value:
-            self.value += 1
-            self._successes = 0
+    def release(
+        self, throttle: Throttle = Throttle.NONE, retry_after_s: float | None = None
+    ) -> None:
+        """The provider answered: the slot is free, and the answer tells about its limits."""
+        if not self._released:
+            self._released = True
+            self._pool.meter.answered(self.ticket, self._pool.now(), throttle, retry_after_s)
+            self._pool.freed()
+
+    def abandon(self) -> None:
+        """The request ended with no answer about load (or never went out): free the slot."""
+        if not self._released:
+            self._released = True
+            self._pool.meter.abandoned(self.ticket)
+            self._pool.freed()
 
 
 class WorkPool(Generic[T]):
@@ -64,7 +64,7 @@ class WorkPool(Generic[T]):
         rate_limit_rpm: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.target = AdaptiveTarget(concurrency, adaptive)
+        self.meter = FlowMeter(concurrency, adaptive, rate_limit_rpm)
         self._ready: deque[T] = deque()
         self._delayed: list[tuple[float, int, T]] = []
         self._sequence = itertools.count()
@@ -73,8 +73,6 @@ class WorkPool(Generic[T]):
         self._stopping = False
         self._changed = anyio.Event()
         self._clock = clock
-        self._interval_s = 60.0 / rate_limit_rpm if rate_limit_rpm else 0.0
-        self._next_start = 0.0
         self._cancel_scope: anyio.CancelScope | None = None
         self.max_in_flight = 0
 
@@ -113,22 +111,41 @@ class WorkPool(Generic[T]):
         if self._cancel_scope is not None:
             self._cancel_scope.cancel()
 
+    def now(self) -> float:
+        """The pool's clock."""
+        return self._clock()
+
+    def target(self) -> int:
+        """How many requests may be in flight now."""
+        return self.meter.target(self._clock())
+
+    def shown_limits(self) -> str:
+        """The limits in force, for the progress bar."""
+        return self.meter.shown(self._clock())
+
+    def freed(self) -> None:
+        """A slot was released (Slot calls this)."""
+        self._in_flight -= 1
+        self._notify()
+
     def _notify(self) -> None:
         # A fresh event only when the dispatcher is waiting on this one: notifications come
         # several times per request, waits far less often.
         if not self._changed.is_set():
             self._changed.set()
 
-    def _take(self) -> tuple[T | None, float | None]:
-        """The next item to start, or None and how long until a deferred one is due."""
-        now = self._clock()
-        if self._delayed and self._delayed[0][0] <= now:
-            return heapq.heappop(self._delayed)[2], None
-        if self._ready:
-            return self._ready.popleft(), None
+    def _next_due(self, now: float) -> float | None:
+        """Seconds until an item is ready (0: one is), or None if none is queued."""
+        if self._ready or (self._delayed and self._delayed[0][0] <= now):
+            return 0.0
         if self._delayed:
-            return None, self._delayed[0][0] - now
-        return None, math.inf
+            return self._delayed[0][0] - now
+        return None
+
+    def _take(self, now: float) -> T:
+        if self._delayed and self._delayed[0][0] <= now:
+            return heapq.heappop(self._delayed)[2]
+        return self._ready.popleft()
 
     async def _wait_for_change(self, timeout_s: float) -> None:
         if self._changed.is_set():
@@ -141,54 +158,41 @@ class WorkPool(Generic[T]):
         with anyio.move_on_after(timeout_s):
             await changed.wait()
 
-    async def run(self, handler: Callable[[T, Callable[[], None]], Awaitable[None]]) -> None:
+    async def run(self, handler: Callable[[T, Slot], Awaitable[None]]) -> None:
         """Handle every item (including deferred ones) until none is left or stop() is called.
 
-        `handler(item, release)` may call `release()` as soon as its request is answered, so the
-        next request starts while it records the answer (saving, ledger); its slot is released
-        when it returns otherwise. The pool ends only when no handler is still running, since a
-        handler may defer its item for a retry.
+        `handler(item, slot)` releases its slot as soon as its request is answered, saying what the
+        provider answered (`slot.release(throttle, retry_after_s)`), so the next request starts
+        while it records the answer (saving, ledger); a slot still held when it returns is
+        abandoned. The pool ends only when no handler is still running, since a handler may defer
+        its item for a retry.
         """
 
-        async def work(item: T) -> None:
-            released = False
-
-            def release() -> None:
-                nonlocal released
-                if not released:
-                    released = True
-                    self._in_flight -= 1
-                    self._notify()
-
+        async def work(item: T, slot: Slot) -> None:
             try:
-                await handler(item, release)
+                await handler(item, slot)
             finally:
-                release()
+                slot.abandon()
                 self._active -= 1
                 self._notify()
 
         async with anyio.create_task_group() as group:
             self._cancel_scope = group.cancel_scope
             while not self._stopping:
-                if self._in_flight >= self.target.value:
-                    await self._wait_for_change(math.inf)
+                now = self._clock()
+                if self._in_flight >= self.meter.target(now):
+                    await self._wait_for_change(self.meter.wake_in_s(now) or math.inf)
                     continue
-                item, wait_s = self._take()
-                if item is None:
-                    assert wait_s is not None
-                    if self._active == 0 and math.isinf(wait_s):
-                        break
+                due_s = self._next_due(now)
+                if due_s is None and self._active == 0:
+                    break  # nothing queued, nothing running that could defer an item
+                wait_s = max(due_s if due_s is not None else math.inf, self.meter.start_in_s(now))
+                if wait_s > 0:
                     await self._wait_for_change(wait_s)
                     continue
-                if self._interval_s:
-                    delay = self._next_start - self._clock()
-                    if delay > 0:
-                        await anyio.sleep(delay)
-                    self._next_start = max(self._next_start, self._clock()) + self._interval_s
-                    if self._stopping:
-                        self._ready.appendleft(item)
-                        break
+                item = self._take(now)
+                slot = Slot(self, self.meter.started(now))
                 self._in_flight += 1
                 self._active += 1  # counted now: the task starts later
                 self.max_in_flight = max(self.max_in_flight, self._in_flight)
-                group.start_soon(work, item)
+                group.start_soon(work, item, slot)

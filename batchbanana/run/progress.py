@@ -1,4 +1,5 @@
-"""The progress bar on stderr: items done, ok / failed, dollars spent, the in-flight target."""
+"""The progress bar on stderr: items done, ok / failed, dollars spent, the in-flight target and
+the pace found."""
 
 from __future__ import annotations
 
@@ -27,26 +28,26 @@ class Progress:
                 bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]",
             )
 
-    def _postfix(self, totals: RunTotals, target: int) -> str:
+    def _postfix(self, totals: RunTotals, limits: str) -> str:
         text = f"ok={self.ok} failed={self.failed} spent=${totals.run_spent_usd:.2f}"
         if totals.possibly_spent_usd:
             text += f" (+${totals.possibly_spent_usd:.2f}?)"
-        return text + f" in-flight<={target}"
+        return f"{text} {limits}"
 
-    def item_done(self, ok: bool, totals: RunTotals, target: int) -> None:
+    def item_done(self, ok: bool, totals: RunTotals, limits: str) -> None:
         """One item reached its final outcome for this run."""
         if ok:
             self.ok += 1
         else:
             self.failed += 1
         if self._bar is not None:
-            self._bar.set_postfix_str(self._postfix(totals, target), refresh=False)
+            self._bar.set_postfix_str(self._postfix(totals, limits), refresh=False)
             self._bar.update(1)
 
-    def refresh(self, totals: RunTotals, target: int) -> None:
-        """Show new money or a new in-flight target without finishing an item."""
+    def refresh(self, totals: RunTotals, limits: str) -> None:
+        """Show new money or new limits without finishing an item."""
         if self._bar is not None:
-            self._bar.set_postfix_str(self._postfix(totals, target))
+            self._bar.set_postfix_str(self._postfix(totals, limits))
 
     def close(self) -> None:
         """Leave the final state of the bar on screen."""

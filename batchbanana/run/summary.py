@@ -35,6 +35,9 @@ def print_summary(
         lines.append(
             f"  {totals.free_retries} request(s) retried at no charge (429/503/no connection)"
         )
+    if totals.limit_found or totals.refused:
+        found = f"provider limit: {totals.limit_found}; " if totals.limit_found else ""
+        lines.append(f"  {found}{totals.refused} request(s) refused for load (429/503)")
     for item_id, outcome, error in totals.failures[:10]:
         lines.append(f"  item '{item_id}': {outcome}: {error}")
     if len(totals.failures) > 10:

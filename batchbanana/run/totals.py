@@ -12,10 +12,11 @@ class RunTotals:
 
     spent_usd: float = 0.0  # whole ledger, this run included
     possibly_spent_usd: float = 0.0
-    reserved_usd: float = 0.0  # estimated price of requests in flight
     run_spent_usd: float = 0.0
     outcomes: dict[str, int] = field(default_factory=dict)  # final outcome per item this run
     free_retries: int = 0
+    refused: int = 0  # requests the provider refused for load (429, 503)
+    limit_found: str | None = None  # the provider's limit as found, in words
     over_budget_usd: float = 0.0  # what the items refused by the budget would have cost
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (item, outcome, error)
     inline_images_sent: int = 0  # input images sent inline, counting every request
