@@ -18,18 +18,18 @@ from typing import Any
 
 from aiohttp import web
 
-from batchbanana.simulator.answers import _Answer, _error_json, _fault_answer, _success_answer
+from batchbanana.simulator.answers import Answer, error_json, fault_answer, success_answer
 from batchbanana.simulator.config import SimulatorConfig, describe_price_book
 from batchbanana.simulator.directives import (
-    _BILLED_FAULTS,
+    BILLED_FAULTS,
     DirectiveError,
-    _random_plan,
     parse_directives,
     plan_request,
+    random_plan,
 )
-from batchbanana.simulator.images import _ImageCache
-from batchbanana.simulator.requests import _ApiError, _bad, _read_request
-from batchbanana.simulator.rules import _MAX_BODY_BYTES, _MODELS, book_price
+from batchbanana.simulator.images import ImageCache
+from batchbanana.simulator.requests import ApiError, invalid_argument, read_request
+from batchbanana.simulator.rules import MAX_BODY_BYTES, MODELS, book_price
 
 
 class _State:
@@ -38,7 +38,7 @@ class _State:
     def __init__(self, config: SimulatorConfig) -> None:
         self.config = config
         self.rng = random.Random(config.seed)
-        self.images = _ImageCache(config.image_bytes)
+        self.images = ImageCache(config.image_bytes)
         self._lock = threading.Lock()
         self._requests = 0
         self._in_flight = 0
@@ -127,51 +127,51 @@ def _api_key(request: web.Request) -> str:
     return request.headers.get("x-goog-api-key", "").strip() or request.query.get("key", "").strip()
 
 
-async def _decide(request: web.Request, state: _State) -> _Answer:
+async def _decide(request: web.Request, state: _State) -> Answer:
     """Read and check the request, then choose its answer (and whether it is billed)."""
     model, _, method = request.match_info["name"].partition(":")
     key = _api_key(request)
     if not key:
-        raise _ApiError(
+        raise ApiError(
             401,
             "UNAUTHENTICATED",
             "Request is missing required authentication "
             "credential. Expected an API key in x-goog-api-key or Authorization.",
         )
-    rule = _MODELS.get(model)
+    rule = MODELS.get(model)
     if rule is None or method != "generateContent":
-        raise _ApiError(
+        raise ApiError(
             404,
             "NOT_FOUND",
             f"models/{model} is not found for API version v1beta, "
             f"or {method or 'this method'} is not supported for it.",
         )
-    too_big = _bad(f"Request payload size exceeds the limit: {_MAX_BODY_BYTES} bytes.")
-    if (request.content_length or 0) >= _MAX_BODY_BYTES:
+    too_big = invalid_argument(f"Request payload size exceeds the limit: {MAX_BODY_BYTES} bytes.")
+    if (request.content_length or 0) >= MAX_BODY_BYTES:
         raise too_big
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise too_big from None
     if len(raw) > 1_000_000:  # decoding megabytes of base64 would stall every other request
-        req = await asyncio.to_thread(_read_request, rule, model, raw)
+        req = await asyncio.to_thread(read_request, rule, model, raw)
     else:
-        req = _read_request(rule, model, raw)
+        req = read_request(rule, model, raw)
     try:
         directives = parse_directives(req.prompt)
     except DirectiveError as exc:
-        raise _bad(str(exc)) from None
+        raise invalid_argument(str(exc)) from None
     index = state.count_prompt(req.prompt)
     plan = (
         plan_request(directives, index)
         if not directives.empty
-        else _random_plan(state.config, state.rng)
+        else random_plan(state.config, state.rng)
     )
     if plan.fault is not None:
-        answer = _fault_answer(plan.fault, plan, model, key)
+        answer = fault_answer(plan.fault, plan, model, key)
     else:
-        answer = await _success_answer(state.images, model, rule, req, plan)
-    if plan.fault is None or plan.fault in _BILLED_FAULTS:  # the model ran: the provider bills
+        answer = await success_answer(state.images, model, rule, req, plan)
+    if plan.fault is None or plan.fault in BILLED_FAULTS:  # the model ran: the provider bills
         answer.price_usd = state.price(model, req.image_size or "1K", answer.output_images)
     answer.delay_s = plan.slow_s if plan.slow_s is not None else state.config.latency_s
     return answer
@@ -183,7 +183,7 @@ def _close(request: web.Request) -> None:
         transport.close()
 
 
-async def _send(request: web.Request, state: _State, answer: _Answer) -> web.StreamResponse:
+async def _send(request: web.Request, state: _State, answer: Answer) -> web.StreamResponse:
     """Bill (when the model runs, before any wait), wait, then deliver the answer its way."""
     if answer.price_usd is not None:
         state.bill(answer.price_usd)
@@ -220,10 +220,10 @@ async def _generate_content(request: web.Request) -> web.StreamResponse:
     try:
         try:
             answer = await _decide(request, state)
-        except _ApiError as exc:
-            answer = _Answer(
+        except ApiError as exc:
+            answer = Answer(
                 exc.code,
-                _error_json(exc.code, exc.status, exc.message),
+                error_json(exc.code, exc.status, exc.message),
                 delay_s=state.config.latency_s,
             )
         return await _send(request, state, answer)
@@ -246,7 +246,7 @@ async def _reset(request: web.Request) -> web.Response:
 
 def create_app(config: SimulatorConfig) -> web.Application:
     """The simulator as an aiohttp application (routes, state and bill included)."""
-    app = web.Application(client_max_size=_MAX_BODY_BYTES - 1)
+    app = web.Application(client_max_size=MAX_BODY_BYTES - 1)
     app[_STATE] = _State(config)
     # Google serves the same method under every API version; the official google-genai client
     # uses /v1 by default in recent releases and /v1beta in older ones.
