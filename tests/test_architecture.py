@@ -128,7 +128,6 @@ STILL_OVER_300 = {
     "report/aggregate.py",
     "rules/wire.py",
     "run/attempts.py",
-    "simulator/server.py",
 }
 
 
