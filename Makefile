@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench soak clean
+.PHONY: install demo test lint wheel-check bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check batchbanana tests bench
 	$(BIN)/mypy
+
+# The wheel as a user gets it: built from the sdist, installed in a fresh venv, run outside the checkout.
+wheel-check: $(STAMP)
+	PY=$(PY) BUILD_PYTHON=$(abspath $(BIN))/python bash .ci/wheel-check
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

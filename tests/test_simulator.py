@@ -349,7 +349,7 @@ async def test_body_over_the_limit_is_refused(
     sim: RunningSimulator, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A body at or over the size limit is refused with the error JSON (limit lowered here)."""
-    monkeypatch.setattr(simulator.server, "_MAX_BODY_BYTES", 2_000)
+    monkeypatch.setattr(simulator.handlers, "MAX_BODY_BYTES", 2_000)
     answer = await post(http, sim, request_body("x" * 3_000))
     assert answer.status == 400
     assert "payload size" in answer.json["error"]["message"]

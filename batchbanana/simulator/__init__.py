@@ -4,11 +4,11 @@ It speaks the wire format of contract section 3 the way Google does (section 7) 
 with the client on purpose: it is the other side of the wire, so its model rules, price books and
 parsers are written out here again, and a client bug cannot hide behind a shared helper.
 
-config -> rules -> directives -> images -> requests -> answers -> server: each module uses only
-those before it.
+rules -> config -> directives -> images -> requests -> answers -> state -> handlers -> server:
+each module uses only those before it. Exported here: what the runner, the CLI and the tests use.
 """
 
-from batchbanana.simulator.config import SimulatorConfig, describe_price_book
+from batchbanana.simulator.config import SimulatorConfig
 from batchbanana.simulator.directives import (
     Directive,
     DirectiveError,
@@ -17,18 +17,9 @@ from batchbanana.simulator.directives import (
     parse_directives,
     plan_request,
 )
-from batchbanana.simulator.images import (
-    encode_jpeg,
-    encode_png,
-    image_dimensions,
-    pad_png,
-    png_size,
-)
-from batchbanana.simulator.requests import sniff_mime
-from batchbanana.simulator.rules import book_price
+from batchbanana.simulator.images import encode_png
 from batchbanana.simulator.server import (
     RunningSimulator,
-    create_app,
     run_simulator,
     serve,
     simulator_in_thread,
@@ -41,18 +32,10 @@ __all__ = [
     "Plan",
     "RunningSimulator",
     "SimulatorConfig",
-    "book_price",
-    "create_app",
-    "describe_price_book",
-    "encode_jpeg",
     "encode_png",
-    "image_dimensions",
-    "pad_png",
     "parse_directives",
     "plan_request",
-    "png_size",
     "run_simulator",
     "serve",
     "simulator_in_thread",
-    "sniff_mime",
 ]

@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
-from batchbanana.simulator.directives import _RETRYABLE_FAULTS, Plan
-from batchbanana.simulator.images import _ImageCache, image_dimensions
-from batchbanana.simulator.requests import _ImageRequest, _snake
-from batchbanana.simulator.rules import _INPUT_IMAGE_TOKENS, _OUTPUT_TOKENS, _ModelRule
+from batchbanana.simulator.directives import RETRYABLE_FAULTS, Plan
+from batchbanana.simulator.images import ImageCache, image_dimensions
+from batchbanana.simulator.requests import ImageRequest, snake_case
+from batchbanana.simulator.rules import INPUT_IMAGE_TOKENS, OUTPUT_TOKENS, ModelRule
 
 
-def _error_json(code: int, status: str, message: str, details: list[Any] | None = None) -> bytes:
+def error_json(code: int, status: str, message: str, details: list[Any] | None = None) -> bytes:
+    """The body of a Google error answer: {"error": {"code", "message", "status", "details"}}."""
     error: dict[str, Any] = {"code": code, "message": message, "status": status}
     if details:
         error["details"] = details
@@ -40,7 +41,7 @@ def _nginx_page(code: int, reason: str) -> bytes:
 
 
 @dataclass(slots=True)
-class _Answer:
+class Answer:
     """An answer decided but not yet sent."""
 
     status: int
@@ -100,11 +101,11 @@ def _quota_failure(per_day: bool, model: str) -> tuple[int, str, str, list[Any]]
     return 429, "RESOURCE_EXHAUSTED", message, details
 
 
-def _fault_answer(fault: str, plan: Plan, model: str, key: str) -> _Answer:
+def fault_answer(fault: str, plan: Plan, model: str, key: str) -> Answer:
     """The error answer for a fault directive or a random fault."""
     if fault in _HTML_ERRORS:
         code, reason = _HTML_ERRORS[fault]
-        answer = _Answer(code, _nginx_page(code, reason), "text/html")
+        answer = Answer(code, _nginx_page(code, reason), "text/html")
     else:
         if fault in ("quota_day", "quota_zero"):
             code, status, message, details = _quota_failure(fault == "quota_day", model)
@@ -121,8 +122,8 @@ def _fault_answer(fault: str, plan: Plan, model: str, key: str) -> _Answer:
                     "retryDelay": _duration(plan.retry_info_s),
                 }
             )
-        answer = _Answer(code, _error_json(code, status, message, details))
-    if fault in _RETRYABLE_FAULTS:
+        answer = Answer(code, error_json(code, status, message, details))
+    if fault in RETRYABLE_FAULTS:
         if plan.retry_after_s is not None:
             answer.headers["Retry-After"] = str(math.ceil(plan.retry_after_s))
         if plan.retry_date_s is not None:
@@ -131,8 +132,8 @@ def _fault_answer(fault: str, plan: Plan, model: str, key: str) -> _Answer:
     return answer
 
 
-def _usage(req: _ImageRequest, output_tokens: int) -> dict[str, int]:
-    prompt_tokens = max(1, len(req.prompt) // 4) + _INPUT_IMAGE_TOKENS * req.input_images
+def _usage(req: ImageRequest, output_tokens: int) -> dict[str, int]:
+    prompt_tokens = max(1, len(req.prompt) // 4) + INPUT_IMAGE_TOKENS * req.input_images
     return {
         "promptTokenCount": prompt_tokens,
         "candidatesTokenCount": output_tokens,
@@ -142,7 +143,7 @@ def _usage(req: _ImageRequest, output_tokens: int) -> dict[str, int]:
 
 def _snake_keys(obj: Any) -> Any:
     if isinstance(obj, dict):
-        return {(k if k.startswith("@") else _snake(k)): _snake_keys(v) for k, v in obj.items()}
+        return {(k if k.startswith("@") else snake_case(k)): _snake_keys(v) for k, v in obj.items()}
     if isinstance(obj, list):
         return [_snake_keys(v) for v in obj]
     return obj
@@ -162,7 +163,7 @@ _IMAGE_SLOT = re.compile(r'"@@sim-image-(\d+)@@"')
 
 
 async def _success_payload(
-    cache: _ImageCache, model: str, rule: _ModelRule, req: _ImageRequest, shapes: frozenset[str]
+    cache: ImageCache, model: str, rule: ModelRule, req: ImageRequest, shapes: frozenset[str]
 ) -> tuple[dict[str, Any], list[bytes]]:
     """The 200 answer's JSON, with a slot per image, and the base64 that fills each slot."""
     envelope = {"modelVersion": model, "responseId": secrets.token_urlsafe(16)}
@@ -205,7 +206,7 @@ async def _success_payload(
                 else {"inlineData": slot}
             )
             images.append(data)
-    per_image = _OUTPUT_TOKENS[req.image_size or "1K"] if rule.sizes else 1290
+    per_image = OUTPUT_TOKENS[req.image_size or "1K"] if rule.sizes else 1290
     output_tokens = per_image * len(images) + 12
     return {
         "candidates": [{"content": {"role": "model", "parts": parts},
@@ -242,12 +243,12 @@ def _encode_answer(payload: dict[str, Any], images: list[bytes], shapes: frozens
     return body[: len(body) // 2] if "bad_json" in shapes else body
 
 
-async def _success_answer(
-    cache: _ImageCache, model: str, rule: _ModelRule, req: _ImageRequest, plan: Plan
-) -> _Answer:
+async def success_answer(
+    cache: ImageCache, model: str, rule: ModelRule, req: ImageRequest, plan: Plan
+) -> Answer:
     """The 200 answer: an image (or a refusal, block or text) shaped and delivered per the plan."""
     payload, images = await _success_payload(cache, model, rule, req, plan.shapes)
-    answer = _Answer(200, _encode_answer(payload, images, plan.shapes))
+    answer = Answer(200, _encode_answer(payload, images, plan.shapes))
     parts = payload.get("candidates", [{}])[0].get("content", {}).get("parts", [])
     answer.output_images = sum(1 for p in parts if "inlineData" in p and not p.get("thought"))
     if "gzip" in plan.shapes:

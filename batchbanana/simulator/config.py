@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from batchbanana.simulator.rules import _PRICE_BOOKS
+from batchbanana.simulator.rules import PRICE_BOOKS
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +40,8 @@ class SimulatorConfig:
             rate = getattr(self, name)
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"{name}={rate} is not a probability; use a value from 0 to 1")
-        if self.price_book not in _PRICE_BOOKS:
-            books = " or ".join(sorted(_PRICE_BOOKS))
+        if self.price_book not in PRICE_BOOKS:
+            books = " or ".join(sorted(PRICE_BOOKS))
             raise ValueError(f"unknown price book {self.price_book!r}; use {books}")
         if self.latency_s < 0 or self.slow_s < 0:
             raise ValueError("latency_s and slow_s must not be negative")
@@ -53,7 +53,7 @@ def describe_price_book(config: SimulatorConfig) -> str:
         return "custom (price_usd callable)"
     unit = "per request" if config.price_book == "apiyi" else "per image"
     families = []
-    for family, prices in _PRICE_BOOKS[config.price_book].items():
+    for family, prices in PRICE_BOOKS[config.price_book].items():
         listed = ", ".join(f"${p}" if s == "*" else f"{s} ${p}" for s, p in prices.items())
         families.append(f"{family} {listed}")
     return f"{config.price_book} ({unit}: {'; '.join(families)})"

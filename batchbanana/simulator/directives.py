@@ -22,8 +22,8 @@ _SHAPES = frozenset({
 })  # fmt: skip
 _TIMED_SHAPES = frozenset({"slow", "trickle"})  # need ":S" seconds
 _RETRY_HINTS = frozenset({"retry_after", "retry_date", "retry_info"})  # need ":S", no count
-_RETRYABLE_FAULTS = frozenset({"429", "503", "html503", "quota_day", "quota_zero"})
-_BILLED_FAULTS = frozenset({"502", "504"})  # the model ran; the answer was lost on the way
+RETRYABLE_FAULTS = frozenset({"429", "503", "html503", "quota_day", "quota_zero"})
+BILLED_FAULTS = frozenset({"502", "504"})  # the model ran; the answer was lost on the way
 
 _BLOCK_RE = re.compile(r"\[sim:([^\]]*)\]")
 _TOKEN_RE = re.compile(r"(?P<name>[a-z0-9_]+?)(?::(?P<value>\d+(?:\.\d+)?))?(?:x(?P<count>\d+))?")
@@ -111,7 +111,7 @@ def parse_directives(prompt: str) -> Directives:
                 faults.append(Directive(name, None, directive.count or 1))
             else:
                 shapes.append(directive)
-    if hints and not any(f.name in _RETRYABLE_FAULTS for f in faults):
+    if hints and not any(f.name in RETRYABLE_FAULTS for f in faults):
         faults.append(Directive("429", None, 1))  # a retry hint alone means "one 429 carrying it"
     return Directives(
         faults=tuple(faults),
@@ -144,7 +144,7 @@ def plan_request(directives: Directives, index: int) -> Plan:
     )
 
 
-def _random_plan(config: SimulatorConfig, rng: random.Random) -> Plan:
+def random_plan(config: SimulatorConfig, rng: random.Random) -> Plan:
     """A plan drawn from the configured fault rates (one draw, so each rate is exact)."""
     roll = rng.random()
     for rate, fault in (

@@ -11,10 +11,10 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 
-from batchbanana.simulator.rules import _LONG_SIDE_PX
+from batchbanana.simulator.rules import LONG_SIDE_PX
 
 Rgb = tuple[int, int, int]
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # The final image fades banana yellow to orange; drafts are grey; a second image is blue.
 _VARIANTS: Mapping[str, tuple[Rgb, Rgb, int]] = {
     "final": ((255, 225, 53), (245, 140, 20), 200),
@@ -41,7 +41,7 @@ def encode_png(width: int, height: int, top: Rgb, bottom: Rgb) -> bytes:
         idat += packer.compress(b"\x00" + bytes((shade,)) * width)  # filter byte 0, then pixels
     idat += packer.flush()
     return b"".join((
-        _PNG_SIGNATURE,
+        PNG_SIGNATURE,
         _png_chunk(b"IHDR", ihdr),
         _png_chunk(b"PLTE", bytes(palette)),
         _png_chunk(b"IDAT", bytes(idat)),
@@ -60,7 +60,7 @@ def pad_png(png: bytes, total_bytes: int, filler: Callable[[int], bytes] = os.ur
 
 def png_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from a PNG's IHDR, or None if the bytes are not a PNG."""
-    if len(data) < 24 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
+    if len(data) < 24 or data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR":
         return None
     width, height = struct.unpack(">II", data[16:24])
     return (width, height) if width and height else None
@@ -100,7 +100,7 @@ def image_dimensions(
 ) -> tuple[int, int]:
     """(width, height): the long side set by imageSize (1K if none), the ratio by aspectRatio,
     else by the last input PNG, else square."""
-    long_side = _LONG_SIDE_PX[image_size or "1K"]
+    long_side = LONG_SIDE_PX[image_size or "1K"]
     if aspect_ratio is not None:
         across, down = (int(n) for n in aspect_ratio.split(":"))
     elif input_size is not None:
@@ -115,7 +115,7 @@ def image_dimensions(
 _ImageKey = tuple[str, int, int, str]  # (format, width, height, variant)
 
 
-class _ImageCache:
+class ImageCache:
     """A small LRU of rendered images and their base64, filled off the event loop."""
 
     def __init__(self, image_bytes: int | None, size: int = 8) -> None:

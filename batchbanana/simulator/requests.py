@@ -11,11 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from batchbanana.simulator.images import _PNG_SIGNATURE, png_size
-from batchbanana.simulator.rules import _MAX_IMAGE_BYTES, _MAX_IMAGES, _ModelRule
+from batchbanana.simulator.images import PNG_SIGNATURE, png_size
+from batchbanana.simulator.rules import MAX_IMAGE_BYTES, MAX_IMAGES, ModelRule
 
 
-class _ApiError(Exception):
+class ApiError(Exception):
     """An error answer: HTTP code, Google status and message."""
 
     def __init__(self, code: int, status: str, message: str) -> None:
@@ -25,12 +25,13 @@ class _ApiError(Exception):
         self.message = message
 
 
-def _bad(message: str) -> _ApiError:
-    return _ApiError(400, "INVALID_ARGUMENT", message)
+def invalid_argument(message: str) -> ApiError:
+    """The 400 INVALID_ARGUMENT Google answers to a malformed or unsupported request."""
+    return ApiError(400, "INVALID_ARGUMENT", message)
 
 
 @dataclass(frozen=True, slots=True)
-class _ImageRequest:
+class ImageRequest:
     """The facts of a valid request that shape its answer."""
 
     prompt: str
@@ -45,13 +46,14 @@ class _ImageRequest:
 _CAMEL_HUMP = re.compile(r"(?<!^)(?=[A-Z])")
 
 
-def _snake(key: str) -> str:
+def snake_case(key: str) -> str:
+    """`inlineData` -> `inline_data`: the other spelling Google accepts for every key."""
     return _CAMEL_HUMP.sub("_", key).lower()
 
 
 def _pick(obj: Mapping[str, Any], camel: str) -> Any:
     """obj[camel], or obj[snake_case(camel)]: Google reads both spellings."""
-    return obj[camel] if camel in obj else obj.get(_snake(camel))
+    return obj[camel] if camel in obj else obj.get(snake_case(camel))
 
 
 def _decode_b64(text: str) -> bytes | None:
@@ -73,7 +75,7 @@ _HEIF_BRANDS = frozenset({b"mif1", b"msf1", b"heif"})
 
 def sniff_mime(data: bytes) -> str | None:
     """The image MIME type the bytes hold (png, jpeg, webp, heic, heif), or None."""
-    if data.startswith(_PNG_SIGNATURE):
+    if data.startswith(PNG_SIGNATURE):
         return "image/png"
     if data.startswith(b"\xff\xd8\xff"):
         return "image/jpeg"
@@ -97,27 +99,27 @@ def _same_mime(declared: str, sniffed: str) -> bool:
 def _read_image_part(inline: Any, where: str) -> tuple[int, int] | None:
     """Check one inlineData part; return the PNG's size when it is a PNG."""
     if not isinstance(inline, Mapping):
-        raise _bad(f"{where}.inlineData must be an object with mimeType and data")
+        raise invalid_argument(f"{where}.inlineData must be an object with mimeType and data")
     declared = _pick(inline, "mimeType")
     if not isinstance(declared, str) or not declared:
-        raise _bad(f"{where}.inlineData.mimeType is required")
+        raise invalid_argument(f"{where}.inlineData.mimeType is required")
     data = _decode_b64(_pick(inline, "data"))
     if data is None:
-        raise _bad(
+        raise invalid_argument(
             f"Invalid value at '{where}.inline_data.data' (TYPE_BYTES), Base64 decoding failed"
         )
-    if len(data) > _MAX_IMAGE_BYTES:
-        raise _bad(
-            f"{where}: the image is {len(data)} bytes; the limit is {_MAX_IMAGE_BYTES} bytes"
+    if len(data) > MAX_IMAGE_BYTES:
+        raise invalid_argument(
+            f"{where}: the image is {len(data)} bytes; the limit is {MAX_IMAGE_BYTES} bytes"
         )
     sniffed = sniff_mime(data)
     if sniffed is None:
-        raise _bad(
+        raise invalid_argument(
             f"{where}: Unable to process input image. The bytes are not png, jpeg, webp, "
             "heic or heif."
         )
     if not _same_mime(declared, sniffed):
-        raise _bad(
+        raise invalid_argument(
             f"{where}: Unable to process input image. mimeType {declared} does not match "
             f"the image data ({sniffed})."
         )
@@ -125,54 +127,58 @@ def _read_image_part(inline: Any, where: str) -> tuple[int, int] | None:
 
 
 def _read_generation_config(
-    rule: _ModelRule, model: str, body: Mapping[str, Any]
+    rule: ModelRule, model: str, body: Mapping[str, Any]
 ) -> tuple[str | None, str | None, bool, bool]:
     """(imageSize, aspectRatio, want_text, want_image) from generationConfig, checked."""
     gen = _pick(body, "generationConfig") or {}
     if not isinstance(gen, Mapping):
-        raise _bad("generationConfig must be an object")
+        raise invalid_argument("generationConfig must be an object")
     count = _pick(gen, "candidateCount")
     if count is not None and (not isinstance(count, int) or count > 1):
-        raise _bad(f"Multiple candidates is not enabled for models/{model}")
+        raise invalid_argument(f"Multiple candidates is not enabled for models/{model}")
     modalities = _pick(gen, "responseModalities")
     wanted = {"TEXT", "IMAGE"}
     if modalities is not None:
         if not isinstance(modalities, list) or not all(isinstance(m, str) for m in modalities):
-            raise _bad('responseModalities must be a list such as ["TEXT", "IMAGE"]')
+            raise invalid_argument('responseModalities must be a list such as ["TEXT", "IMAGE"]')
         wanted = {m.upper() for m in modalities}
         if not wanted or not wanted <= {"TEXT", "IMAGE"}:
-            raise _bad(f"responseModalities {modalities} is not supported; use TEXT and IMAGE")
+            raise invalid_argument(
+                f"responseModalities {modalities} is not supported; use TEXT and IMAGE"
+            )
     image_config = _pick(gen, "imageConfig") or {}
     if not isinstance(image_config, Mapping):
-        raise _bad("imageConfig must be an object")
+        raise invalid_argument("imageConfig must be an object")
     size = _pick(image_config, "imageSize")
     ratio = _pick(image_config, "aspectRatio")
     if size is not None and not rule.sizes:
-        raise _bad(f"imageSize is not supported by {model}; HINT: leave imageSize out (1K only)")
+        raise invalid_argument(
+            f"imageSize is not supported by {model}; HINT: leave imageSize out (1K only)"
+        )
     if size is not None and size not in rule.sizes:
-        raise _bad(
+        raise invalid_argument(
             f"imageSize {size!r} is not supported by {model}; HINT: use one of "
             f"{', '.join(rule.sizes)}"
         )
     if ratio is not None and ratio not in rule.ratios:
-        raise _bad(
+        raise invalid_argument(
             f"aspectRatio {ratio!r} is not supported by {model}; HINT: use one of "
             f"{', '.join(rule.ratios)}"
         )
     return size, ratio, "TEXT" in wanted, "IMAGE" in wanted
 
 
-def _read_request(rule: _ModelRule, model: str, raw: bytes) -> _ImageRequest:
-    """Parse and check a generateContent body; raise _ApiError(400) where Google would."""
+def read_request(rule: ModelRule, model: str, raw: bytes) -> ImageRequest:
+    """Parse and check a generateContent body; raise ApiError(400) where Google would."""
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        raise _bad("Invalid JSON payload received.") from None
+        raise invalid_argument("Invalid JSON payload received.") from None
     if not isinstance(body, Mapping):
-        raise _bad("Invalid JSON payload received: the body must be an object.")
+        raise invalid_argument("Invalid JSON payload received: the body must be an object.")
     contents = _pick(body, "contents")
     if not isinstance(contents, list) or not contents:
-        raise _bad("* GenerateContentRequest.contents: contents is not specified")
+        raise invalid_argument("* GenerateContentRequest.contents: contents is not specified")
     texts: list[str] = []
     user_parts = 0
     images = 0
@@ -180,12 +186,12 @@ def _read_request(rule: _ModelRule, model: str, raw: bytes) -> _ImageRequest:
     for i, content in enumerate(contents):
         parts = _pick(content, "parts") if isinstance(content, Mapping) else None
         if not isinstance(parts, list):
-            raise _bad(f"contents[{i}].parts must be a list")
+            raise invalid_argument(f"contents[{i}].parts must be a list")
         is_user = content.get("role", "user") == "user"
         for j, part in enumerate(parts):
             where = f"contents[{i}].parts[{j}]"
             if not isinstance(part, Mapping):
-                raise _bad(f"{where} must be an object")
+                raise invalid_argument(f"{where} must be an object")
             inline, file_data = _pick(part, "inlineData"), _pick(part, "fileData")
             text = part.get("text")
             if inline is not None:
@@ -194,13 +200,13 @@ def _read_request(rule: _ModelRule, model: str, raw: bytes) -> _ImageRequest:
                 user_parts += is_user
             elif file_data is not None:
                 if not isinstance(file_data, Mapping) or not _pick(file_data, "fileUri"):
-                    raise _bad(f"{where}.fileData.fileUri is required")
+                    raise invalid_argument(f"{where}.fileData.fileUri is required")
                 images += 1
                 last_size = None
                 user_parts += is_user
             elif text is not None:
                 if not isinstance(text, str) or not text:
-                    raise _bad(
+                    raise invalid_argument(
                         "Unable to submit request because it has an empty text parameter. "
                         "Add a value to the parameter and try again."
                     )
@@ -208,8 +214,10 @@ def _read_request(rule: _ModelRule, model: str, raw: bytes) -> _ImageRequest:
                     texts.append(text)
                     user_parts += 1
     if user_parts == 0:
-        raise _bad("* GenerateContentRequest.contents: contents has no user text or image part")
-    if images > _MAX_IMAGES:
-        raise _bad(f"The request has {images} images; at most {_MAX_IMAGES} are allowed")
+        raise invalid_argument(
+            "* GenerateContentRequest.contents: contents has no user text or image part"
+        )
+    if images > MAX_IMAGES:
+        raise invalid_argument(f"The request has {images} images; at most {MAX_IMAGES} are allowed")
     size, ratio, want_text, want_image = _read_generation_config(rule, model, body)
-    return _ImageRequest("\n".join(texts), size, ratio, want_text, want_image, images, last_size)
+    return ImageRequest("\n".join(texts), size, ratio, want_text, want_image, images, last_size)

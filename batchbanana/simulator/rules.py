@@ -11,19 +11,21 @@ _TEN_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", 
 
 
 @dataclass(frozen=True, slots=True)
-class _ModelRule:
+class ModelRule:
+    """What one model accepts: its image sizes and aspect ratios, and its price family."""
+
     family: str  # the model id without "-preview": the key of the price books
     sizes: tuple[str, ...]  # empty: the model fails whenever imageSize is present
     ratios: tuple[str, ...]
 
 
-_PRO = _ModelRule("gemini-3-pro-image", ("1K", "2K", "4K"), _TEN_RATIOS)
-_FLASH_31 = _ModelRule(
+_PRO = ModelRule("gemini-3-pro-image", ("1K", "2K", "4K"), _TEN_RATIOS)
+_FLASH_31 = ModelRule(
     "gemini-3.1-flash-image", ("512", "1K", "2K", "4K"), (*_TEN_RATIOS, "1:4", "4:1", "1:8", "8:1")
 )
-_FLASH_25 = _ModelRule("gemini-2.5-flash-image", (), _TEN_RATIOS)
+_FLASH_25 = ModelRule("gemini-2.5-flash-image", (), _TEN_RATIOS)
 
-_MODELS: Mapping[str, _ModelRule] = {
+MODELS: Mapping[str, ModelRule] = {
     "gemini-3-pro-image-preview": _PRO,
     "gemini-3-pro-image": _PRO,
     "gemini-3.1-flash-image-preview": _FLASH_31,
@@ -31,12 +33,12 @@ _MODELS: Mapping[str, _ModelRule] = {
     "gemini-2.5-flash-image": _FLASH_25,
 }
 
-_LONG_SIDE_PX: Mapping[str, int] = {"512": 512, "1K": 1024, "2K": 2048, "4K": 4096}
-_OUTPUT_TOKENS: Mapping[str, int] = {"512": 747, "1K": 1120, "2K": 1120, "4K": 2000}
-_INPUT_IMAGE_TOKENS = 258
+LONG_SIDE_PX: Mapping[str, int] = {"512": 512, "1K": 1024, "2K": 2048, "4K": 4096}
+OUTPUT_TOKENS: Mapping[str, int] = {"512": 747, "1K": 1120, "2K": 1120, "4K": 2000}
+INPUT_IMAGE_TOKENS = 258
 
 # "*" is any size. apiyi bills per request; google per output image (the server multiplies).
-_PRICE_BOOKS: Mapping[str, Mapping[str, Mapping[str, str]]] = {
+PRICE_BOOKS: Mapping[str, Mapping[str, Mapping[str, str]]] = {
     "apiyi": {
         "gemini-3-pro-image": {"*": "0.09"},
         "gemini-3.1-flash-image": {"*": "0.055"},
@@ -49,12 +51,12 @@ _PRICE_BOOKS: Mapping[str, Mapping[str, Mapping[str, str]]] = {
     },
 }
 
-_MAX_IMAGE_BYTES = 7_000_000
-_MAX_IMAGES = 14
-_MAX_BODY_BYTES = 100_000_000  # a body of this size or more is refused
+MAX_IMAGE_BYTES = 7_000_000
+MAX_IMAGES = 14
+MAX_BODY_BYTES = 100_000_000  # a body of this size or more is refused
 
 
 def book_price(book: str, model: str, image_size: str) -> Decimal:
     """The price of one billed request in a book (image_size is "1K" when the request had none)."""
-    prices = _PRICE_BOOKS[book][_MODELS[model].family]
+    prices = PRICE_BOOKS[book][MODELS[model].family]
     return Decimal(prices.get(image_size, prices.get("*", "0")))

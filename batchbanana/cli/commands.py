@@ -1,64 +1,24 @@
-"""The command line: parse options, call the pipeline, render results, map errors to exit codes.
-
-No rules live here. User mistakes become one line each on stderr and exit 2, never a traceback.
-"""
+"""The click group and its commands: parse the options, call the pipeline, print the result; and
+the console script that runs them and exits promptly."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import signal
 import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 
 from batchbanana import __version__
+from batchbanana.cli.exits import user_errors
+from batchbanana.cli.simulate import simulate
 from batchbanana.errors import UserError
 from batchbanana.plan.build import load_job
 from batchbanana.plan.manifest import json_schema
-from batchbanana.rules.pricing import PRICE_BOOKS
 from batchbanana.run.attempts import RunSettings
-from batchbanana.run.runner import EXIT_INTERRUPTED, EXIT_USAGE, resolve_api_key, run_job
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def _user_errors(command: F) -> F:
-    """Turn a UserError into its lines on stderr and exit 2."""
-
-    @wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        # SIGTERM outside the run's own handling (validation, downloads) stops like Ctrl-C.
-        previous = signal.signal(signal.SIGTERM, _terminate)
-        try:
-            return command(*args, **kwargs)
-        except UserError as exc:
-            for problem in exc.problems:
-                click.echo(problem, err=True)
-            if len(exc.problems) > 1:
-                click.echo(f"batchbanana: {len(exc.problems)} problems; nothing was sent", err=True)
-            sys.exit(EXIT_USAGE)
-        except KeyboardInterrupt:
-            click.echo("batchbanana: interrupted", err=True)
-            sys.exit(EXIT_INTERRUPTED)
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _share(name: str, what: str) -> Callable[[F], F]:
-    """A `simulate --rate-*` option: the share of answers the simulator turns into `what`."""
-    return click.option(name, type=click.FloatRange(0, 1), default=0.0, help=f"Share of {what}.")
+from batchbanana.run.runner import resolve_api_key, run_job
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -80,7 +40,7 @@ def main() -> None:
     "--budget", type=click.FloatRange(min=0), help="Hard cap in USD for the whole ledger."
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar (summaries still go to stderr).")
-@_user_errors
+@user_errors
 def run(
     manifest: Path,
     endpoint: str | None,
@@ -106,7 +66,7 @@ def run(
 
 @main.command()
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
-@_user_errors
+@user_errors
 def plan(manifest: Path) -> None:
     """Validate and expand MANIFEST; print the item count and cost estimate. Sends nothing.
 
@@ -131,112 +91,7 @@ def schema() -> None:
     click.echo(json.dumps(json_schema(), indent=2))
 
 
-@main.command()
-@_user_errors
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option(
-    "--port",
-    default=8765,
-    show_default=True,
-    type=click.IntRange(0, 65535),
-    help="Port (0 picks a free one).",
-)
-@click.option(
-    "--price-book",
-    type=click.Choice(PRICE_BOOKS),
-    default="apiyi",
-    show_default=True,
-    help="Prices the simulator bills at.",
-)
-@click.option(
-    "--latency",
-    "latency_s",
-    type=click.FloatRange(min=0),
-    default=0.0,
-    show_default=True,
-    help="Seconds before each answer.",
-)
-@_share("--rate-429", "429 answers")
-@_share("--rate-503", "503 answers")
-@_share("--rate-500", "500 answers")
-@_share("--rate-refuse", "billed safety refusals")
-@_share("--rate-no-image", "billed answers without an image")
-@_share("--rate-drop", "connections dropped after the request (billed)")
-@_share("--rate-slow", "slow answers (see --slow)")
-@click.option(
-    "--slow",
-    "slow_s",
-    type=click.FloatRange(min=0),
-    default=30.0,
-    show_default=True,
-    help="Seconds a slow answer takes.",
-)
-@click.option(
-    "--retry-after",
-    "retry_after_s",
-    type=click.FloatRange(min=0),
-    default=None,
-    help="Retry-After seconds on random 429/503.",
-)
-@click.option(
-    "--image-bytes",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Pad answer PNGs to about this size (memory benchmarks).",
-)
-@click.option("--seed", type=int, default=None, help="Seed for the fault dice.")
-def simulate(
-    host: str,
-    port: int,
-    price_book: str,
-    latency_s: float,
-    rate_429: float,
-    rate_503: float,
-    rate_500: float,
-    rate_refuse: float,
-    rate_no_image: float,
-    rate_drop: float,
-    rate_slow: float,
-    slow_s: float,
-    retry_after_s: float | None,
-    image_bytes: int | None,
-    seed: int | None,
-) -> None:
-    """Run the built-in provider simulator in the foreground (no key, no network).
-
-    It speaks the Gemini-native API, bills like the provider (GET /_sim/bill)
-    and injects faults by rate or by `[sim:...]` directives in prompts, for
-    example `[sim:429x2]` (two 429s, then an image) or `[sim:refuse]`.
-
-    \b
-    Example:
-      batchbanana simulate --port 8765 --rate-429 0.05 &
-      batchbanana run job.yaml --endpoint http://127.0.0.1:8765
-    """
-    from batchbanana.simulator import SimulatorConfig, serve
-
-    config = SimulatorConfig(
-        latency_s=latency_s,
-        rate_429=rate_429,
-        rate_503=rate_503,
-        rate_500=rate_500,
-        rate_refuse=rate_refuse,
-        rate_no_image=rate_no_image,
-        rate_drop=rate_drop,
-        rate_slow=rate_slow,
-        slow_s=slow_s,
-        retry_after_s=retry_after_s,
-        image_bytes=image_bytes,
-        seed=seed,
-        price_book=price_book,
-    )
-    try:
-        serve(config, host=host, port=port)
-    except OSError as exc:
-        raise UserError(
-            f"cannot listen on {host}:{port} ({exc.strerror or exc}); HINT: pick another --port,"
-            " or --port 0 for a free one"
-        ) from None
+main.add_command(simulate)  # in simulate.py: its options alone fill a module
 
 
 @main.command()
@@ -254,7 +109,7 @@ def simulate(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the report to this file instead of stdout.",
 )
-@_user_errors
+@user_errors
 def report(ledgers: tuple[Path, ...], output_format: str, output: Path | None) -> None:
     """Cost and failure report of one or more ledgers (several nights or shards merge).
 
@@ -296,7 +151,7 @@ def report(ledgers: tuple[Path, ...], output_format: str, output: Path | None) -
 @click.option("--endpoint", help="Send to this base URL instead of the one the ledger recorded.")
 @click.option("--yes", is_flag=True, help="Do not ask to confirm the cost (for scripts).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-@_user_errors
+@user_errors
 def retry(
     ledger: Path,
     only: str | None,

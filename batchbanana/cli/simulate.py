@@ -1,0 +1,117 @@
+"""`batchbanana simulate`: the simulator's many options (latency, fault rates, prices), turned into
+a SimulatorConfig and served in the foreground."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+
+from batchbanana.cli.exits import F, user_errors
+from batchbanana.errors import UserError
+from batchbanana.rules.pricing import PRICE_BOOKS
+
+
+def _share(name: str, what: str) -> Callable[[F], F]:
+    """A `simulate --rate-*` option: the share of answers the simulator turns into `what`."""
+    return click.option(name, type=click.FloatRange(0, 1), default=0.0, help=f"Share of {what}.")
+
+
+def _seconds(name: str, default: float | None, text: str) -> Callable[[F], F]:
+    """A `simulate` option in seconds, handed on with the unit in its name (--slow -> slow_s)."""
+    return click.option(
+        name,
+        name.removeprefix("--").replace("-", "_") + "_s",
+        type=click.FloatRange(min=0),
+        default=default,
+        show_default=default is not None,
+        help=text,
+    )
+
+
+@click.command()
+@user_errors
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    default=8765,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port (0 picks a free one).",
+)
+@click.option(
+    "--price-book",
+    type=click.Choice(PRICE_BOOKS),
+    default="apiyi",
+    show_default=True,
+    help="Prices the simulator bills at.",
+)
+@_seconds("--latency", 0.0, "Seconds before each answer.")
+@_share("--rate-429", "429 answers")
+@_share("--rate-503", "503 answers")
+@_share("--rate-500", "500 answers")
+@_share("--rate-refuse", "billed safety refusals")
+@_share("--rate-no-image", "billed answers without an image")
+@_share("--rate-drop", "connections dropped after the request (billed)")
+@_share("--rate-slow", "slow answers (see --slow)")
+@_seconds("--slow", 30.0, "Seconds a slow answer takes.")
+@_seconds("--retry-after", None, "Retry-After seconds on random 429/503.")
+@click.option(
+    "--image-bytes",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Pad answer PNGs to about this size (memory benchmarks).",
+)
+@click.option("--seed", type=int, default=None, help="Seed for the fault dice.")
+def simulate(
+    host: str,
+    port: int,
+    price_book: str,
+    latency_s: float,
+    rate_429: float,
+    rate_503: float,
+    rate_500: float,
+    rate_refuse: float,
+    rate_no_image: float,
+    rate_drop: float,
+    rate_slow: float,
+    slow_s: float,
+    retry_after_s: float | None,
+    image_bytes: int | None,
+    seed: int | None,
+) -> None:
+    """Run the built-in provider simulator in the foreground (no key, no network).
+
+    It speaks the Gemini-native API, bills like the provider (GET /_sim/bill)
+    and injects faults by rate or by `[sim:...]` directives in prompts, for
+    example `[sim:429x2]` (two 429s, then an image) or `[sim:refuse]`.
+
+    \b
+    Example:
+      batchbanana simulate --port 8765 --rate-429 0.05 &
+      batchbanana run job.yaml --endpoint http://127.0.0.1:8765
+    """
+    from batchbanana.simulator import SimulatorConfig, serve
+
+    config = SimulatorConfig(
+        latency_s=latency_s,
+        rate_429=rate_429,
+        rate_503=rate_503,
+        rate_500=rate_500,
+        rate_refuse=rate_refuse,
+        rate_no_image=rate_no_image,
+        rate_drop=rate_drop,
+        rate_slow=rate_slow,
+        slow_s=slow_s,
+        retry_after_s=retry_after_s,
+        image_bytes=image_bytes,
+        seed=seed,
+        price_book=price_book,
+    )
+    try:
+        serve(config, host=host, port=port)
+    except OSError as exc:
+        raise UserError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}); HINT: pick another --port,"
+            " or --port 0 for a free one"
+        ) from None
