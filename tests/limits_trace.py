@@ -29,11 +29,13 @@ class Provider:
     latency_mean_s: float = 1.0
     latency_sigma: float = 0.3  # lognormal spread
     rtt_s: float = 0.002
+    noise: float = 0.0  # share of requests refused (503) at random, whatever the load
     capacity_at: list[tuple[float, float]] = field(default_factory=list)  # (time, new capacity)
     quota_at: list[tuple[float, float]] = field(default_factory=list)  # (time, new quota)
     generating: int = 0
     _window_counts: dict[int, int] = field(default_factory=dict)
     _admitted: deque[float] = field(default_factory=deque)
+    _rng: random.Random = field(default_factory=lambda: random.Random(7))
 
     def limits_at(self, now: float) -> tuple[float, float]:
         capacity, quota = self.capacity, self.quota
@@ -48,6 +50,8 @@ class Provider:
     def admit(self, now: float) -> tuple[Throttle, float | None]:
         """A request arriving now: admitted (NONE), or refused and how long until it may pass."""
         capacity, quota = self.limits_at(now)
+        if self.noise and self._rng.random() < self.noise:
+            return Throttle.CAPACITY, None
         if self.generating >= capacity:
             return Throttle.CAPACITY, None
         if self.sliding:
