@@ -1,0 +1,79 @@
+"""Reading ledger values back as the types they mean, whatever a line holds: a value of the wrong
+type reads as absent (None), never as an exception.
+
+The ledger is read from disk, where older versions, hand edits and torn writes leave values of any
+JSON type: these are the only functions that look at such raw values. A record class declares its
+fields once; `read_fields` reads each by its declared type and `field_names` gives their order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import fields
+from typing import Any
+
+Json = dict[str, Any]
+
+
+def as_text(value: Any) -> str | None:
+    """A string as written (the empty one included), or None."""
+    return value if isinstance(value, str) else None
+
+
+def as_int(value: Any) -> int | None:
+    """An integer (JSON `true` is not one), or None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def as_float(value: Any) -> float | None:
+    """A finite number as a float (not a bool, nor an integer too large for a float), or None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def as_dict(value: Any) -> Json | None:
+    """A JSON object, or None."""
+    return value if isinstance(value, dict) else None
+
+
+# How a field declared with each of these types is read (the declarations are source text, as
+# `from __future__ import annotations` keeps them).
+_READERS: dict[str, Callable[[Any], Any]] = {
+    "str | None": as_text,
+    "int | None": as_int,
+    "float | None": as_float,
+    "Json | None": as_dict,
+}
+_DECLARED: dict[type[Any], tuple[tuple[str, Callable[[Any], Any] | None], ...]] = {}
+
+
+def _declared(cls: type[Any]) -> tuple[tuple[str, Callable[[Any], Any] | None], ...]:
+    """Each field of dataclass `cls` in order, with the reader of its declared type (None for a
+    type that has none: such a field is always given); looked up once per class."""
+    found = _DECLARED.get(cls)
+    if found is None:
+        found = tuple((field.name, _READERS.get(str(field.type))) for field in fields(cls))
+        _DECLARED[cls] = found
+    return found
+
+
+def field_names(cls: type[Any]) -> tuple[str, ...]:
+    """The fields of dataclass `cls`, in the order they are declared."""
+    return tuple(name for name, _ in _declared(cls))
+
+
+def read_fields(cls: type[Any], record: Mapping[str, Any], **given: Any) -> dict[str, Any]:
+    """Each field of dataclass `cls` read from `record` by its declared type (a value of another
+    type reads as None), except the fields `given`, which are taken as they are."""
+    for name, read in _declared(cls):
+        if name not in given:
+            if read is None:
+                raise TypeError(f"{cls.__name__}.{name}: no reader for its declared type")
+            given[name] = read(record.get(name))
+    return given
