@@ -245,7 +245,7 @@ def test_old_lines_replay_to_the_same_state_and_money(old_ledger: Path) -> None:
     ]
     assert [w.split(":")[-2] for w in warnings] == ["9", "15"]
     assert (state.spent_usd, state.possibly_spent_usd) == (0.13, 0.02)
-    assert [job.get("run_id") for job in state.jobs] == [
+    assert [job.run_id for job in state.jobs] == [
         "r-20261001-080000-0000",
         "r-20261207-204021-2c99",
     ]

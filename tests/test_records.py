@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from batchbanana.ledger.fields import Spec, SpecImage
 from batchbanana.ledger.records import JobLine, ResultLine, SentLine, parse_line
 from batchbanana.rules.outcomes import BILLING, Billed, Outcome
 from tests.test_fuzz import SCALARS, json_values
@@ -132,3 +133,31 @@ def test_any_record_reads_as_a_line_or_none_and_writes_as_json(record: dict[str,
     written = line.to_json()
     assert next(iter(written)) == "event" and written["event"] == record["event"]
     json.dumps(written)
+
+
+def test_a_spec_reads_its_request_and_marks_unreadable_images() -> None:
+    """Spec fields of the wrong type are None; an image entry that is not an object, or whose
+    digest is not text, is None (retry refuses it); images that are not a list are unreadable."""
+    spec = Spec.from_json(
+        {
+            "prompt": "a cat",
+            "model": 5,
+            "response_modalities": ["IMAGE"],
+            "images": [
+                {"path": "a.png", "sha256": "ab", "mime_type": "image/png"},
+                {"url": "https://x/y.png", "inline": True},
+                "a.png",
+                {"path": "b.png", "sha256": 12},
+            ],
+        }
+    )
+    assert (spec.prompt, spec.model, spec.response_modalities) == ("a cat", None, ("IMAGE",))
+    assert spec.images == (
+        SpecImage(url=None, path="a.png", sha256="ab", mime_type="image/png", inline=False),
+        SpecImage(url="https://x/y.png", path=None, sha256=None, mime_type=None, inline=True),
+        None,
+        None,
+    )
+    assert Spec.from_json({"images": "a.png"}).images == (None,)
+    assert Spec.from_json({"images": []}).images == ()
+    assert Spec.from_json(None) == Spec()

@@ -1,5 +1,5 @@
 """Reading ledger values back as the types they mean, whatever a line holds: a value of the wrong
-type reads as absent (None), never as an exception.
+type reads as absent (None), never as an exception; and a line's `spec` read into typed fields.
 
 The ledger is read from disk, where older versions, hand edits and torn writes leave values of any
 JSON type: these are the only functions that look at such raw values. A record class declares its
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import fields
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, Self
 
 Json = dict[str, Any]
 
@@ -77,3 +77,52 @@ def read_fields(cls: type[Any], record: Mapping[str, Any], **given: Any) -> dict
                 raise TypeError(f"{cls.__name__}.{name}: no reader for its declared type")
             given[name] = read(record.get(name))
     return given
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SpecImage:
+    """One input image of a spec, as ImageInput.spec wrote it: a local file or a URL."""
+
+    url: str | None
+    path: str | None
+    sha256: str | None
+    mime_type: str | None
+    inline: bool  # a URL downloaded and sent inline (inline_urls: true)
+
+    @classmethod
+    def from_json(cls, entry: Any) -> Self | None:
+        """The image, or None when the entry cannot be read (not an object, or a digest that is
+        not text, so its file could not be checked against it)."""
+        if not isinstance(entry, dict):
+            return None
+        if entry.get("sha256") is not None and as_text(entry.get("sha256")) is None:
+            return None
+        return cls(**read_fields(cls, entry, inline=entry.get("inline") is True))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Spec:
+    """What a line's `spec` says about its request (WorkItem.spec wrote it); fields of the wrong
+    type read as None. `images` holds None for each entry that cannot be read."""
+
+    prompt: str | None = None
+    model: str | None = None
+    image_size: str | None = None
+    aspect_ratio: str | None = None
+    system_prompt: str | None = None
+    response_modalities: tuple[str, ...] | None = None
+    images: tuple[SpecImage | None, ...] = ()
+
+    @classmethod
+    def from_json(cls, spec: Any) -> Self:
+        """The spec's fields; an absent or unreadable spec has none."""
+        if not isinstance(spec, dict):
+            return cls()
+        raw = spec.get("response_modalities")
+        modalities = tuple(str(value) for value in raw) if isinstance(raw, list) else None
+        images = spec.get("images")
+        if isinstance(images, list):
+            entries = tuple(SpecImage.from_json(entry) for entry in images)
+        else:
+            entries = (None,) if images else ()  # something, but not a list: unreadable
+        return cls(**read_fields(cls, spec, response_modalities=modalities, images=entries))
