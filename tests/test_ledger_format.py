@@ -19,7 +19,8 @@ import pytest
 
 from batchbanana.ledger.rebuild import failed_items, job_from_ledger, ledger_pricing
 from batchbanana.ledger.replay import read_ledger, replay, scan_ledger
-from batchbanana.report.aggregate import figures, load_report
+from batchbanana.report.aggregate import figures
+from batchbanana.report.loading import load_report
 from tests.conftest import CliResult
 
 Cli = Callable[..., CliResult]
