@@ -1,5 +1,5 @@
-"""Reading ledgers for the report: each `sent` and `result` line into an Attempt, merged into
-Items, with what each ledger's latest `job` line says (aggregate.py sums them).
+"""Reading ledgers for the report: each `sent` and `result` line (through ledger/records.py) into an
+Attempt, merged into Items, with what each ledger's latest `job` line says (aggregate.py sums).
 
 Money comes only from the ledger's own lines: spent is the sum of `price_usd` over results billed
 `yes`; possibly spent adds results billed `unknown` and each `sent` line left without a result.
@@ -9,18 +9,20 @@ other ledgers keep their items apart.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from batchbanana.ledger.fields import Spec, as_text
+from batchbanana.ledger.records import JobLine, ResultLine, SentLine, parse_line
 from batchbanana.ledger.replay import read_ledger
+from batchbanana.rules.outcomes import Billed, Outcome
 
 __all__ = ["EPOCH", "UNKNOWN", "Attempt", "Item", "JobInfo", "LoadedReport", "load_report"]
 
@@ -106,34 +108,35 @@ def load_report(paths: Sequence[Path], warn: Callable[[str], None]) -> LoadedRep
 
     jobs: list[JobInfo] = []
     events: list[Attempt] = []
-    pending: list[tuple[int, str, int, dict[str, Any]]] = []  # (ledger, group, order, sent line)
+    pending: list[tuple[int, str, int, SentLine]] = []  # (ledger, group, order, sent line)
     seen_lines: set[tuple[str, ...]] = set()
     for index, path in enumerate(ledgers):
         read = read_ledger(path)
         for text in read.warnings:
             note(text)
-        job = _job_info(path, read.records)
+        lines = [parse_line(record) for record in read.records]
+        job = _job_info(path, [line for line in lines if isinstance(line, JobLine)])
         jobs.append(job)
         group = f"job:{job.name}" if job.name else f"file:{index}"
-        in_flight: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
+        in_flight: dict[tuple[str, str], tuple[int, SentLine]] = {}
         duplicates = 0
-        for order, record in enumerate(read.records):
-            event = record.get("event")
-            item = record.get("item")
-            if event not in ("sent", "result") or not isinstance(item, str):
+        for order, line in enumerate(lines):
+            if not isinstance(line, SentLine | ResultLine):
                 continue
             # A copy of a ledger passed with the original must not count its money twice.
-            identity = (group, str(event), item, *(str(record.get(k)) for k in _IDENTITY))
+            event = "sent" if isinstance(line, SentLine) else "result"
+            fields = (line.attempt, line.fingerprint, line.ts)
+            identity = (group, event, line.item, *(str(value) for value in fields))
             if identity in seen_lines:
                 duplicates += 1
                 continue
             seen_lines.add(identity)
-            attempt_key = (item, str(record.get("attempt")))
-            if event == "sent":
-                in_flight[attempt_key] = (order, record)
+            attempt_key = (line.item, str(line.attempt))
+            if isinstance(line, SentLine):
+                in_flight[attempt_key] = (order, line)
             else:
                 in_flight.pop(attempt_key, None)
-                events.append(_attempt(record, item, group, index, order))
+                events.append(_attempt(line, group, index, order))
         if duplicates:
             note(f"{path}: {duplicates} lines repeat lines already read; counted once")
         pending.extend((index, group, order, sent) for order, sent in in_flight.values())
@@ -149,23 +152,18 @@ def load_report(paths: Sequence[Path], warn: Callable[[str], None]) -> LoadedRep
     )
 
 
-_IDENTITY = ("attempt", "fingerprint", "ts")
-
-
-def _job_info(path: Path, records: list[dict[str, Any]]) -> JobInfo:
-    job_lines = [r for r in records if r.get("event") == "job"]
+def _job_info(path: Path, job_lines: list[JobLine]) -> JobInfo:
     if not job_lines:
         return JobInfo(str(path), None, None, None)
     latest = job_lines[-1]
-    settings = _mapping(latest.get("settings"))
     # Older ledgers lack "job"; a job's default name is its manifest's stem (contract section 2).
-    manifest = _text(latest.get("manifest"))
-    name = _text(latest.get("job")) or (Path(manifest).stem if manifest else None)
+    manifest = latest.manifest
+    name = latest.job or (Path(manifest).stem if manifest else None)
     return JobInfo(
         ledger=str(path),
         name=name or None,
-        endpoint=_safe_endpoint(settings.get("endpoint")),
-        price_book=_text(settings.get("price_book")),
+        endpoint=_safe_endpoint(latest.settings.get("endpoint")),
+        price_book=as_text(latest.settings.get("price_book")) or None,
     )
 
 
@@ -183,36 +181,46 @@ def _safe_endpoint(value: Any) -> str | None:
     return f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
 
 
-def _attempt(record: dict[str, Any], item: str, group: str, ledger: int, order: int) -> Attempt:
-    spec = _mapping(record.get("spec"))
-    billed = record.get("billed")
-    outputs = record.get("outputs")
-    if isinstance(outputs, list):
-        paths = tuple(p for p in outputs if isinstance(p, str))
+def _request(line: SentLine | ResultLine) -> tuple[str, str, str, str | None]:
+    """(model, size, prompt, ratio) of a line's request; its spec gives what the line lacks."""
+    spec = Spec.from_json(line.spec)
+    ratio = line.aspect_ratio if isinstance(line, ResultLine) else None
+    return (
+        line.model or spec.model or UNKNOWN,
+        line.image_size or spec.image_size or UNKNOWN,
+        _redact(spec.prompt or ""),
+        ratio or spec.aspect_ratio or None,
+    )
+
+
+def _attempt(line: ResultLine, group: str, ledger: int, order: int) -> Attempt:
+    model, image_size, prompt, aspect_ratio = _request(line)
+    if line.outputs is not None:
+        paths = tuple(line.outputs)
     else:
-        paths = (record["output"],) if isinstance(record.get("output"), str) else ()
+        paths = (line.output,) if line.output is not None else ()
     return Attempt(
-        item=item,
+        item=line.item,
         group=group,
         ledger=ledger,
         order=order,
-        outcome=_text(record.get("outcome")) or UNKNOWN,
+        outcome=line.outcome,
         # An unreadable billing mark is treated as "maybe paid", never as free.
-        billed=billed if billed in ("yes", "no", "unknown") else "unknown",
-        price_usd=_number(record.get("price_usd")) or 0.0,
-        model=_text(record.get("model")) or _text(spec.get("model")) or UNKNOWN,
-        image_size=_text(record.get("image_size")) or _text(spec.get("image_size")) or UNKNOWN,
-        ts=_parse_ts(record.get("ts")),
-        latency_s=_number(record.get("latency_s")),
+        billed=(line.billed or Billed.UNKNOWN).value,
+        price_usd=line.price_usd or 0.0,
+        model=model,
+        image_size=image_size,
+        ts=_parse_ts(line.ts),
+        latency_s=line.latency_s,
         outputs=paths,
-        error=_redact(record["error"]) if isinstance(record.get("error"), str) else None,
-        prompt=_redact(_text(spec.get("prompt")) or ""),
-        aspect_ratio=_text(record.get("aspect_ratio")) or _text(spec.get("aspect_ratio")),
+        error=_redact(line.error) if line.error is not None else None,
+        prompt=prompt,
+        aspect_ratio=aspect_ratio,
     )
 
 
 def _dangling(
-    pending: list[tuple[int, str, int, dict[str, Any]]],
+    pending: list[tuple[int, str, int, SentLine]],
     results: list[Attempt],
     ledgers: list[Path],
     note: Callable[[str], None],
@@ -221,21 +229,29 @@ def _dangling(
     latest_price = {(a.model, a.image_size): a.price_usd for a in results if a.price_usd}
     found = []
     for ledger, group, order, sent in pending:
-        base = _attempt(sent, str(sent["item"]), group, ledger, order)
-        price = _number(sent.get("price_usd"))
+        model, image_size, prompt, aspect_ratio = _request(sent)
+        price = sent.price_usd
         if price is None:
             # Older ledgers wrote no price on `sent`; the job's price for that model and size
             # is the best estimate, and a silent zero would understate what may be owed.
-            price = latest_price.get((base.model, base.image_size))
+            price = latest_price.get((model, image_size))
             if price is None:
-                note(f"{ledgers[ledger]}: item '{base.item}': in-flight request has no price")
+                note(f"{ledgers[ledger]}: item '{sent.item}': in-flight request has no price")
         found.append(
-            replace(
-                base,
-                outcome="interrupted",
-                billed="unknown",
+            Attempt(
+                item=sent.item,
+                group=group,
+                ledger=ledger,
+                order=order,
+                outcome=Outcome.INTERRUPTED.value,
+                billed=Billed.UNKNOWN.value,
                 price_usd=price or 0.0,
+                model=model,
+                image_size=image_size,
+                ts=_parse_ts(sent.ts),
                 error="in flight when the process stopped (a sent line with no result)",
+                prompt=prompt,
+                aspect_ratio=aspect_ratio,
                 dangling=True,
             )
         )
@@ -258,22 +274,8 @@ def _items(events: list[Attempt], jobs: list[JobInfo]) -> tuple[Item, ...]:
     return tuple(items)
 
 
-def _mapping(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def _parse_ts(value: Any) -> datetime | None:
-    if not isinstance(value, str):
+def _parse_ts(value: str | None) -> datetime | None:
+    if value is None:
         return None
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
