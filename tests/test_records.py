@@ -86,6 +86,17 @@ def test_fields_of_the_wrong_type_read_as_absent() -> None:
         ("a.png",),
         None,
     )
+    # An attempt number written back as a float by another tool still closes its `sent` line.
+    assert parse_line({"event": "sent", "item": "a", "attempt": 2.0}) == SentLine(
+        item="a",
+        attempt=2,
+        fingerprint=None,
+        price_usd=None,
+        model=None,
+        image_size=None,
+        spec=None,
+        ts=None,
+    )
     assert ResultLine.from_json({"event": "result", "item": "a", "billed": "no"}) == ResultLine(
         item="a",
         attempt=None,

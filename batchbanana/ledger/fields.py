@@ -22,7 +22,10 @@ def as_text(value: Any) -> str | None:
 
 
 def as_int(value: Any) -> int | None:
-    """An integer (JSON `true` is not one), or None."""
+    """An integer, also one written as a float (`1.0`, as tools that load JSON into floats write
+    it back); JSON `true` is not one. Otherwise None."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
