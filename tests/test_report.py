@@ -16,7 +16,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from batchbanana.report.aggregate import load_report
+from batchbanana.report.loading import load_report
 from batchbanana.report.render import render
 from batchbanana.simulator import RunningSimulator
 from tests.conftest import FAKE_KEY, CliResult, png_bytes, read_jsonl

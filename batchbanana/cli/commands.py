@@ -119,7 +119,7 @@ def report(ledgers: tuple[Path, ...], output_format: str, output: Path | None) -
       batchbanana report out/demo/ledger.jsonl --format json | jq .spent_usd
       batchbanana report night1.jsonl night2.jsonl --format html --output report.html
     """
-    from batchbanana.report.aggregate import load_report
+    from batchbanana.report.loading import load_report
     from batchbanana.report.render import render
 
     for path in ledgers:

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from batchbanana.errors import UserError
+from batchbanana.ledger.fields import Spec
 from batchbanana.ledger.replay import LedgerState
 from batchbanana.plan.inputs import ImageInput, ImageProblem, inspect_file
 from batchbanana.plan.job import (
@@ -46,8 +47,7 @@ def parse_only(text: str | None) -> set[str] | None:
 def _settings(state: LedgerState, ledger_path: Path) -> dict[str, Any]:
     if not state.jobs:
         raise UserError(f"{ledger_path}: no `job` line; is this a batchbanana ledger?")
-    settings = state.jobs[-1].get("settings")
-    return settings if isinstance(settings, dict) else {}
+    return state.jobs[-1].settings
 
 
 def _model(cls: Any, data: Any, default: Any) -> Any:
@@ -57,24 +57,23 @@ def _model(cls: Any, data: Any, default: Any) -> Any:
         return default
 
 
-def _images(item_id: str, spec: dict[str, Any]) -> tuple[ImageInput, ...]:
+def _images(item_id: str, spec: Spec) -> tuple[ImageInput, ...]:
     images: list[ImageInput] = []
-    for entry in spec.get("images") or []:
-        if not isinstance(entry, dict):
+    for entry in spec.images:
+        if entry is None:
             raise UserError(f"item '{item_id}': unreadable image entry in the ledger's spec")
-        if isinstance(entry.get("url"), str):
-            inline = entry.get("inline") is True
-            mime = str(entry.get("mime_type") or ("" if inline else "image/png"))
+        if entry.url is not None:
+            mime = entry.mime_type or ("" if entry.inline else "image/png")
             images.append(
-                ImageInput(kind="url", reference=entry["url"], mime_type=mime, inline=inline)
+                ImageInput(kind="url", reference=entry.url, mime_type=mime, inline=entry.inline)
             )
             continue
-        path = Path(str(entry.get("path")))
+        path = Path(str(entry.path))
         try:
             found = inspect_file(path)
         except ImageProblem as exc:
             raise UserError(f"item '{item_id}': {exc}") from None
-        if entry.get("sha256") and found.sha256 != entry["sha256"]:
+        if entry.sha256 and found.sha256 != entry.sha256:
             raise UserError(
                 f"item '{item_id}': {path} changed since it was first sent (its sha256 differs);"
                 " run the manifest instead, which treats it as new work"
@@ -95,24 +94,23 @@ def failed_items(
             continue
         if only is not None and outcome not in only:
             continue
-        spec = history.spec
-        if not isinstance(spec, dict) or not isinstance(spec.get("prompt"), str):
+        spec = Spec.from_json(history.spec)
+        if spec.prompt is None:
             raise UserError(f"item '{item_id}': the ledger has no usable spec to send it again")
-        model = str(spec.get("model"))
-        image_size = str(spec.get("image_size") or DEFAULT_IMAGE_SIZE)
+        model = str(spec.model)
+        image_size = spec.image_size or DEFAULT_IMAGE_SIZE
         rule = price_rule(book, pricing, model, image_size)
         if rule is None:
             raise UserError(f"item '{item_id}': no price known for {model} at {image_size}")
-        modalities = spec.get("response_modalities") or DEFAULT_MODALITIES
         item = WorkItem(
             id=item_id,
-            prompt=spec["prompt"],
+            prompt=spec.prompt,
             images=_images(item_id, spec),
             model=model,
             image_size=image_size,
-            aspect_ratio=spec.get("aspect_ratio"),
-            system_prompt=spec.get("system_prompt"),
-            response_modalities=tuple(str(value) for value in modalities),
+            aspect_ratio=spec.aspect_ratio,
+            system_prompt=spec.system_prompt,
+            response_modalities=spec.response_modalities or DEFAULT_MODALITIES,
             price=rule,
             fingerprint=history.fingerprint or "",
         )
@@ -134,9 +132,9 @@ def job_from_ledger(
     pricing, book = ledger_pricing(state, ledger_path)
     output_dir = settings.get("output_dir")
     return Job(
-        name=str(latest.get("job") or ledger_path.parent.name),
-        manifest_path=Path(str(latest.get("manifest") or ledger_path)),
-        manifest_sha256=str(latest.get("manifest_sha256") or ""),
+        name=latest.job or ledger_path.parent.name,
+        manifest_path=Path(latest.manifest or ledger_path),
+        manifest_sha256=latest.manifest_sha256 or "",
         endpoint=endpoint or str(settings.get("endpoint") or _default("endpoint")),
         auth=str(settings.get("auth") or _default("auth")),
         api_key_env=str(settings.get("api_key_env") or _default("api_key_env")),

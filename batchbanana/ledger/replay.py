@@ -1,16 +1,21 @@
 """Reading a ledger back: every readable line (a torn or garbage one is skipped with a warning
-that names its line), folded into per-item state and the money the ledger already records."""
+that names its line), folded into per-item state and the money the ledger already records.
+
+Lines are understood only through ledger/records.py: a record is read as a JobLine, SentLine or
+ResultLine there, and a kind this version does not know is passed over.
+"""
 
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from batchbanana.errors import UserError
+from batchbanana.ledger.records import JobLine, SentLine, parse_line
+from batchbanana.rules.outcomes import Billed, Outcome
 
 
 @dataclass(slots=True)
@@ -91,7 +96,7 @@ class LedgerState:
     items: dict[str, ItemHistory] = field(default_factory=dict)
     spent_usd: float = 0.0
     possibly_spent_usd: float = 0.0
-    jobs: list[dict[str, Any]] = field(default_factory=list)
+    jobs: list[JobLine] = field(default_factory=list)
 
     def dangling(self) -> list[tuple[str, str, int, float]]:
         """(item, fingerprint, attempt, price) of requests whose `sent` line has no result."""
@@ -105,57 +110,47 @@ class LedgerState:
         return found
 
 
-def _price(record: dict[str, Any]) -> float:
-    value = record.get("price_usd")
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return 0.0
-    try:
-        price = float(value)
-    except OverflowError:
-        return 0.0
-    return price if math.isfinite(price) and price >= 0 else 0.0
+def _price(value: float | None) -> float:
+    """A price as money: an unreadable or negative one counts as nothing."""
+    return value if value is not None and value >= 0 else 0.0
 
 
-def replay(records: Iterable[dict[str, Any]]) -> LedgerState:
+def replay(records: Iterable[Mapping[str, Any]]) -> LedgerState:
     """Fold ledger records, in order, into per-item state and money totals."""
     state = LedgerState()
     spent = 0.0
     possibly = 0.0
     for record in records:
-        event = record.get("event")
-        if event == "job":
-            state.jobs.append(record)
+        line = parse_line(record)
+        if isinstance(line, JobLine):
+            state.jobs.append(line)
             continue
-        item_id = record.get("item")
-        print_id = record.get("fingerprint")
-        if not isinstance(item_id, str) or not isinstance(print_id, str):
+        if line is None or line.fingerprint is None:
             continue
-        history = state.items.setdefault(item_id, ItemHistory())
-        attempt = record.get("attempt")
-        if isinstance(attempt, int) and not isinstance(attempt, bool):
-            history.attempts = max(history.attempts, attempt)
-        history.fingerprint = print_id
-        spec = record.get("spec")
-        if isinstance(spec, dict):
-            history.spec = spec
-        pair = history.by_fingerprint.setdefault(print_id, AttemptState())
-        if event == "sent":
+        history = state.items.setdefault(line.item, ItemHistory())
+        if line.attempt is not None:
+            history.attempts = max(history.attempts, line.attempt)
+        history.fingerprint = line.fingerprint
+        if line.spec is not None:
+            history.spec = line.spec
+        pair = history.by_fingerprint.setdefault(line.fingerprint, AttemptState())
+        if isinstance(line, SentLine):
             history.ever_sent = True
             pair.outcome = None  # a new attempt: the previous outcome no longer describes it
             pair.billed = None
-            pair.in_flight_attempt = attempt if isinstance(attempt, int) else history.attempts
-            pair.in_flight_price_usd = _price(record)
-        elif event == "result":
-            if pair.in_flight_attempt is not None and pair.in_flight_attempt == attempt:
+            pair.in_flight_attempt = line.attempt if line.attempt is not None else history.attempts
+            pair.in_flight_price_usd = _price(line.price_usd)
+        else:
+            if pair.in_flight_attempt is not None and pair.in_flight_attempt == line.attempt:
                 pair.in_flight_attempt = None
-            pair.outcome = str(record.get("outcome"))
-            pair.billed = str(record.get("billed"))
-            if pair.outcome == "ok":
+            pair.outcome = line.outcome
+            pair.billed = line.billed  # None when unreadable: neither spent nor free
+            if pair.outcome == Outcome.OK:
                 history.spec = None  # only `retry` needs specs, and only of failed items
-            if pair.billed == "yes":
-                spent += _price(record)
-            elif pair.billed == "unknown":
-                possibly += _price(record)
+            if pair.billed == Billed.YES:
+                spent += _price(line.price_usd)
+            elif pair.billed == Billed.UNKNOWN:
+                possibly += _price(line.price_usd)
     for history in state.items.values():
         for pair in history.by_fingerprint.values():
             if pair.in_flight_attempt is not None:

@@ -12,7 +12,6 @@ import fcntl
 import json
 import os
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,47 +19,10 @@ import anyio
 import anyio.to_thread
 
 from batchbanana.errors import LedgerLockedError, UserError
+from batchbanana.ledger.records import LedgerLine
 
 Scrubber = Callable[[str], str]
-
-
-def utc_now() -> str:
-    """An ISO-8601 UTC timestamp with milliseconds, as the ledger writes them."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-_RESULT_FIELDS = (
-    "http_status", "latency_s", "output", "bytes", "finish_reason", "error", "usage",
-)  # fmt: skip
-
-
-def result_record(
-    item: str,
-    attempt: int,
-    fingerprint: str,
-    outcome: str,
-    billed: str,
-    price_usd: float,
-    spec: dict[str, Any] | None,
-    **fields: Any,
-) -> dict[str, Any]:
-    """A `result` line with every field the contract lists (None where not known), the request's
-    model, size and ratio taken from its spec, then any further `fields` (text, outputs...)."""
-    record: dict[str, Any] = {
-        "event": "result",
-        "ts": utc_now(),
-        "item": item,
-        "attempt": attempt,
-        "fingerprint": fingerprint,
-        "outcome": outcome,
-        "billed": billed,
-        "price_usd": price_usd,
-    }
-    record.update({key: fields.pop(key, None) for key in _RESULT_FIELDS})
-    record.update({key: (spec or {}).get(key) for key in ("model", "image_size", "aspect_ratio")})
-    record["spec"] = spec
-    record.update(fields)
-    return record
+Record = LedgerLine | dict[str, Any]  # a typed line, or a raw one (tests write damaged ledgers)
 
 
 def _no_scrub(text: str) -> str:
@@ -116,9 +78,10 @@ class LedgerWriter:
                 os.close(self._fd)
                 self._fd = -1
 
-    def append(self, record: dict[str, Any]) -> None:
+    def append(self, record: Record) -> None:
         """Write one record as one whole line (not yet fsynced)."""
-        line = json.dumps(record, ensure_ascii=False, separators=(", ", ": "), default=str)
+        fields = record if isinstance(record, dict) else record.to_json()
+        line = json.dumps(fields, ensure_ascii=False, separators=(", ", ": "), default=str)
         data = (self._scrub(line) + "\n").encode("utf-8")
         view = memoryview(data)
         try:
@@ -133,13 +96,13 @@ class LedgerWriter:
             raise
         self._written += 1
 
-    def append_sync(self, record: dict[str, Any]) -> None:
+    def append_sync(self, record: Record) -> None:
         """Write one record and fsync it at once (for the rare lines outside the event loop)."""
         self.append(record)
         os.fsync(self._fd)
         self._synced = self._written
 
-    def append_soon_durable(self, record: dict[str, Any]) -> None:
+    def append_soon_durable(self, record: Record) -> None:
         """Write one record now; `keep_synced` makes it durable shortly after, without waiting.
 
         For result lines: nothing decided later depends on one being on disk at once (the next
@@ -155,7 +118,7 @@ class LedgerWriter:
             self._unsynced = anyio.Event()
             await self.sync()
 
-    async def append_durable(self, record: dict[str, Any]) -> None:
+    async def append_durable(self, record: Record) -> None:
         """Write one record; return once it is on disk (fsyncs shared with concurrent callers)."""
         self.append(record)
         await self.sync()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from batchbanana.report.aggregate import Item
+from batchbanana.report.loading import Item
 
 
 def usd(amount: float | None) -> str:

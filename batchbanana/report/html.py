@@ -16,18 +16,16 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from batchbanana.report.aggregate import (
-    EPOCH,
     HTML_FAILURES,
     SHEET_PAGE,
     THUMB_PX,
-    Attempt,
-    LoadedReport,
     by_model_size,
     failed_items,
     figures,
     outcome_rank,
 )
 from batchbanana.report.format import item_label, one_line, seconds_text, usd
+from batchbanana.report.loading import EPOCH, Attempt, LoadedReport
 from batchbanana.rules.pricing import money
 
 _COLORS = {

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from batchbanana.report.aggregate import LoadedReport
 from batchbanana.report.html import render_html
+from batchbanana.report.loading import LoadedReport
 from batchbanana.report.text import as_csv, as_json, as_table
 
 FORMATS = ("table", "json", "csv", "html")

@@ -13,14 +13,13 @@ from typing import Any
 
 from batchbanana.report.aggregate import (
     Figures,
-    Item,
-    LoadedReport,
     by_model_size,
     failed_items,
     figures,
     outcome_rank,
 )
 from batchbanana.report.format import count_text, item_label, one_line, seconds_text, usd
+from batchbanana.report.loading import Item, LoadedReport
 from batchbanana.rules.pricing import money
 
 TABLE_FAILURES = 20

@@ -20,8 +20,9 @@ import anyio
 import anyio.to_thread
 
 from batchbanana.errors import ImageProblem, describe_error
+from batchbanana.ledger.records import ResultLine, SentLine
 from batchbanana.ledger.replay import LedgerState
-from batchbanana.ledger.writer import LedgerWriter, result_record, utc_now
+from batchbanana.ledger.writer import LedgerWriter
 from batchbanana.plan.inputs import EncodedImageCache
 from batchbanana.plan.job import Job, WorkItem
 from batchbanana.rules.backoff import backoff_delay_s
@@ -115,9 +116,6 @@ class JobRunner:
         self._finishing = anyio.CapacityLimiter(settings.concurrency)
 
     # -- ledger lines -------------------------------------------------------------------------
-    def _base(self, item: WorkItem, attempt: int) -> dict[str, Any]:
-        return {"item": item.id, "attempt": attempt, "fingerprint": item.fingerprint}
-
     def _record_result(
         self,
         item: WorkItem,
@@ -149,15 +147,8 @@ class JobRunner:
         if len(outputs) > 1:
             fields["outputs"] = [str(path) for path in outputs]
         fields.update(extra or {})
-        record = result_record(
-            item.id,
-            attempt,
-            item.fingerprint,
-            outcome.value,
-            billed(outcome).value,
-            price_usd,
-            item.spec(),
-            **fields,
+        record = ResultLine.for_attempt(
+            item.id, attempt, item.fingerprint, outcome, price_usd, item.spec(), **fields
         )
         self.ledger.append_soon_durable(record)
         kind = billed(outcome)
@@ -257,15 +248,15 @@ class JobRunner:
             return
         self.totals.inline_images_sent += inline
         attempt = self._next_attempt(item)
-        sent = {
-            "event": "sent",
-            "ts": utc_now(),
-            **self._base(item, attempt),
-            "price_usd": price,
-            "model": item.model,
-            "image_size": item.image_size,
-            "spec": item.spec(),
-        }
+        sent = SentLine(
+            item=item.id,
+            attempt=attempt,
+            fingerprint=item.fingerprint,
+            price_usd=price,
+            model=item.model,
+            image_size=item.image_size,
+            spec=item.spec(),
+        )
         with anyio.CancelScope(shield=True):
             await self.ledger.append_durable(sent)
         timeout_s = self.job.timeouts.for_size(item.image_size)

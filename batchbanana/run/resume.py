@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import TextIO
 
 from batchbanana.errors import UserError
+from batchbanana.ledger.records import ResultLine
 from batchbanana.ledger.replay import LedgerState, scan_ledger
-from batchbanana.ledger.writer import LedgerWriter, result_record
+from batchbanana.ledger.writer import LedgerWriter
 from batchbanana.plan.job import Job, WorkItem
 from batchbanana.rules.outcomes import Billed, Outcome
 from batchbanana.run.outputs import existing_outputs
@@ -37,12 +38,11 @@ def record_dangling(writer: LedgerWriter, state: LedgerState) -> int:
     for item_id, print_id, attempt, price in state.dangling():
         history = state.items[item_id]
         writer.append_sync(
-            result_record(
+            ResultLine.for_attempt(
                 item_id,
                 attempt,
                 print_id,
-                Outcome.INTERRUPTED.value,
-                Billed.UNKNOWN.value,
+                Outcome.INTERRUPTED,
                 price,
                 history.spec,
                 error="the process stopped with this request in flight (found at next start)",

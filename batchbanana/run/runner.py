@@ -22,8 +22,9 @@ import anyio.to_thread
 from batchbanana import __version__
 from batchbanana.errors import UserError, make_scrubber
 from batchbanana.ledger.owed import Decision, decide
+from batchbanana.ledger.records import JobLine
 from batchbanana.ledger.replay import LedgerState
-from batchbanana.ledger.writer import LedgerWriter, utc_now
+from batchbanana.ledger.writer import LedgerWriter
 from batchbanana.plan.job import SIMULATE, Job, WorkItem
 from batchbanana.rules.outcomes import Outcome
 from batchbanana.rules.pricing import money, price_rule
@@ -81,7 +82,7 @@ def resolve_api_key(endpoint: str, api_key_env: str) -> str:
     return key
 
 
-def job_record(job: Job, settings: RunSettings, run_id: str) -> dict[str, Any]:
+def job_record(job: Job, settings: RunSettings, run_id: str) -> JobLine:
     """The `job` line written at each start of run/retry."""
     recorded = job.settings()
     recorded.update(
@@ -92,18 +93,16 @@ def job_record(job: Job, settings: RunSettings, run_id: str) -> dict[str, Any]:
             "budget_usd": settings.budget_usd,
         }
     )
-    return {
-        "event": "job",
-        "ts": utc_now(),
-        "run_id": run_id,
-        "command": settings.command,
-        "job": job.name,
-        "manifest": str(job.manifest_path),
-        "manifest_sha256": job.manifest_sha256,
-        "ledger": str(job.ledger_path),
-        "version": __version__,
-        "settings": recorded,
-    }
+    return JobLine(
+        run_id=run_id,
+        command=settings.command,
+        job=job.name,
+        manifest=str(job.manifest_path),
+        manifest_sha256=job.manifest_sha256,
+        ledger=str(job.ledger_path),
+        version=__version__,
+        settings=recorded,
+    )
 
 
 def new_run_id() -> str:

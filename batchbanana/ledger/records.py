@@ -1,0 +1,201 @@
+"""The ledger's lines as types (contract section 6): the one place their format is written down.
+
+Every `job`, `sent` and `result` line is built as a JobLine, SentLine or ResultLine and written by
+its `to_json`: the event, then the fields in the order the class declares them. It is read back
+through `from_json` (or `parse_line`), which takes any line a ledger may hold (older versions'
+lines, hand edits, garbage) and never raises: a field of the wrong type reads as None, and a line
+no reader can use is None.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Self
+
+from batchbanana.ledger.fields import Json, as_dict, as_text, field_names, read_fields
+from batchbanana.rules.outcomes import Billed, Outcome, billed
+
+# The outcome of a result line whose own outcome cannot be read (never "ok").
+UNREADABLE_OUTCOME = "unknown"
+_BILLED = tuple(kind.value for kind in Billed)
+
+
+def utc_now() -> str:
+    """An ISO-8601 UTC timestamp with milliseconds, as the ledger writes them."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class _Line:
+    """What the three kinds of line share: the event they are, and how they are written."""
+
+    __slots__ = ()
+    EVENT: ClassVar[str]
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset()  # written only when not None
+
+    def to_json(self) -> Json:
+        """The line as written: the event, then each field in the order the class declares it
+        (JSON writes a Billed or an Outcome as its string, a sequence as a list)."""
+        record: Json = {"event": self.EVENT}
+        for name in field_names(type(self)):
+            value = getattr(self, name)
+            if value is not None or name not in self.OPTIONAL:
+                record[name] = value
+        return record
+
+
+def _item_of(cls: type[_Line], record: Mapping[str, Any]) -> str | None:
+    """The item id of a `sent` or `result` line of kind `cls`, or None if it is not one."""
+    item = as_text(record.get("item"))
+    return item if record.get("event") == cls.EVENT else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobLine(_Line):
+    """`{"event": "job"}`, written at each start of `run` or `retry`: who ran what, and the job's
+    settings without secrets (what `retry` rebuilds the job from)."""
+
+    EVENT: ClassVar[str] = "job"
+
+    ts: str | None = field(default_factory=utc_now)
+    run_id: str | None
+    command: str | None
+    job: str | None  # older ledgers lack it
+    manifest: str | None
+    manifest_sha256: str | None
+    ledger: str | None
+    version: str | None
+    settings: Json = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, record: Mapping[str, Any]) -> Self | None:
+        """The `job` line `record` is, or None if it is another kind of line."""
+        if record.get("event") != cls.EVENT:
+            return None
+        return cls(**read_fields(cls, record, settings=as_dict(record.get("settings")) or {}))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SentLine(_Line):
+    """`{"event": "sent"}`, made durable before its request goes out: until a result follows, the
+    request may have been paid for."""
+
+    EVENT: ClassVar[str] = "sent"
+
+    ts: str | None = field(default_factory=utc_now)
+    item: str
+    attempt: int | None
+    fingerprint: str | None
+    price_usd: float | None  # older ledgers wrote no price here
+    model: str | None
+    image_size: str | None
+    spec: Json | None
+
+    @classmethod
+    def from_json(cls, record: Mapping[str, Any]) -> Self | None:
+        """The `sent` line `record` is, or None if it is another kind or names no item."""
+        item = _item_of(cls, record)
+        return None if item is None else cls(**read_fields(cls, record, item=item))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResultLine(_Line):
+    """`{"event": "result"}`: how one attempt ended, whether it was billed and at what price.
+
+    `outcome` is an Outcome's value, or a name this version does not know (a newer one's);
+    `billed` is None when the line's own mark cannot be read. The fields after `spec` are
+    written only when known."""
+
+    EVENT: ClassVar[str] = "result"
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset(
+        {"text", "response_id", "model_version", "outputs", "retry_in_s"}
+    )
+
+    ts: str | None = field(default_factory=utc_now)
+    item: str
+    attempt: int | None
+    fingerprint: str | None
+    outcome: str
+    billed: Billed | None
+    price_usd: float | None
+    http_status: int | None = None
+    latency_s: float | None = None
+    output: str | None = None  # the first image saved
+    bytes: int | None = None
+    finish_reason: str | None = None
+    error: str | None = None
+    usage: Json | None = None
+    model: str | None = None
+    image_size: str | None = None
+    aspect_ratio: str | None = None
+    spec: Json | None = None
+    text: str | None = None  # the model's words, cut at 500 characters
+    response_id: str | None = None
+    model_version: str | None = None
+    outputs: Sequence[str] | None = None  # every image saved, when there are several
+    retry_in_s: float | None = None  # the backoff before `run` tries again
+
+    @classmethod
+    def for_attempt(
+        cls,
+        item: str,
+        attempt: int,
+        fingerprint: str,
+        outcome: Outcome,
+        price_usd: float,
+        spec: Json | None,
+        **known: Any,
+    ) -> Self:
+        """The result of one attempt, billed as its outcome is (rules/outcomes.py), with the
+        request's model, size and ratio taken from its spec; `known` gives the other fields."""
+        request = spec or {}
+        return cls(
+            item=item,
+            attempt=attempt,
+            fingerprint=fingerprint,
+            outcome=outcome,
+            billed=billed(outcome),
+            price_usd=price_usd,
+            model=request.get("model"),
+            image_size=request.get("image_size"),
+            aspect_ratio=request.get("aspect_ratio"),
+            spec=spec,
+            **known,
+        )
+
+    @classmethod
+    def from_json(cls, record: Mapping[str, Any]) -> Self | None:
+        """The `result` line `record` is, or None if it is another kind or names no item."""
+        item = _item_of(cls, record)
+        if item is None:
+            return None
+        mark = as_text(record.get("billed"))
+        outputs = record.get("outputs")
+        return cls(
+            **read_fields(
+                cls,
+                record,
+                item=item,
+                outcome=as_text(record.get("outcome")) or UNREADABLE_OUTCOME,
+                billed=Billed(mark) if mark in _BILLED else None,
+                outputs=(
+                    tuple(path for path in outputs if isinstance(path, str))
+                    if isinstance(outputs, list)
+                    else None
+                ),
+            )
+        )
+
+
+LedgerLine = JobLine | SentLine | ResultLine
+_KINDS: dict[str, type[JobLine] | type[SentLine] | type[ResultLine]] = {
+    kind.EVENT: kind for kind in (JobLine, SentLine, ResultLine)
+}
+
+
+def parse_line(record: Mapping[str, Any]) -> LedgerLine | None:
+    """The line a ledger record is, or None for a kind this version does not read (or one that
+    names no item)."""
+    kind = _KINDS.get(as_text(record.get("event")) or "")
+    return kind.from_json(record) if kind is not None else None
