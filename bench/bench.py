@@ -1,4 +1,5 @@
-"""`make bench`: batchbanana against a plain ThreadPoolExecutor + requests client, same workloads.
+"""`make bench`: batchbanana against a plain ThreadPoolExecutor + requests client, same workloads
+(W1-W3 here; W4 capacity and W5 quota, against a provider with hidden limits, in limits_bench.py).
 
 The simulator runs in its own process; each client runs in its own process so that its peak RSS
 and CPU seconds are its own (os.wait4). Each workload runs 3 times per client; medians are shown.
@@ -28,6 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from limits_bench import limit_rows  # noqa: E402  (bench/ is a folder of scripts)
 
 
 @dataclass(frozen=True)
@@ -235,6 +239,10 @@ def main() -> None:
         for folder in kept:
             shutil.rmtree(folder, ignore_errors=True)
     print_table(rows)
+    if not args.only or args.only.startswith(("W4", "W5")):
+        print()
+        for line in limit_rows(args.runs, args.only):
+            print(line)
     if not args.only:
         print()
         for line in startup_figures():

@@ -15,7 +15,8 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 
-from batchbanana.rules.limits import LimitFinder, Throttle, Ticket
+from batchbanana.rules.finder import LimitFinder
+from batchbanana.rules.limits import Throttle, Ticket
 
 
 @dataclass

@@ -10,9 +10,12 @@ import json
 
 import pytest
 
+from batchbanana.rules.capacity import CapacityFinder
 from batchbanana.rules.error_answer import parse_error
-from batchbanana.rules.limits import CapacityFinder, LimitFinder, QuotaPacer, Throttle, Ticket
+from batchbanana.rules.finder import LimitFinder
+from batchbanana.rules.limits import Throttle, Ticket
 from batchbanana.rules.outcomes import classify_error
+from batchbanana.rules.quota import QuotaPacer
 from tests.limits_trace import Provider, simulate
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from batchbanana.rules.limits import LimitFinder, Throttle, Ticket
+from batchbanana.rules.finder import LimitFinder
+from batchbanana.rules.limits import Throttle, Ticket
 
 BUDGET_SLACK_USD = 1e-9  # float noise, not money
 
