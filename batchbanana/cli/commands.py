@@ -17,8 +17,8 @@ from batchbanana.cli.simulate import simulate
 from batchbanana.errors import UserError
 from batchbanana.plan.build import load_job
 from batchbanana.plan.manifest import json_schema
-from batchbanana.run.attempts import RunSettings
 from batchbanana.run.runner import resolve_api_key, run_job
+from batchbanana.run.settings import RunSettings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -1,4 +1,4 @@
-"""How long an item waits before it is sent again (contract section 5). One pure function."""
+"""How long an item waits before it is sent again (contract section 5). Pure functions."""
 
 from __future__ import annotations
 
@@ -23,3 +23,18 @@ def backoff_delay_s(
     if server_wait_s is not None:
         delay = max(delay, server_wait_s)
     return delay
+
+
+def retry_wait_s(
+    attempt: int,
+    base_delay_s: float,
+    max_delay_s: float,
+    max_wait_s: float,
+    server_wait_s: float | None = None,
+    rng: random.Random | None = None,
+) -> float | None:
+    """The wait before sending again, or None when the server demands more than `max_wait_s`:
+    waiting that long is not a retry but a stop (contract section 5)."""
+    if server_wait_s is not None and server_wait_s > max_wait_s:
+        return None
+    return backoff_delay_s(attempt, base_delay_s, max_delay_s, server_wait_s, rng)

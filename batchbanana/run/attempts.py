@@ -8,11 +8,7 @@ nothing. Whatever stops the process, the ledger tells what may have been paid fo
 from __future__ import annotations
 
 import contextlib
-import json
-import random
-import signal
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -20,62 +16,26 @@ import anyio
 import anyio.to_thread
 
 from batchbanana.errors import ImageProblem, describe_error
-from batchbanana.ledger.records import ResultLine, SentLine
+from batchbanana.ledger.records import SentLine
 from batchbanana.ledger.replay import LedgerState
 from batchbanana.ledger.writer import LedgerWriter
 from batchbanana.plan.inputs import EncodedImageCache
 from batchbanana.plan.job import Job, WorkItem
-from batchbanana.rules.backoff import backoff_delay_s
-from batchbanana.rules.outcomes import Billed, Outcome, billed, is_retryable
+from batchbanana.rules.backoff import retry_wait_s
+from batchbanana.rules.outcomes import Outcome, is_retryable
 from batchbanana.rules.pricing import money
-from batchbanana.rules.wire import build_request, file_part, inline_part
+from batchbanana.run.body import request_body
 from batchbanana.run.client import AttemptResult, ProviderClient
 from batchbanana.run.meters import BudgetMeter
 from batchbanana.run.outputs import ImageCommitter
 from batchbanana.run.pool import Slot, WorkPool
 from batchbanana.run.progress import Progress
+from batchbanana.run.recorder import ResultRecorder
+from batchbanana.run.settings import RunSettings
+from batchbanana.run.signals import watch_stop_signals
 from batchbanana.run.totals import RunTotals
 
 ENCODER_THREADS = 4  # threads building request bodies (reading, optimising, encoding inputs)
-
-
-@dataclass(slots=True)
-class RunSettings:
-    """How to send: where, with which key, within which limits."""
-
-    endpoint: str
-    auth: str
-    api_key: str
-    concurrency: int
-    budget_usd: float | None
-    show_progress: bool = True
-    command: str = "run"
-    rng: random.Random = field(default_factory=random.Random)
-    downloads: dict[str, tuple[Path, str]] = field(default_factory=dict)  # inline_urls
-
-    @classmethod
-    def for_job(
-        cls, job: Job, api_key: str, show_progress: bool = True, command: str = "run"
-    ) -> RunSettings:
-        """The settings a job's own fields give (command-line overrides are already in the job)."""
-        return cls(
-            endpoint=job.endpoint,
-            auth=job.auth,
-            api_key=api_key,
-            concurrency=job.concurrency,
-            budget_usd=job.budget_usd,
-            show_progress=show_progress,
-            command=command,
-        )
-
-
-@dataclass(slots=True)
-class RunResult:
-    """How a run ended."""
-
-    exit_code: int
-    totals: RunTotals
-    stop_reason: str | None = None
 
 
 class JobRunner:
@@ -106,6 +66,7 @@ class JobRunner:
         self.stop_reason: str | None = None
         self.interrupted = False
         self.budget = BudgetMeter(settings.budget_usd)
+        self.recorder = ResultRecorder(ledger, self.totals)
         self.pool: WorkPool[WorkItem] = WorkPool(
             settings.concurrency, job.adaptive, job.rate_limit_rpm
         )
@@ -115,73 +76,12 @@ class JobRunner:
         self.saver = ImageCommitter(job.output_dir)
         self._finishing = anyio.CapacityLimiter(settings.concurrency)
 
-    # -- ledger lines -------------------------------------------------------------------------
-    def _record_result(
-        self,
-        item: WorkItem,
-        attempt: int,
-        outcome: Outcome,
-        price_usd: float,
-        result: AttemptResult | None = None,
-        outputs: Sequence[Path] = (),
-        size_bytes: int | None = None,
-        error: str | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> None:
-        fields: dict[str, Any] = {
-            "output": str(outputs[0]) if outputs else None,
-            "bytes": size_bytes,
-            "error": error if error is not None else (result.error if result else None),
-        }
-        if result is not None:
-            fields.update(
-                http_status=result.http_status,
-                latency_s=result.latency_s,
-                finish_reason=result.finish_reason,
-                usage=result.usage,
-            )
-            for key in ("text", "response_id", "model_version"):
-                value = getattr(result, key)
-                if value is not None:
-                    fields[key] = value
-        if len(outputs) > 1:
-            fields["outputs"] = [str(path) for path in outputs]
-        fields.update(extra or {})
-        record = ResultLine.for_attempt(
-            item.id, attempt, item.fingerprint, outcome, price_usd, item.spec(), **fields
-        )
-        self.ledger.append_soon_durable(record)
-        kind = billed(outcome)
-        if kind is Billed.YES:
-            self.totals.spent_usd = money(self.totals.spent_usd + price_usd)
-            self.totals.run_spent_usd = money(self.totals.run_spent_usd + price_usd)
-        elif kind is Billed.UNKNOWN:
-            self.totals.possibly_spent_usd = money(self.totals.possibly_spent_usd + price_usd)
-
     # -- one attempt ----------------------------------------------------------------------------
     def _next_attempt(self, item: WorkItem) -> int:
         number = self.attempts.get(item.id, 0) + 1
         self.attempts[item.id] = number
         self.run_attempts[item.id] = self.run_attempts.get(item.id, 0) + 1
         return number
-
-    def _body(self, item: WorkItem) -> bytes:
-        parts = []
-        for image in item.images:
-            if image.kind == "url" and not image.inline:
-                parts.append(file_part(image.mime_type, image.reference))
-            else:
-                parts.append(inline_part(*self.images.get(image)))
-        body = build_request(
-            model=item.model,
-            prompt=item.prompt,
-            image_parts=parts,
-            image_size=item.image_size,
-            aspect_ratio=item.aspect_ratio,
-            system_prompt=item.system_prompt,
-            response_modalities=item.response_modalities,
-        )
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
     def _finish(self, item: WorkItem, outcome: Outcome, error: str | None) -> None:
         self.totals.outcomes[outcome.value] = self.totals.outcomes.get(outcome.value, 0) + 1
@@ -209,14 +109,9 @@ class JobRunner:
         if not self.budget.admits(self.totals.spent_usd + self.totals.possibly_spent_usd, price):
             attempt = self._next_attempt(item)
             self.totals.over_budget_usd = money(self.totals.over_budget_usd + price)
-            self._record_result(
-                item,
-                attempt,
-                Outcome.OVER_BUDGET,
-                price,
-                error=f"not sent: ${price:g} more would exceed the budget of"
-                f" ${self.settings.budget_usd:g}",
-            )
+            budget = self.settings.budget_usd
+            why = f"not sent: ${price:g} more would exceed the budget of ${budget:g}"
+            self.recorder.record(item, attempt, Outcome.OVER_BUDGET, price, error=why)
             self._finish(item, Outcome.OVER_BUDGET, "over budget")
             return
         self.budget.reserve(price)  # before any wait: concurrent handlers see it
@@ -231,9 +126,11 @@ class JobRunner:
             if inline:
                 # Reading, optimising and encoding inputs can take a while: not on the event
                 # loop, and not in the thread pool that fsyncs the ledger and saves images.
-                body = await anyio.to_thread.run_sync(self._body, item, limiter=self._encoders)
+                body = await anyio.to_thread.run_sync(
+                    request_body, item, self.images, limiter=self._encoders
+                )
             else:
-                body = self._body(item)
+                body = request_body(item, self.images)
         except (OSError, ImageProblem) as exc:
             # An input changed or vanished after validation: nothing was sent or paid.
             self._stop(f"item '{item.id}': input image unreadable: {exc}")
@@ -283,7 +180,7 @@ class JobRunner:
 
     def _interrupted(self, item: WorkItem, attempt: int, price: float, why: str) -> None:
         """Record a request that may have gone out but whose answer will never be read."""
-        self._record_result(
+        self.recorder.record(
             item, attempt, Outcome.INTERRUPTED, price, error=f"{why}, with the request in flight"
         )
         self._finish(item, Outcome.INTERRUPTED, why)
@@ -323,30 +220,29 @@ class JobRunner:
             and not self.pool.stopping
             and self.run_attempts.get(item.id, 0) < self.job.retry.max_attempts
         )
-        delay = 0.0
+        delay: float | None = None
         if retry_now:
-            delay = backoff_delay_s(
+            retry = self.job.retry
+            delay = retry_wait_s(
                 self.run_attempts[item.id],
-                self.job.retry.base_delay_s,
-                self.job.retry.max_delay_s,
+                retry.base_delay_s,
+                retry.max_delay_s,
+                retry.max_wait_s,
                 result.server_wait_s,
                 self.settings.rng,
             )
-            if (
-                result.server_wait_s is not None
-                and result.server_wait_s > self.job.retry.max_wait_s
-            ):
+            if delay is None:
                 retry_now = False
                 self._stop(
-                    f"the provider asks to wait {result.server_wait_s:.0f} s, over"
-                    f" retry.max_wait_s ({self.job.retry.max_wait_s:g} s)"
+                    f"the provider asks to wait {result.server_wait_s or 0:.0f} s, over"
+                    f" retry.max_wait_s ({retry.max_wait_s:g} s)"
                 )
             else:
                 extra["retry_in_s"] = round(delay, 3)
-        self._record_result(
+        self.recorder.record(
             item, attempt, outcome, price, result, outputs, size_bytes, error, extra
         )
-        if retry_now:
+        if retry_now and delay is not None:
             self.totals.free_retries += 1
             self.pool.defer(item, delay)
             if self.progress:
@@ -375,7 +271,7 @@ class JobRunner:
                 saving.start_soon(self.saver.serve)
                 try:
                     async with anyio.create_task_group() as group:
-                        group.start_soon(self._watch_signals, group.cancel_scope)
+                        group.start_soon(watch_stop_signals, self._on_signal)
                         group.start_soon(self.ledger.keep_synced)
                         await self.pool.run(self.handle)
                         with anyio.CancelScope(shield=True):
@@ -389,16 +285,13 @@ class JobRunner:
         self.totals.refused = self.pool.meter.refused
         self.totals.limit_found = self.pool.meter.found()
 
-    async def _watch_signals(self, scope: anyio.CancelScope) -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for signum in signals:
-                name = signal.Signals(signum).name
-                if not self.interrupted:
-                    self.interrupted = True
-                    self._stop(
-                        f"{name}: no new requests; waiting for the ones in flight (they are paid"
-                        " for). Press Ctrl-C again to abort them."
-                    )
-                else:
-                    self.stderr.write(f"batchbanana: {name} again: aborting requests in flight\n")
-                    self.pool.abort()
+    def _on_signal(self, name: str, again: bool) -> None:
+        if not again:
+            self.interrupted = True
+            self._stop(
+                f"{name}: no new requests; waiting for the ones in flight (they are paid"
+                " for). Press Ctrl-C again to abort them."
+            )
+        else:
+            self.stderr.write(f"batchbanana: {name} again: aborting requests in flight\n")
+            self.pool.abort()

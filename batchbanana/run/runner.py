@@ -28,7 +28,7 @@ from batchbanana.ledger.writer import LedgerWriter
 from batchbanana.plan.job import SIMULATE, Job, WorkItem
 from batchbanana.rules.outcomes import Outcome
 from batchbanana.rules.pricing import money, price_rule
-from batchbanana.run.attempts import JobRunner, RunResult, RunSettings
+from batchbanana.run.attempts import JobRunner
 from batchbanana.run.client import ProviderClient
 from batchbanana.run.downloads import inline_downloads, remove_stale_downloads
 from batchbanana.run.outputs import (
@@ -36,6 +36,7 @@ from batchbanana.run.outputs import (
     remove_stale_temps,
 )
 from batchbanana.run.resume import check_foreign_files, open_ledger, record_dangling
+from batchbanana.run.settings import RunResult, RunSettings
 from batchbanana.run.summary import print_summary
 
 EXIT_OK = 0

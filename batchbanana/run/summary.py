@@ -7,7 +7,7 @@ from typing import TextIO
 from batchbanana.ledger.owed import Decision
 from batchbanana.plan.job import Job
 from batchbanana.rules.outcomes import Billed, Outcome, billed
-from batchbanana.run.attempts import RunResult
+from batchbanana.run.settings import RunResult
 
 # Failed outcomes that were, or may have been, billed: only `retry` pays for them again.
 PAID_FAILURES = frozenset(

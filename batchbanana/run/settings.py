@@ -1,0 +1,50 @@
+"""How a run sends (endpoint, key, limits, as the job and the command line set them) and how it
+ended: what the runner is handed, and what it hands back."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from batchbanana.plan.job import Job
+from batchbanana.run.totals import RunTotals
+
+
+@dataclass(slots=True)
+class RunSettings:
+    """How to send: where, with which key, within which limits."""
+
+    endpoint: str
+    auth: str
+    api_key: str
+    concurrency: int
+    budget_usd: float | None
+    show_progress: bool = True
+    command: str = "run"
+    rng: random.Random = field(default_factory=random.Random)
+    downloads: dict[str, tuple[Path, str]] = field(default_factory=dict)  # inline_urls
+
+    @classmethod
+    def for_job(
+        cls, job: Job, api_key: str, show_progress: bool = True, command: str = "run"
+    ) -> RunSettings:
+        """The settings a job's own fields give (command-line overrides are already in the job)."""
+        return cls(
+            endpoint=job.endpoint,
+            auth=job.auth,
+            api_key=api_key,
+            concurrency=job.concurrency,
+            budget_usd=job.budget_usd,
+            show_progress=show_progress,
+            command=command,
+        )
+
+
+@dataclass(slots=True)
+class RunResult:
+    """How a run ended."""
+
+    exit_code: int
+    totals: RunTotals
+    stop_reason: str | None = None
