@@ -240,6 +240,8 @@ def four_items(first_directive: str) -> list[dict[str, Any]]:
     [
         pytest.param("quota_day", "per-day quota", id="quota-per-day"),
         pytest.param("quota_zero", "limit of zero", id="quota-limit-zero"),
+        pytest.param("spend_cap", "spending cap", id="spending-cap-reached"),
+        pytest.param("prepaid", "prepaid credit", id="prepaid-credit-used-up"),
     ],
 )
 def test_exhausted_quota_stops_the_job_after_the_first_429(

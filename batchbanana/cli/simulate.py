@@ -46,7 +46,27 @@ def _seconds(name: str, default: float | None, text: str) -> Callable[[F], F]:
     show_default=True,
     help="Prices the simulator bills at.",
 )
-@_seconds("--latency", 0.0, "Seconds before each answer.")
+@_seconds("--latency", 0.0, "Seconds before each answer (the mean, with --latency-spread).")
+@click.option(
+    "--latency-spread",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="Spread answer times lognormally around --latency (sigma, e.g. 0.3).",
+)
+@click.option(
+    "--capacity",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Answer 503 overloaded while this many are being generated.",
+)
+@click.option(
+    "--rpm",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Answer 429 (per-minute QuotaFailure, RetryInfo) past this many per window.",
+)
+@_seconds("--rpm-window", 60.0, "The --rpm window (shorter to compress time).")
+@_seconds("--limits-double-at", None, "Double --capacity and --rpm this long after start.")
 @_share("--rate-429", "429 answers")
 @_share("--rate-503", "503 answers")
 @_share("--rate-500", "500 answers")
@@ -68,6 +88,11 @@ def simulate(
     port: int,
     price_book: str,
     latency_s: float,
+    latency_spread: float,
+    capacity: int | None,
+    rpm: int | None,
+    rpm_window_s: float,
+    limits_double_at_s: float | None,
     rate_429: float,
     rate_503: float,
     rate_500: float,
@@ -87,27 +112,37 @@ def simulate(
     example `[sim:429x2]` (two 429s, then an image) or `[sim:refuse]`.
 
     \b
-    Example:
+    Examples:
       batchbanana simulate --port 8765 --rate-429 0.05 &
       batchbanana run job.yaml --endpoint http://127.0.0.1:8765
+      batchbanana simulate --latency 1 --latency-spread 0.3 --capacity 16
+      batchbanana simulate --rpm 40 --rpm-window 6
     """
     from batchbanana.simulator import SimulatorConfig, serve
 
-    config = SimulatorConfig(
-        latency_s=latency_s,
-        rate_429=rate_429,
-        rate_503=rate_503,
-        rate_500=rate_500,
-        rate_refuse=rate_refuse,
-        rate_no_image=rate_no_image,
-        rate_drop=rate_drop,
-        rate_slow=rate_slow,
-        slow_s=slow_s,
-        retry_after_s=retry_after_s,
-        image_bytes=image_bytes,
-        seed=seed,
-        price_book=price_book,
-    )
+    try:
+        config = SimulatorConfig(
+            latency_s=latency_s,
+            latency_spread=latency_spread,
+            capacity=capacity,
+            rpm=rpm,
+            rpm_window_s=rpm_window_s,
+            limits_double_at_s=limits_double_at_s,
+            rate_429=rate_429,
+            rate_503=rate_503,
+            rate_500=rate_500,
+            rate_refuse=rate_refuse,
+            rate_no_image=rate_no_image,
+            rate_drop=rate_drop,
+            rate_slow=rate_slow,
+            slow_s=slow_s,
+            retry_after_s=retry_after_s,
+            image_bytes=image_bytes,
+            seed=seed,
+            price_book=price_book,
+        )
+    except ValueError as exc:
+        raise UserError(f"simulate: {exc}") from None
     try:
         serve(config, host=host, port=port)
     except OSError as exc:

@@ -14,7 +14,7 @@ PROBE_ROUNDS = 2  # rounds of successes at the limit before a capacity probe...
 PROBE_ROUNDS_MAX = 4  # ...doubling after each refused probe, up to this many
 RECENT_ANSWERS = 256  # answers remembered to tell a limit from random refusals...
 VOTES = 8  # ...of which the latest this many at or above a refused level decide
-PROBE_MIN_ANSWERS = 16  # a small limit still waits this many answers: few refusals per image
+PROBE_MIN_ANSWERS = 40  # a small limit still waits this many answers: few refusals per image
 
 
 @dataclass(slots=True)

@@ -77,6 +77,13 @@ class QuotaPacer:
         # start). If it held nothing then, the window is longer than learned (the first one was
         # measured from our first request, not from its real start): it began at our gate.
         since = -math.inf if self.window_s is None else reopen_at - self.window_s
+        if (
+            self.window_s is not None
+            and math.isfinite(gate)
+            and reopen_at - gate < 1.5 * self.window_s
+        ):
+            # The first window after our gate: it began there (a learned length may be short).
+            since = min(since, gate)
         held = self._held(since, ticket.number)
         if not held and math.isfinite(gate) and gate < since:
             held = self._held(gate, ticket.number)

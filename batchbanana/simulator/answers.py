@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from batchbanana.simulator.directives import RETRYABLE_FAULTS, Plan
 from batchbanana.simulator.images import ImageCache, image_dimensions
+from batchbanana.simulator.limits import Refusal
 from batchbanana.simulator.requests import ImageRequest, snake_case
 from batchbanana.simulator.rules import INPUT_IMAGE_TOKENS, OUTPUT_TOKENS, ModelRule
 
@@ -53,6 +54,7 @@ class Answer:
     delay_s: float = 0.0
     delivery: Literal["normal", "drop", "cut", "trickle"] = "normal"
     trickle_s: float = 0.0
+    generating: bool = False  # admitted by the load limits: counts until it is delivered
 
 
 _PLAIN_ERRORS: Mapping[str, tuple[int, str, str]] = {
@@ -64,7 +66,12 @@ _PLAIN_ERRORS: Mapping[str, tuple[int, str, str]] = {
     "500": (500, "INTERNAL", "An internal error has occurred. Please retry or report it."),
     "503": (503, "UNAVAILABLE", "The model is overloaded. Please try again later."),
     "504": (504, "DEADLINE_EXCEEDED", "Deadline expired before operation could complete."),
-}
+    # 429s about money, not load: waiting does not help.
+    "spend_cap": (429, "RESOURCE_EXHAUSTED", "Your project has exceeded its monthly spending cap."
+                  " Raise the cap in AI Studio to continue."),
+    "prepaid": (429, "RESOURCE_EXHAUSTED", "Your prepayment credits are depleted. Please go to"
+                " AI Studio at https://ai.studio/projects to manage your project and billing."),
+}  # fmt: skip
 _HTML_ERRORS: Mapping[str, tuple[int, str]] = {
     "502": (502, "Bad Gateway"),  # what a reseller's proxy answers when the upstream fails
     "html503": (503, "Service Unavailable"),
@@ -99,6 +106,31 @@ def _quota_failure(per_day: bool, model: str) -> tuple[int, str, str, list[Any]]
         f"* Quota exceeded for metric: {metric}, limit: {limit}, model: {model}"
     )
     return 429, "RESOURCE_EXHAUSTED", message, details
+
+
+def load_refusal(refusal: Refusal, model: str, quota: int | None) -> Answer:
+    """503 overloaded, or a 429 whose QuotaFailure is per minute with RetryInfo until the window
+    reopens, as Google answers them; neither is billed."""
+    if refusal.status == 503:
+        code, status, message = _PLAIN_ERRORS["503"]
+        return Answer(code, error_json(code, status, message))
+    metric = "generativelanguage.googleapis.com/generate_requests_per_model"
+    violation = {
+        "quotaMetric": metric,
+        "quotaId": "GenerateRequestsPerMinutePerProjectPerModel",
+        "quotaDimensions": {"location": "global", "model": model},
+        "quotaValue": str(quota),
+    }
+    details: list[Any] = [
+        {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [violation]},
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo",
+         "retryDelay": f"{refusal.retry_after_s or 0.0:.3f}s"},
+    ]  # fmt: skip
+    message = (
+        "You exceeded your current quota, please check your plan and billing details. "
+        f"* Quota exceeded for metric: {metric}, limit: {quota}, model: {model}"
+    )
+    return Answer(429, error_json(429, "RESOURCE_EXHAUSTED", message, details))
 
 
 def fault_answer(fault: str, plan: Plan, model: str, key: str) -> Answer:

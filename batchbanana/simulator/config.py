@@ -1,7 +1,9 @@
-"""How the simulated provider behaves: latency, fault rates, image size, prices."""
+"""How the simulated provider behaves: latency, fault rates, load limits, image size, prices."""
 
 from __future__ import annotations
 
+import math
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -10,9 +12,15 @@ from batchbanana.simulator.rules import PRICE_BOOKS
 
 @dataclass(frozen=True, slots=True)
 class SimulatorConfig:
-    """How the simulated provider behaves: latency, random fault rates, image size and prices."""
+    """How the simulated provider behaves: latency, random fault rates, load limits, image size
+    and prices."""
 
     latency_s: float = 0.0
+    latency_spread: float = 0.0  # lognormal sigma around latency_s (its mean); 0: always latency_s
+    capacity: int | None = None  # 503 overloaded while this many are being generated
+    rpm: int | None = None  # 429 with a per-minute QuotaFailure past this many per window
+    rpm_window_s: float = 60.0  # the quota's window (shorter to compress time in tests)
+    limits_double_at_s: float | None = None  # capacity and rpm double this long after the start
     rate_429: float = 0.0
     rate_503: float = 0.0
     rate_refuse: float = 0.0
@@ -43,8 +51,21 @@ class SimulatorConfig:
         if self.price_book not in PRICE_BOOKS:
             books = " or ".join(sorted(PRICE_BOOKS))
             raise ValueError(f"unknown price book {self.price_book!r}; use {books}")
-        if self.latency_s < 0 or self.slow_s < 0:
-            raise ValueError("latency_s and slow_s must not be negative")
+        if self.latency_s < 0 or self.slow_s < 0 or self.latency_spread < 0:
+            raise ValueError("latency_s, latency_spread and slow_s must not be negative")
+        if (self.capacity is not None and self.capacity < 1) or (
+            self.rpm is not None and self.rpm < 1
+        ):
+            raise ValueError("capacity and rpm must be at least 1 (or None for no limit)")
+        if self.rpm_window_s <= 0:
+            raise ValueError("rpm_window_s (--rpm-window) must be positive")
+
+    def latency(self, rng: random.Random) -> float:
+        """Seconds one answer takes: latency_s, or a lognormal draw whose mean is latency_s."""
+        if not self.latency_spread or not self.latency_s:
+            return self.latency_s
+        mu = math.log(self.latency_s) - self.latency_spread**2 / 2
+        return rng.lognormvariate(mu, self.latency_spread)
 
 
 def describe_price_book(config: SimulatorConfig) -> str:

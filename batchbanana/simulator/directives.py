@@ -12,7 +12,7 @@ from batchbanana.simulator.config import SimulatorConfig
 # Answered instead of the image, in the order written, each N times (default 1); then normal.
 _FAULTS = frozenset({
     "400", "401", "402", "403", "429", "500", "502", "503", "504",
-    "echo_key_403", "quota_day", "quota_zero", "html503",
+    "echo_key_403", "quota_day", "quota_zero", "html503", "spend_cap", "prepaid",
 })  # fmt: skip
 # Shape every answer after the faults (or only the first N of them when written "namexN").
 _SHAPES = frozenset({
@@ -22,7 +22,9 @@ _SHAPES = frozenset({
 })  # fmt: skip
 _TIMED_SHAPES = frozenset({"slow", "trickle"})  # need ":S" seconds
 _RETRY_HINTS = frozenset({"retry_after", "retry_date", "retry_info"})  # need ":S", no count
-RETRYABLE_FAULTS = frozenset({"429", "503", "html503", "quota_day", "quota_zero"})
+RETRYABLE_FAULTS = frozenset(
+    {"429", "503", "html503", "quota_day", "quota_zero", "spend_cap", "prepaid"}
+)
 BILLED_FAULTS = frozenset({"502", "504"})  # the model ran; the answer was lost on the way
 
 _BLOCK_RE = re.compile(r"\[sim:([^\]]*)\]")

@@ -8,7 +8,13 @@ import math
 
 from aiohttp import web
 
-from batchbanana.simulator.answers import Answer, error_json, fault_answer, success_answer
+from batchbanana.simulator.answers import (
+    Answer,
+    error_json,
+    fault_answer,
+    load_refusal,
+    success_answer,
+)
 from batchbanana.simulator.config import SimulatorConfig
 from batchbanana.simulator.directives import (
     BILLED_FAULTS,
@@ -75,11 +81,18 @@ async def _decide(request: web.Request, state: SimulatorState) -> Answer:
     )
     if plan.fault is not None:
         answer = fault_answer(plan.fault, plan, model, key)
+    elif (refusal := state.admit()) is not None:
+        return load_refusal(refusal, model, state.config.rpm)  # at once, and not billed
     else:
-        answer = await success_answer(state.images, model, rule, req, plan)
+        try:
+            answer = await success_answer(state.images, model, rule, req, plan)
+        except BaseException:
+            state.generated()  # admitted, but it will never be generated
+            raise
+        answer.generating = True
     if plan.fault is None or plan.fault in BILLED_FAULTS:  # the model ran: the provider bills
         answer.price_usd = state.price(model, req.image_size or "1K", answer.output_images)
-    answer.delay_s = plan.slow_s if plan.slow_s is not None else state.config.latency_s
+    answer.delay_s = plan.slow_s if plan.slow_s is not None else state.latency()
     return answer
 
 
@@ -123,6 +136,7 @@ async def _send(request: web.Request, state: SimulatorState, answer: Answer) -> 
 async def _generate_content(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     state.enter()
+    answer: Answer | None = None
     try:
         try:
             answer = await _decide(request, state)
@@ -134,6 +148,8 @@ async def _generate_content(request: web.Request) -> web.StreamResponse:
             )
         return await _send(request, state, answer)
     finally:
+        if answer is not None and answer.generating:
+            state.generated()
         state.leave()
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections import Counter
 from decimal import Decimal
 from typing import Any
 
 from batchbanana.simulator.config import SimulatorConfig
 from batchbanana.simulator.images import ImageCache
+from batchbanana.simulator.limits import LoadLimits, Refusal
 from batchbanana.simulator.rules import book_price
 
 
@@ -21,6 +23,8 @@ class SimulatorState:
         self.config = config
         self.rng = random.Random(config.seed)
         self.images = ImageCache(config.image_bytes)
+        self.load = self._fresh_limits()
+        self._latency_rng = random.Random(config.seed)
         self._lock = threading.Lock()
         self._requests = 0
         self._in_flight = 0
@@ -29,6 +33,30 @@ class SimulatorState:
         self._by_status: Counter[str] = Counter()
         self._billed_requests = 0
         self._billed_usd = Decimal(0)
+
+    def _fresh_limits(self) -> LoadLimits:
+        return LoadLimits(
+            capacity=self.config.capacity,
+            quota=self.config.rpm,
+            window_s=self.config.rpm_window_s,
+            double_at_s=self.config.limits_double_at_s,
+            started_at=time.monotonic(),
+        )
+
+    def latency(self) -> float:
+        """Seconds the next answer takes."""
+        with self._lock:
+            return self.config.latency(self._latency_rng)
+
+    def admit(self) -> Refusal | None:
+        """A request that would be generated: None if the load limits let it in."""
+        with self._lock:
+            return self.load.admit(time.monotonic())
+
+    def generated(self) -> None:
+        """An admitted request is answered (or its client left)."""
+        with self._lock:
+            self.load.done()
 
     def price(self, model: str, image_size: str, output_images: int) -> Decimal:
         if self.config.price_usd is not None:
@@ -91,3 +119,6 @@ class SimulatorState:
             self._by_status.clear()
             self._billed_requests = 0
             self._billed_usd = Decimal(0)
+            generating = self.load.generating
+            self.load = self._fresh_limits()  # the quota windows and the doubling start anew
+            self.load.generating = generating
