@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from batchbanana.report.loading import Item
 
 
@@ -17,6 +19,13 @@ def usd(amount: float | None) -> str:
 def count_text(number: int, noun: str) -> str:
     """ "1 item", "2 items"."""
     return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
+def iso_text(moment: datetime | None) -> str | None:
+    """A time as the ledger writes one (ISO 8601 UTC with milliseconds), or None."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def seconds_text(value: float | None) -> str:

@@ -18,8 +18,16 @@ from batchbanana.report.aggregate import (
     figures,
     outcome_rank,
 )
-from batchbanana.report.format import count_text, item_label, one_line, seconds_text, usd
+from batchbanana.report.format import (
+    count_text,
+    iso_text,
+    item_label,
+    one_line,
+    seconds_text,
+    usd,
+)
 from batchbanana.report.loading import Item, LoadedReport
+from batchbanana.report.runs import Run, runs
 from batchbanana.rules.pricing import money
 
 TABLE_FAILURES = 20
@@ -88,6 +96,22 @@ def as_json(loaded: LoadedReport) -> dict[str, Any]:
             for j in loaded.jobs
         ],
         "warnings": len(loaded.warnings),
+        "runs": [_run_json(run, loaded) for run in runs(loaded)],
+    }
+
+
+def _run_json(run: Run, loaded: LoadedReport) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "command": run.command,
+        "ledger": str(loaded.ledgers[run.ledger]),
+        "started": iso_text(run.started),
+        "wall_s": run.wall_s,
+        "requests": run.requests,
+        "refused": run.refused,
+        "refused_429": run.refused_429,
+        "refused_503": run.refused_503,
+        "ok": run.ok,
     }
 
 
