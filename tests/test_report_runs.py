@@ -59,6 +59,18 @@ def test_json_counts_each_runs_requests_and_refusals_for_load(cli: Cli, two_runs
     assert all(run["wall_s"] >= 0 and run["ledger"] == str(two_runs) for run in runs)
 
 
+def test_table_shows_a_line_per_run_with_its_refusals(cli: Cli, two_runs: Path) -> None:
+    """The table's Runs section has a header and one line per run: command, requests, refusals."""
+    table = cli("report", str(two_runs)).stdout
+    section = table.split("Runs (")[1].split("\n\n")[0].splitlines()
+    assert "refused (429/503)" in section[1]
+    # date, time, UTC, command, then the wall time (which varies), then the counts.
+    assert [[line.split()[3], *line.split()[-4:]] for line in section[2:]] == [
+        ["run", "7", "3", "(2/1)", "1.00"],
+        ["retry", "3", "2", "(0/2)", "2.00"],
+    ]
+
+
 def test_a_request_the_budget_stopped_is_not_counted_as_sent(
     cli: Cli, write_manifest: Writer, simulator: RunningSimulator, two_runs: Path
 ) -> None:

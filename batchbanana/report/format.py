@@ -5,6 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from batchbanana.report.loading import Item
+from batchbanana.report.runs import Run
+
+# A run's cells, as both the table and the page show them.
+RUN_COLUMNS = ("started", "command", "wall", "requests", "refused (429/503)", "per ok")
 
 
 def usd(amount: float | None) -> str:
@@ -26,6 +30,36 @@ def iso_text(moment: datetime | None) -> str | None:
     if moment is None:
         return None
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def clock_text(moment: datetime | None) -> str:
+    """A time in UTC to the second, or "-" when not known."""
+    return "-" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def duration_text(seconds: float | None) -> str:
+    """A wall time a person reads at a glance: "4.2 s", "12m05s", "3h07m"."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes}m{int(seconds % 60):02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def run_cells(run: Run) -> tuple[str, ...]:
+    """One run under RUN_COLUMNS: refusals for load with their 429s and 503s, and per ok result."""
+    per_ok = run.refused_per_ok
+    return (
+        clock_text(run.started),
+        run.command or "-",
+        duration_text(run.wall_s),
+        str(run.requests),
+        f"{run.refused} ({run.refused_429}/{run.refused_503})",
+        "-" if per_ok is None else f"{per_ok:.2f}",
+    )
 
 
 def seconds_text(value: float | None) -> str:

@@ -19,10 +19,12 @@ from batchbanana.report.aggregate import (
     outcome_rank,
 )
 from batchbanana.report.format import (
+    RUN_COLUMNS,
     count_text,
     iso_text,
     item_label,
     one_line,
+    run_cells,
     seconds_text,
     usd,
 )
@@ -31,6 +33,7 @@ from batchbanana.report.runs import Run, runs
 from batchbanana.rules.pricing import money
 
 TABLE_FAILURES = 20
+TABLE_RUNS = 20  # the latest; a job retried every night for months has many
 
 
 def _row_json(figs: Figures) -> dict[str, Any]:
@@ -145,6 +148,22 @@ def _retry_lines(loaded: LoadedReport, failed: list[Item]) -> list[str]:
     ]
 
 
+def _run_lines(found: list[Run]) -> list[str]:
+    if not found:
+        return []
+    rows = [RUN_COLUMNS, *(run_cells(run) for run in found)]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(RUN_COLUMNS))]
+    # The time and the command read left to right; the figures line up on the right.
+    return [
+        "  "
+        + "  ".join(
+            cell.ljust(width) if column < 2 else cell.rjust(width)
+            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    ]
+
+
 def as_table(loaded: LoadedReport) -> str:
     total = figures(loaded.attempts, loaded.items)
     several_jobs = len({item.final.group for item in loaded.items}) > 1
@@ -181,6 +200,11 @@ def as_table(loaded: LoadedReport) -> str:
             f"  {model:<32}{size:<6}{figs.items:>7}{figs.attempts:>10}{figs.images:>8}"
             f"{usd(figs.spent_usd):>14}{usd(figs.possibly_spent_usd):>12}"
         )
+    out += ["", "Runs (refused: turned away for load, 429 rate quota / 503 overloaded):"]
+    found = runs(loaded)
+    if len(found) > TABLE_RUNS:
+        out.append(f"  {len(found) - TABLE_RUNS} earlier runs left out (see --format json)")
+    out.extend(_run_lines(found[-TABLE_RUNS:]) or ["  (none)"])
     failed = failed_items(loaded)
     out += ["", f"Failed items ({len(failed)}):"]
     shown = failed[:TABLE_FAILURES]
