@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 
 from batchbanana.simulator import RunningSimulator
 from tests.conftest import CliResult, read_jsonl
+from tests.test_report import check_page
 
 Cli = Callable[..., CliResult]
 Writer = Callable[..., Path]
@@ -68,6 +70,23 @@ def test_table_shows_a_line_per_run_with_its_refusals(cli: Cli, two_runs: Path) 
     assert [[line.split()[3], *line.split()[-4:]] for line in section[2:]] == [
         ["run", "7", "3", "(2/1)", "1.00"],
         ["retry", "3", "2", "(0/2)", "2.00"],
+    ]
+
+
+def test_page_has_a_runs_table_with_the_same_cells(
+    cli: Cli, two_runs: Path, tmp_path: Path
+) -> None:
+    """The HTML page's runs table, in a well-formed page, holds the table's cells for each run."""
+    output = tmp_path / "report.html"
+    assert cli("report", str(two_runs), "--format", "html", "--output", str(output)).exit_code == 0
+    page = output.read_text(encoding="utf-8")
+    check_page(page, tmp_path)
+    section = page.split("<h3>Runs</h3>")[1].split("</table>")[0]
+    rows = [re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row) for row in section.split("<tr>")[1:]]
+    assert rows[0] == ["started", "command", "wall", "requests", "refused (429/503)", "per ok"]
+    assert [[row[1], *row[3:]] for row in rows[1:]] == [
+        ["run", "7", "3 (2/1)", "1.00"],
+        ["retry", "3", "2 (0/2)", "2.00"],
     ]
 
 

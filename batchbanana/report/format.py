@@ -7,8 +7,11 @@ from datetime import UTC, datetime
 from batchbanana.report.loading import Item
 from batchbanana.report.runs import Run
 
-# A run's cells, as both the table and the page show them.
+# A run's cells, as both the table and the page show them: the first RUN_TEXT_COLUMNS read left
+# to right, the figures line up on the right.
 RUN_COLUMNS = ("started", "command", "wall", "requests", "refused (429/503)", "per ok")
+RUN_TEXT_COLUMNS = 2
+RUNS_NOTE = "refused: turned away for load, 429 rate quota / 503 overloaded; per ok: refused per ok"
 
 
 def usd(amount: float | None) -> str:

@@ -21,8 +21,18 @@ from batchbanana.report.aggregate import (
     figures,
 )
 from batchbanana.report.charts import outcome_color, outcomes_svg, spend_svg
-from batchbanana.report.format import item_label, one_line, seconds_text, usd
+from batchbanana.report.format import (
+    RUN_COLUMNS,
+    RUN_TEXT_COLUMNS,
+    RUNS_NOTE,
+    item_label,
+    one_line,
+    run_cells,
+    seconds_text,
+    usd,
+)
 from batchbanana.report.loading import Attempt, LoadedReport
+from batchbanana.report.runs import Run, runs
 
 _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
@@ -95,13 +105,30 @@ def render_html(loaded: LoadedReport, output_path: Path | None) -> str:
             f"<td class=n>{_e(usd(figs.possibly_spent_usd))}</td>"
             f"<td class=n>{_e(usd(figs.retry_cost_usd))}</td></tr>"
         )
-    parts.append("</table><h2>Spend and outcomes over time</h2>")
+    parts.append("</table>")
+    parts.extend(_runs_html(runs(loaded)))
+    parts.append("<h2>Spend and outcomes over time</h2>")
     parts.append(spend_svg(loaded.attempts))
     parts.append(outcomes_svg(loaded.attempts))
     parts.extend(_contact_sheet(loaded, base))
     parts.extend(_failures_html(loaded, several_jobs))
     parts.append("</body></html>\n")
     return "".join(parts)
+
+
+def _runs_html(found: list[Run]) -> list[str]:
+    """One row per run, with the text table's cells."""
+    parts = [f"<h3>Runs</h3><p>{_e(RUNS_NOTE)}</p>"]
+    if not found:
+        return [*parts, "<p>None.</p>"]
+    parts.append("<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in RUN_COLUMNS) + "</tr>")
+    for run in found:
+        cells = (
+            f"<td{'' if i < RUN_TEXT_COLUMNS else ' class=n'}>{_e(c)}</td>"
+            for i, c in enumerate(run_cells(run))
+        )
+        parts.append("<tr>" + "".join(cells) + "</tr>")
+    return [*parts, "</table>"]
 
 
 def _locate(raw: str, ledger: Path) -> str | None:

@@ -20,6 +20,8 @@ from batchbanana.report.aggregate import (
 )
 from batchbanana.report.format import (
     RUN_COLUMNS,
+    RUN_TEXT_COLUMNS,
+    RUNS_NOTE,
     count_text,
     iso_text,
     item_label,
@@ -153,11 +155,10 @@ def _run_lines(found: list[Run]) -> list[str]:
         return []
     rows = [RUN_COLUMNS, *(run_cells(run) for run in found)]
     widths = [max(len(row[column]) for row in rows) for column in range(len(RUN_COLUMNS))]
-    # The time and the command read left to right; the figures line up on the right.
     return [
         "  "
         + "  ".join(
-            cell.ljust(width) if column < 2 else cell.rjust(width)
+            cell.ljust(width) if column < RUN_TEXT_COLUMNS else cell.rjust(width)
             for column, (cell, width) in enumerate(zip(row, widths, strict=True))
         )
         for row in rows
@@ -200,7 +201,7 @@ def as_table(loaded: LoadedReport) -> str:
             f"  {model:<32}{size:<6}{figs.items:>7}{figs.attempts:>10}{figs.images:>8}"
             f"{usd(figs.spent_usd):>14}{usd(figs.possibly_spent_usd):>12}"
         )
-    out += ["", "Runs (refused: turned away for load, 429 rate quota / 503 overloaded):"]
+    out += ["", f"Runs ({RUNS_NOTE}):"]
     found = runs(loaded)
     if len(found) > TABLE_RUNS:
         out.append(f"  {len(found) - TABLE_RUNS} earlier runs left out (see --format json)")
