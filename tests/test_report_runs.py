@@ -12,7 +12,7 @@ import pytest
 
 from batchbanana.simulator import RunningSimulator
 from tests.conftest import CliResult, read_jsonl
-from tests.test_report import check_page
+from tests.test_report import check_page, mixed_ledger
 
 Cli = Callable[..., CliResult]
 Writer = Callable[..., Path]
@@ -110,3 +110,14 @@ def test_a_copy_of_the_ledger_given_too_adds_no_run(
     copy = tmp_path / "copy.jsonl"
     copy.write_bytes(two_runs.read_bytes())
     assert report_runs(cli, two_runs, copy) == report_runs(cli, two_runs)
+
+
+def test_ledgers_of_two_jobs_keep_their_runs_apart(cli: Cli, tmp_path: Path) -> None:
+    """Two jobs' runs stay apart, in the order their ledgers were given, even with one run id."""
+    first = mixed_ledger(tmp_path / "one" / "ledger.jsonl", name="one")
+    second = mixed_ledger(tmp_path / "two" / "ledger.jsonl", name="two")
+    both = report_runs(cli, second, first)
+    assert both == [*report_runs(cli, second), *report_runs(cli, first)]
+    assert [run["ledger"] for run in both] == [str(second), str(first)]
+    # Sent: a, b twice, c, d, e, and g left in flight; f was over budget; b was rate limited once.
+    assert (both[0]["requests"], both[0]["refused"], both[0]["ok"]) == (7, 1, 2)

@@ -3,7 +3,7 @@ and how many the provider refused for load (429 rate quota, 503 overloaded).
 
 A line belongs to the latest `job` line before it in its own ledger file; lines before any `job`
 line (older or hand-made ledgers) make a run of their own with no id. A run found in two ledgers
-(a copy given with the original) is one run, as loading.py counts the copy's lines once.
+of one job (a copy given with the original) is one run, as loading.py counts the copy's lines once.
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ def runs(loaded: LoadedReport) -> list[Run]:
     tallies: dict[tuple[object, ...], _Tally] = {}
     keys: dict[int, list[tuple[int, tuple[object, ...]]]] = defaultdict(list)  # ledger -> starts
     for ledger, order, line in loaded.starts:
-        key: tuple[object, ...] = (line.run_id, line.ts) if line.run_id else (ledger, order)
+        job = loaded.jobs[ledger].name
+        key: tuple[object, ...] = (job, line.run_id, line.ts) if line.run_id else (ledger, order)
         if key not in tallies:
             tallies[key] = _Tally((ledger, order), line.run_id, line.command, parse_ts(line.ts))
         keys[ledger].append((order, key))
