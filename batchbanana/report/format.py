@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from batchbanana.report.loading import Item
+from batchbanana.report.runs import Run
+
+# A run's cells, as both the table and the page show them: the first RUN_TEXT_COLUMNS read left
+# to right, the figures line up on the right.
+RUN_COLUMNS = ("started", "command", "wall", "requests", "refused (429/503)", "per ok")
+RUN_TEXT_COLUMNS = 2
+RUNS_NOTE = "refused: turned away for load, 429 rate quota / 503 overloaded; per ok: refused per ok"
 
 
 def usd(amount: float | None) -> str:
@@ -17,6 +26,43 @@ def usd(amount: float | None) -> str:
 def count_text(number: int, noun: str) -> str:
     """ "1 item", "2 items"."""
     return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
+def iso_text(moment: datetime | None) -> str | None:
+    """A time as the ledger writes one (ISO 8601 UTC with milliseconds), or None."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def clock_text(moment: datetime | None) -> str:
+    """A time in UTC to the second, or "-" when not known."""
+    return "-" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def duration_text(seconds: float | None) -> str:
+    """A wall time a person reads at a glance: "4.2 s", "12m05s", "3h07m"."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes}m{int(seconds % 60):02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def run_cells(run: Run) -> tuple[str, ...]:
+    """One run under RUN_COLUMNS: refusals for load with their 429s and 503s, and per ok result."""
+    per_ok = run.refused_per_ok
+    return (
+        clock_text(run.started),
+        run.command or "-",
+        duration_text(run.wall_s),
+        str(run.requests),
+        f"{run.refused} ({run.refused_429}/{run.refused_503})",
+        "-" if per_ok is None else f"{per_ok:.2f}",
+    )
 
 
 def seconds_text(value: float | None) -> str:

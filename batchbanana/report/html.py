@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import html
 import os
-from collections import Counter
-from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -22,18 +19,21 @@ from batchbanana.report.aggregate import (
     by_model_size,
     failed_items,
     figures,
-    outcome_rank,
 )
-from batchbanana.report.format import item_label, one_line, seconds_text, usd
-from batchbanana.report.loading import EPOCH, Attempt, LoadedReport
-from batchbanana.rules.pricing import money
+from batchbanana.report.charts import outcome_color, outcomes_svg, spend_svg
+from batchbanana.report.format import (
+    RUN_COLUMNS,
+    RUN_TEXT_COLUMNS,
+    RUNS_NOTE,
+    item_label,
+    one_line,
+    run_cells,
+    seconds_text,
+    usd,
+)
+from batchbanana.report.loading import Attempt, LoadedReport
+from batchbanana.report.runs import Run, runs
 
-_COLORS = {
-    "ok": "#2e7d32", "refused": "#c62828", "no_image": "#ef6c00", "bad_response": "#ad1457",
-    "timeout": "#6a1b9a", "write_error": "#4e342e", "rate_limited": "#90a4ae",
-    "unavailable": "#b0bec5", "connect_error": "#cfd8dc", "http_error": "#f9a825",
-    "server_error": "#8e24aa", "interrupted": "#5d4037", "over_budget": "#546e7a",
-}  # fmt: skip
 _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px}
@@ -90,7 +90,7 @@ def render_html(loaded: LoadedReport, output_path: Path | None) -> str:
     parts.extend(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in summary)
     parts.append("</dl><h3>Items by final outcome</h3><table>")
     parts.extend(
-        f'<tr><td><span class="sw" style="background:{_color(o)}"></span>{_e(o)}</td>'
+        f'<tr><td><span class="sw" style="background:{outcome_color(o)}"></span>{_e(o)}</td>'
         f'<td class="n">{n}</td></tr>'
         for o, n in total.outcomes
     )
@@ -105,106 +105,30 @@ def render_html(loaded: LoadedReport, output_path: Path | None) -> str:
             f"<td class=n>{_e(usd(figs.possibly_spent_usd))}</td>"
             f"<td class=n>{_e(usd(figs.retry_cost_usd))}</td></tr>"
         )
-    parts.append("</table><h2>Spend and outcomes over time</h2>")
-    parts.append(_spend_svg(loaded.attempts))
-    parts.append(_outcomes_svg(loaded.attempts))
+    parts.append("</table>")
+    parts.extend(_runs_html(runs(loaded)))
+    parts.append("<h2>Spend and outcomes over time</h2>")
+    parts.append(spend_svg(loaded.attempts))
+    parts.append(outcomes_svg(loaded.attempts))
     parts.extend(_contact_sheet(loaded, base))
     parts.extend(_failures_html(loaded, several_jobs))
     parts.append("</body></html>\n")
     return "".join(parts)
 
 
-def _color(outcome: str) -> str:
-    return _COLORS.get(outcome, "#9e9e9e")
-
-
-_W, _H, _PAD = 720, 200, 40
-
-
-def _spend_svg(attempts: Sequence[Attempt]) -> str:
-    """Cumulative spent (solid) and spent plus possibly spent (dashed), from result times."""
-    timed = sorted((a for a in attempts if a.ts and a.billed != "no"), key=lambda a: a.ts or EPOCH)
-    if not timed:
-        return "<p>No timestamped billed attempts to chart.</p>"
-    start, end = timed[0].ts or EPOCH, timed[-1].ts or EPOCH
-    span = max((end - start).total_seconds(), 1.0)
-    spent = maybe = 0.0
-    sure: dict[int, float] = {}
-    upper: dict[int, float] = {}
-    for a in timed:  # one point per pixel column keeps the chart small for any ledger size
-        if a.billed == "yes":
-            spent += a.price_usd
-        else:
-            maybe += a.price_usd
-        x = round(_PAD + ((a.ts or start) - start).total_seconds() / span * (_W - 2 * _PAD))
-        sure[x], upper[x] = spent, spent + maybe
-    top = max(spent + maybe, 1e-9)
-
-    def line(points: dict[int, float], extra: str) -> str:
-        coords = " ".join(
-            f"{x},{_H - _PAD - y / top * (_H - 2 * _PAD):.1f}" for x, y in points.items()
+def _runs_html(found: list[Run]) -> list[str]:
+    """One row per run, with the text table's cells."""
+    parts = [f"<h3>Runs</h3><p>{_e(RUNS_NOTE)}</p>"]
+    if not found:
+        return [*parts, "<p>None.</p>"]
+    parts.append("<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in RUN_COLUMNS) + "</tr>")
+    for run in found:
+        cells = (
+            f"<td{'' if i < RUN_TEXT_COLUMNS else ' class=n'}>{_e(c)}</td>"
+            for i, c in enumerate(run_cells(run))
         )
-        start_point = f"{_PAD},{_H - _PAD}"
-        return f'<polyline fill="none" stroke-width="2" points="{start_point} {coords}" {extra}/>'
-
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{_H}" role="img">'
-        "<title>Cumulative spend</title>"
-        f'<line x1="{_PAD}" y1="{_H - _PAD}" x2="{_W - _PAD}" y2="{_H - _PAD}" stroke="#999"/>'
-        f'<line x1="{_PAD}" y1="{_PAD}" x2="{_PAD}" y2="{_H - _PAD}" stroke="#999"/>'
-        + line(upper, 'stroke="#8e24aa" stroke-dasharray="4 3"')
-        + line(sure, 'stroke="#2e7d32"')
-        + f'<text x="{_PAD}" y="{_PAD - 8}" font-size="11">{_e(usd(money(top)))}</text>'
-        + f'<text x="{_PAD}" y="{_H - 12}" font-size="11">{_e(_clock(start))}</text>'
-        + f'<text x="{_W - _PAD}" y="{_H - 12}" font-size="11" text-anchor="end">'
-        f"{_e(_clock(end))}</text>"
-        "</svg><p>"
-        '<span class="sw" style="background:#2e7d32"></span>spent '
-        '<span class="sw" style="background:#8e24aa"></span>spent + possibly spent</p>'
-    )
-
-
-def _outcomes_svg(attempts: Sequence[Attempt], buckets: int = 48) -> str:
-    """Attempts per time slice, stacked by outcome."""
-    timed = sorted((a for a in attempts if a.ts), key=lambda a: a.ts or EPOCH)
-    if not timed:
-        return ""
-    start, end = timed[0].ts or EPOCH, timed[-1].ts or EPOCH
-    span = max((end - start).total_seconds(), 1.0)
-    counts: list[Counter[str]] = [Counter() for _ in range(buckets)]
-    for a in timed:
-        slot = min(buckets - 1, int(((a.ts or start) - start).total_seconds() / span * buckets))
-        counts[slot][a.outcome] += 1
-    tallest = max(sum(c.values()) for c in counts)
-    width = (_W - 2 * _PAD) / buckets
-    bars = []
-    for slot, counter in enumerate(counts):
-        y = float(_H - _PAD)
-        for outcome, count in sorted(counter.items(), key=lambda p: outcome_rank(p[0])):
-            height = count / tallest * (_H - 2 * _PAD)
-            y -= height
-            bars.append(
-                f'<rect x="{_PAD + slot * width:.1f}" y="{y:.1f}" width="{width - 1:.1f}" '
-                f'height="{height:.1f}" fill="{_color(outcome)}"><title>{_e(outcome)}: {count}'
-                "</title></rect>"
-            )
-    legend = "".join(
-        f'<span class="sw" style="background:{_color(o)}"></span>{_e(o)}'
-        for o in sorted({a.outcome for a in timed}, key=outcome_rank)
-    )
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{_H}" role="img">'
-        "<title>Attempts over time by outcome</title>"
-        + "".join(bars)
-        + f'<text x="{_PAD}" y="{_PAD - 8}" font-size="11">{tallest} per slice</text>'
-        + f'<text x="{_PAD}" y="{_H - 12}" font-size="11">{_e(_clock(start))}</text>'
-        + f'<text x="{_W - _PAD}" y="{_H - 12}" font-size="11" text-anchor="end">'
-        f"{_e(_clock(end))}</text></svg><p>{legend}</p>"
-    )
-
-
-def _clock(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        parts.append("<tr>" + "".join(cells) + "</tr>")
+    return [*parts, "</table>"]
 
 
 def _locate(raw: str, ledger: Path) -> str | None:

@@ -1,5 +1,5 @@
 """Reading ledgers for the report: each `sent` and `result` line (through ledger/records.py) into an
-Attempt, merged into Items, with what each ledger's latest `job` line says (aggregate.py sums).
+Attempt, merged into Items, with what each ledger's `job` lines say (aggregate.py, runs.py sum).
 
 Money comes only from the ledger's own lines: spent is the sum of `price_usd` over results billed
 `yes`; possibly spent adds results billed `unknown` and each `sent` line left without a result.
@@ -24,7 +24,9 @@ from batchbanana.ledger.records import JobLine, ResultLine, SentLine, parse_line
 from batchbanana.ledger.replay import read_ledger
 from batchbanana.rules.outcomes import Billed, Outcome
 
-__all__ = ["EPOCH", "UNKNOWN", "Attempt", "Item", "JobInfo", "LoadedReport", "load_report"]
+__all__ = [
+    "EPOCH", "UNKNOWN", "Attempt", "Item", "JobInfo", "LoadedReport", "load_report", "parse_ts",
+]  # fmt: skip
 
 UNKNOWN = "unknown"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -50,6 +52,7 @@ class Attempt:
     image_size: str
     ts: datetime | None
     latency_s: float | None = None
+    http_status: int | None = None
     outputs: tuple[str, ...] = ()
     error: str | None = None
     prompt: str = ""
@@ -83,6 +86,7 @@ class LoadedReport:
 
     ledgers: tuple[Path, ...]
     jobs: tuple[JobInfo, ...]
+    starts: tuple[tuple[int, int, JobLine], ...]  # (ledger, order, line): where each run began
     attempts: tuple[Attempt, ...]
     items: tuple[Item, ...]
     warnings: tuple[str, ...]
@@ -107,6 +111,7 @@ def load_report(paths: Sequence[Path], warn: Callable[[str], None]) -> LoadedRep
         ledgers.append(Path(path))
 
     jobs: list[JobInfo] = []
+    starts: list[tuple[int, int, JobLine]] = []
     events: list[Attempt] = []
     pending: list[tuple[int, str, int, SentLine]] = []  # (ledger, group, order, sent line)
     seen_lines: set[tuple[str, ...]] = set()
@@ -115,8 +120,10 @@ def load_report(paths: Sequence[Path], warn: Callable[[str], None]) -> LoadedRep
         for text in read.warnings:
             note(text)
         lines = [parse_line(record) for record in read.records]
-        job = _job_info(path, [line for line in lines if isinstance(line, JobLine)])
+        job_lines = [(order, line) for order, line in enumerate(lines) if isinstance(line, JobLine)]
+        job = _job_info(path, [line for _, line in job_lines])
         jobs.append(job)
+        starts.extend((index, order, line) for order, line in job_lines)
         group = f"job:{job.name}" if job.name else f"file:{index}"
         in_flight: dict[tuple[str, str], tuple[int, SentLine]] = {}
         duplicates = 0
@@ -146,6 +153,7 @@ def load_report(paths: Sequence[Path], warn: Callable[[str], None]) -> LoadedRep
     return LoadedReport(
         ledgers=tuple(ledgers),
         jobs=tuple(jobs),
+        starts=tuple(starts),
         attempts=tuple(events),
         items=_items(events, jobs),
         warnings=tuple(warnings),
@@ -210,8 +218,9 @@ def _attempt(line: ResultLine, group: str, ledger: int, order: int) -> Attempt:
         price_usd=line.price_usd or 0.0,
         model=model,
         image_size=image_size,
-        ts=_parse_ts(line.ts),
+        ts=parse_ts(line.ts),
         latency_s=line.latency_s,
+        http_status=line.http_status,
         outputs=paths,
         error=_redact(line.error) if line.error is not None else None,
         prompt=prompt,
@@ -248,7 +257,7 @@ def _dangling(
                 price_usd=price or 0.0,
                 model=model,
                 image_size=image_size,
-                ts=_parse_ts(sent.ts),
+                ts=parse_ts(sent.ts),
                 error="in flight when the process stopped (a sent line with no result)",
                 prompt=prompt,
                 aspect_ratio=aspect_ratio,
@@ -274,7 +283,8 @@ def _items(events: list[Attempt], jobs: list[JobInfo]) -> tuple[Item, ...]:
     return tuple(items)
 
 
-def _parse_ts(value: str | None) -> datetime | None:
+def parse_ts(value: str | None) -> datetime | None:
+    """A ledger timestamp as an aware datetime (UTC when it names no zone), or None."""
     if value is None:
         return None
     try:

@@ -18,11 +18,24 @@ from batchbanana.report.aggregate import (
     figures,
     outcome_rank,
 )
-from batchbanana.report.format import count_text, item_label, one_line, seconds_text, usd
+from batchbanana.report.format import (
+    RUN_COLUMNS,
+    RUN_TEXT_COLUMNS,
+    RUNS_NOTE,
+    count_text,
+    iso_text,
+    item_label,
+    one_line,
+    run_cells,
+    seconds_text,
+    usd,
+)
 from batchbanana.report.loading import Item, LoadedReport
+from batchbanana.report.runs import Run, runs
 from batchbanana.rules.pricing import money
 
 TABLE_FAILURES = 20
+TABLE_RUNS = 20  # the latest; a job retried every night for months has many
 
 
 def _row_json(figs: Figures) -> dict[str, Any]:
@@ -88,6 +101,22 @@ def as_json(loaded: LoadedReport) -> dict[str, Any]:
             for j in loaded.jobs
         ],
         "warnings": len(loaded.warnings),
+        "runs": [_run_json(run, loaded) for run in runs(loaded)],
+    }
+
+
+def _run_json(run: Run, loaded: LoadedReport) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "command": run.command,
+        "ledger": str(loaded.ledgers[run.ledger]),
+        "started": iso_text(run.started),
+        "wall_s": run.wall_s,
+        "requests": run.requests,
+        "refused": run.refused,
+        "refused_429": run.refused_429,
+        "refused_503": run.refused_503,
+        "ok": run.ok,
     }
 
 
@@ -118,6 +147,21 @@ def _retry_lines(loaded: LoadedReport, failed: list[Item]) -> list[str]:
         f"  batchbanana retry {loaded.ledgers[index]}   # {count_text(len(group), 'item')}, about "
         + usd(money(math.fsum(i.final.price_usd for i in group)))
         for index, group in sorted(per_ledger.items())
+    ]
+
+
+def _run_lines(found: list[Run]) -> list[str]:
+    if not found:
+        return []
+    rows = [RUN_COLUMNS, *(run_cells(run) for run in found)]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(RUN_COLUMNS))]
+    return [
+        "  "
+        + "  ".join(
+            cell.ljust(width) if column < RUN_TEXT_COLUMNS else cell.rjust(width)
+            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
     ]
 
 
@@ -157,6 +201,11 @@ def as_table(loaded: LoadedReport) -> str:
             f"  {model:<32}{size:<6}{figs.items:>7}{figs.attempts:>10}{figs.images:>8}"
             f"{usd(figs.spent_usd):>14}{usd(figs.possibly_spent_usd):>12}"
         )
+    out += ["", f"Runs ({RUNS_NOTE}):"]
+    found = runs(loaded)
+    if len(found) > TABLE_RUNS:
+        out.append(f"  {len(found) - TABLE_RUNS} earlier runs left out (see --format json)")
+    out.extend(_run_lines(found[-TABLE_RUNS:]) or ["  (none)"])
     failed = failed_items(loaded)
     out += ["", f"Failed items ({len(failed)}):"]
     shown = failed[:TABLE_FAILURES]
