@@ -11,7 +11,7 @@ import json
 import pytest
 
 from batchbanana.rules.capacity import PROBE_MIN_ANSWERS, PROBE_ROUNDS_MAX, CapacityFinder
-from batchbanana.rules.error_answer import parse_error
+from batchbanana.rules.error_answer import parse_error, parse_retry_after
 from batchbanana.rules.finder import LimitFinder
 from batchbanana.rules.limits import Throttle, Ticket
 from batchbanana.rules.outcomes import classify_error
@@ -258,3 +258,23 @@ def test_an_error_answer_says_which_limit_it_hit(
     assert verdict.throttle is throttle
     assert (verdict.job_stop is not None) is stops
     assert info.retry_delay_s == retry_delay_s
+
+
+def test_a_slow_refusal_slows_the_ramp_from_where_it_is_without_undoing_it() -> None:
+    """A refusal with a long round trip makes later steps longer, but the steps already taken
+    stand (found in review: the ramp fell back to its start)."""
+    finder = CapacityFinder(ceiling=32)
+    finder.sent(0.0, 1)
+    assert finder.target(3.0) == 32
+    finder.refused(Ticket(0, 0.0, 0.0, 5), 5.0, round_trip_s=5.0)  # one refusal: noise
+    assert finder.capacity is None
+    assert finder.target(5.0) == 32
+
+
+def test_a_wait_that_never_ends_is_no_window_to_pace_by() -> None:
+    """`Retry-After: inf` and the like hold nothing: the pace stays free (found in review)."""
+    finder = LimitFinder(ceiling=8)
+    ticket = finder.sent(0.0)
+    finder.answered(ticket, 0.01, Throttle.QUOTA, float("inf"))
+    assert finder.start_in_s(0.02) == 0.0
+    assert parse_retry_after("inf") is None and parse_retry_after("1e999") is None

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from batchbanana.simulator import RunningSimulator
-from tests.conftest import CliResult, results
+from tests.conftest import CliResult, results, run_subprocess
 
 Cli = Callable[..., CliResult]
 Writer = Callable[..., Path]
@@ -55,7 +55,7 @@ def test_a_per_minute_quota_paces_the_job_instead_of_each_item_hitting_it(
     ledger = tmp_path / "out" / "ledger.jsonl"
     assert sum(1 for line in results(ledger) if line["outcome"] == "ok") == 32
     assert _refused(ledger) <= 8
-    assert "about 8 requests per 1" in result.stderr
+    assert "about 8 requests per " in result.stderr, result.stderr
 
 
 def test_adaptive_false_keeps_the_fixed_pool_and_learns_nothing(
@@ -75,3 +75,18 @@ def test_adaptive_false_keeps_the_fixed_pool_and_learns_nothing(
     assert result.exit_code == 0, result.stderr
     assert _refused(tmp_path / "out" / "ledger.jsonl") >= 12  # the first round alone
     assert "provider limit" not in result.stderr
+
+
+def test_a_quota_wait_over_max_wait_stops_the_job_even_on_an_items_last_attempt(
+    write_manifest: Writer, make_simulator: StartSimulator, tmp_path: Path
+) -> None:
+    """Two per hour-long window and one attempt per item: the 429's hour-long RetryInfo is over
+    retry.max_wait_s, so the job stops at once (exit 1) instead of holding every item at the
+    gate for an hour (found in review)."""
+    sim = make_simulator(rpm=2, rpm_window_s=3600, latency_s=0.05)
+    manifest = write_manifest(_items(5), endpoint=sim.url, concurrency=4, retry={"max_attempts": 1})
+    done = run_subprocess("run", str(manifest), "--no-progress", timeout=30)
+    assert done.returncode == 1, done.stderr
+    assert "over retry.max_wait_s" in done.stderr
+    assert sum(1 for line in results(tmp_path / "out" / "ledger.jsonl")
+               if line["outcome"] == "ok") == 2  # fmt: skip

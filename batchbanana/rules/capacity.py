@@ -13,6 +13,7 @@ RAMP_GROWTH = 2 ** (1 / 4)  # the ramp doubles every four steps
 PROBE_ROUNDS = 2  # rounds of successes at the limit before a capacity probe...
 PROBE_ROUNDS_MAX = 4  # ...doubling after each refused probe, up to this many
 RECENT_ANSWERS = 256  # answers remembered to tell a limit from random refusals...
+FRESH_STEPS = 4  # refusals within this many ramp steps of each other count together
 VOTES = 8  # ...of which the latest this many at or above a refused level decide
 PROBE_MIN_ANSWERS = 40  # a small limit still waits this many answers: few refusals per image
 
@@ -34,7 +35,8 @@ class CapacityFinder:
     _refusal_rtt_s: float = 0.0
     _recent: deque[tuple[int, bool]] = field(default_factory=deque)  # (level, refused), newest last
     _out: dict[int, Ticket] = field(default_factory=dict)  # requests in flight, by number
-    _fresh_refusals: list[int] = field(default_factory=list)  # levels, since the last change
+    _fresh_refusals: list[tuple[float, int]] = field(default_factory=list)  # (when, level),
+    # since the last change and within the last few steps: refusals that belong together
 
     def __post_init__(self) -> None:
         self.start = max(1, min(self.start, self.ceiling))
@@ -66,6 +68,15 @@ class CapacityFinder:
         before the first refusal could come back."""
         return max(self.step_s, 2 * self._refusal_rtt_s)
 
+    def _set_step(self, now: float, refusal_rtt_s: float) -> None:
+        """A new round trip: a ramp under way goes on from where it is, at the new pace (the
+        longer step must not undo the steps already taken)."""
+        step = self.step()
+        if self._ramp_from is not None and max(self.step_s, 2 * refusal_rtt_s) != step:
+            self._ramp_base = self.target(now)
+            self._ramp_from = now
+        self._refusal_rtt_s = refusal_rtt_s
+
     def _steps(self, now: float, since: float) -> int:
         # The slack keeps float rounding from putting a step a hair after its time.
         return int((now - since) / self.step() + 1e-9)
@@ -81,12 +92,14 @@ class CapacityFinder:
             return True
         return False
 
-    def refused(self, ticket: Ticket, now: float) -> None:
-        """Refused for capacity: the limit is below the level it went out at."""
+    def refused(self, ticket: Ticket, now: float, round_trip_s: float | None = None) -> None:
+        """Refused for capacity: the limit is below the level it went out at. `round_trip_s` is
+        how long the refusal took on the wire, when known (else since the ticket went out)."""
         self._out.pop(ticket.number, None)
         if ticket.probe:
             self._probe_out = False
-        self._refusal_rtt_s = max(self._refusal_rtt_s * 0.8, now - ticket.sent_at)
+        trip = now - ticket.sent_at if round_trip_s is None else round_trip_s
+        self._set_step(now, max(self._refusal_rtt_s * 0.8, trip))
         self._remember(ticket.level, refused=True)
         if ticket.sent_at < self._changed_at:
             return  # sent before the last change, which already accounts for it
@@ -95,8 +108,11 @@ class CapacityFinder:
             self._probe_every = min(self._probe_interval(PROBE_ROUNDS_MAX), self._probe_every * 2)
             self._since_probe = 0
             return
-        self._fresh_refusals.append(ticket.level)
-        lowest = min(self._fresh_refusals)
+        # A limit refuses everything above it at once; refusals spread over time are chance.
+        together = now - FRESH_STEPS * self.step()
+        self._fresh_refusals = [(at, lv) for at, lv in self._fresh_refusals if at >= together]
+        self._fresh_refusals.append((now, ticket.level))
+        lowest = min(level for _, level in self._fresh_refusals)
         if not self._mostly_refused_from(lowest, now):
             return  # a stray refusal where most are admitted: noise, not a limit
         bound = max(1, lowest - 1)

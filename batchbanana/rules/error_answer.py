@@ -114,6 +114,8 @@ def _parse_error(body: bytes) -> ErrorInfo:
         # Gemini also says it in words: "... Please retry in 11.767792953s."
         said = _RETRY_IN.search(message)
         retry_delay = float(said.group(1)) if said else None
+        if retry_delay is not None and not math.isfinite(retry_delay):
+            retry_delay = None
     return ErrorInfo(
         status=str(status) if status else None,
         message=str(message) if message is not None else None,
@@ -132,9 +134,11 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         return None
     text = value.strip()
     try:
-        return max(0.0, float(text))
+        seconds = float(text)
     except ValueError:
         pass
+    else:  # "inf", "nan" or a number too long for a float promise nothing
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):

@@ -3,6 +3,7 @@ the requests in flight: what the pool asks before each start and tells after eac
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from batchbanana.rules.capacity import CapacityFinder
@@ -51,13 +52,21 @@ class LimitFinder:
         return ticket
 
     def answered(
-        self, ticket: Ticket, now: float, throttle: Throttle, retry_after_s: float | None = None
+        self,
+        ticket: Ticket,
+        now: float,
+        throttle: Throttle,
+        retry_after_s: float | None = None,
+        round_trip_s: float | None = None,
     ) -> None:
-        """The answer to a request: admitted, or refused for capacity or quota."""
+        """The answer to a request: admitted, or refused for capacity or quota (`round_trip_s`:
+        how long it took on the wire, when known)."""
         self.in_flight = max(0, self.in_flight - 1)
+        if retry_after_s is not None and not math.isfinite(retry_after_s):
+            retry_after_s = None  # a wait that never ends is no window to pace by
         if throttle is Throttle.CAPACITY:
             self.refused += 1
-            self.capacity.refused(ticket, now)
+            self.capacity.refused(ticket, now, round_trip_s)
         elif throttle is Throttle.QUOTA:
             self.refused += 1
             self.capacity.abandoned(ticket)

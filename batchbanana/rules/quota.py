@@ -74,23 +74,29 @@ class QuotaPacer:
         """The window was full when `ticket` arrived: count what it held, and how long it lasts."""
         gate = self._reopen_at  # when the window last reopened for us (not yet moved)
         # The full window began one window before it reopens (for a sliding log, with its oldest
-        # start). If it held nothing then, the window is longer than learned (the first one was
-        # measured from our first request, not from its real start): it began at our gate.
-        since = -math.inf if self.window_s is None else reopen_at - self.window_s
-        if (
-            self.window_s is not None
-            and math.isfinite(gate)
-            and reopen_at - gate < 1.5 * self.window_s
-        ):
-            # The first window after our gate: it began there (a learned length may be short).
-            since = min(since, gate)
-        held = self._held(since, ticket.number)
-        if not held and math.isfinite(gate) and gate < since:
-            held = self._held(gate, ticket.number)
+        # start). Our clock hears of the reopening a round trip late: a start right at the
+        # window's beginning must still count in it.
+        began = -math.inf if self.window_s is None else reopen_at - self.window_s
+        held = self._held(began - 2 * self.step_s, ticket.number)
+        if self.window_s is not None and math.isfinite(gate) and gate < began:
+            # Or it began at our gate: a fixed window whose length was first learned from our
+            # first request, short. Of the two readings, the one that holds nearer the quota
+            # learned before is the provider's, the gate on a tie (nothing held at all: the
+            # window is longer than learned).
+            from_gate = self._held(gate, ticket.number)
+            nearer = self.quota is not None and abs(len(from_gate) - self.quota) <= abs(
+                len(held) - self.quota
+            )
+            if not held or (nearer and reopen_at - gate < 1.5 * self.window_s):
+                held, began = from_gate, gate
         if not held:
             return  # full before we sent anything (another client's requests): nothing to learn
         self.quota = len(held)
-        span = reopen_at - held[0]  # at most one window; exactly one when it opened at our gate
+        # From the window's first start to its reopening is at most one window (exactly one when
+        # it opened at our gate): the slack above counts starts, it does not lengthen windows.
+        inside = [t for t in held if t >= began - 1e-9]
+        opened_at_gate = math.isfinite(gate) and began == gate
+        span = reopen_at - (gate if opened_at_gate else (inside or held)[0])
         if self.window_s is None or span > self.window_s:
             self.window_s = span
 

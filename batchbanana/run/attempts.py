@@ -175,8 +175,19 @@ class JobRunner:
             # `concurrency` answers are being saved: a slow disk holds the pool back instead of
             # letting answers pile up in memory.
             async with self._finishing:
-                slot.release(result.throttle, result.server_wait_s)
+                self._tell_pool(slot, result)
                 await self._conclude(item, attempt, result)
+
+    def _tell_pool(self, slot: Slot, result: AttemptResult) -> None:
+        """Free the slot, saying what the provider answered; with no HTTP answer at all (no
+        connection, a timeout, a dropped connection) there is nothing to learn about its load."""
+        try:
+            if result.http_status is None:
+                slot.abandon()
+            else:
+                slot.release(result.throttle, result.server_wait_s, result.latency_s)
+        except Exception:  # the limits are advice; the paid answer's result line is not
+            slot.abandon()
 
     def _interrupted(self, item: WorkItem, attempt: int, price: float, why: str) -> None:
         """Record a request that may have gone out but whose answer will never be read."""
@@ -214,31 +225,21 @@ class JobRunner:
                         with contextlib.suppress(OSError):
                             image.path.unlink(missing_ok=True)
         extra: dict[str, Any] = {}
-        retry_now = (
-            is_retryable(outcome)
-            and result.job_stop is None
-            and not self.pool.stopping
-            and self.run_attempts.get(item.id, 0) < self.job.retry.max_attempts
-        )
-        delay: float | None = None
-        if retry_now:
-            retry = self.job.retry
+        retry, delay = self.job.retry, None
+        if is_retryable(outcome):
             delay = retry_wait_s(
-                self.run_attempts[item.id],
-                retry.base_delay_s,
-                retry.max_delay_s,
-                retry.max_wait_s,
-                result.server_wait_s,
-                self.settings.rng,
-            )
-            if delay is None:
-                retry_now = False
-                self._stop(
-                    f"the provider asks to wait {result.server_wait_s or 0:.0f} s, over"
-                    f" retry.max_wait_s ({retry.max_wait_s:g} s)"
-                )
-            else:
-                extra["retry_in_s"] = round(delay, 3)
+                self.run_attempts.get(item.id, 1), retry.base_delay_s, retry.max_delay_s,
+                retry.max_wait_s, result.server_wait_s, self.settings.rng,
+            )  # fmt: skip
+            if delay is None:  # a stop for the job, retried or not: the pool would hold every
+                # other item at the provider's gate for as long
+                wait_s = result.server_wait_s or 0
+                self._stop(f"the provider asks to wait {wait_s:.0f} s, over retry.max_wait_s"
+                           f" ({retry.max_wait_s:g} s)")  # fmt: skip
+        retry_now = delay is not None and result.job_stop is None and not self.pool.stopping
+        retry_now = retry_now and self.run_attempts.get(item.id, 0) < retry.max_attempts
+        if retry_now and delay is not None:
+            extra["retry_in_s"] = round(delay, 3)
         self.recorder.record(
             item, attempt, outcome, price, result, outputs, size_bytes, error, extra
         )

@@ -68,13 +68,18 @@ class FlowMeter:
         return Ticket(self._fixed_sent, now, now, 0)
 
     def answered(
-        self, ticket: Ticket, now: float, throttle: Throttle, retry_after_s: float | None
+        self,
+        ticket: Ticket,
+        now: float,
+        throttle: Throttle,
+        retry_after_s: float | None,
+        round_trip_s: float | None = None,
     ) -> None:
         """What the provider answered to a request."""
         if throttle is not Throttle.NONE:
             self.refused += 1
         if self.finder:
-            self.finder.answered(ticket, now, throttle, retry_after_s)
+            self.finder.answered(ticket, now, throttle, retry_after_s, round_trip_s)
 
     def abandoned(self, ticket: Ticket) -> None:
         """A request that ended without an answer about load, or never went out."""

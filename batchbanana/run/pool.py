@@ -38,13 +38,20 @@ class Slot:
         self.release()
 
     def release(
-        self, throttle: Throttle = Throttle.NONE, retry_after_s: float | None = None
+        self,
+        throttle: Throttle = Throttle.NONE,
+        retry_after_s: float | None = None,
+        round_trip_s: float | None = None,
     ) -> None:
         """The provider answered: the slot is free, and the answer tells about its limits."""
         if not self._released:
             self._released = True
-            self._pool.meter.answered(self.ticket, self._pool.now(), throttle, retry_after_s)
-            self._pool.freed()
+            try:
+                self._pool.meter.answered(
+                    self.ticket, self._pool.now(), throttle, retry_after_s, round_trip_s
+                )
+            finally:
+                self._pool.freed()
 
     def abandon(self) -> None:
         """The request ended with no answer about load (or never went out): free the slot."""
