@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -32,6 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 from limits_bench import limit_rows  # noqa: E402  (bench/ is a folder of scripts)
+from simulated import start_simulator as start_simulator_process  # noqa: E402
+from simulated import write_manifest  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -65,30 +66,8 @@ class Measure:
 
 def start_simulator(workload: Workload) -> tuple[subprocess.Popen[str], str]:
     """The simulator with this workload's latency and image size, on a free port."""
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "batchbanana",
-            "simulate",
-            "--port",
-            "0",
-            "--latency",
-            str(workload.latency_s),
-            "--image-bytes",
-            str(workload.image_bytes),
-        ],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-    assert process.stderr is not None
-    line = process.stderr.readline()
-    match = re.search(r"(http://\S+)", line)
-    if not match:
-        process.kill()
-        raise SystemExit(f"simulator did not start: {line!r}")
-    return process, match.group(1)
+    latency, size = str(workload.latency_s), str(workload.image_bytes)
+    return start_simulator_process("--latency", latency, "--image-bytes", size)
 
 
 def measured(command: list[str], env: dict[str, str] | None = None) -> Measure:
@@ -108,21 +87,9 @@ def measured(command: list[str], env: dict[str, str] | None = None) -> Measure:
 
 def run_batchbanana(workload: Workload, url: str, folder: Path) -> Measure:
     """batchbanana run on a fresh manifest and ledger."""
-    manifest = folder / "bench.yaml"
-    items = [{"id": f"i{n}", "prompt": f"bench item {n}"} for n in range(workload.items)]
-    manifest.write_text(
-        json.dumps(
-            {
-                "version": 1,
-                "endpoint": url,
-                "model": "gemini-3.1-flash-image-preview",
-                "aspect_ratio": "1:1",
-                "concurrency": workload.concurrency,
-                "adaptive": False,
-                "output_dir": "out",
-                "items": items,
-            }
-        )
+    # The default adaptive pool: with no limit to find, what finding one costs shows here.
+    manifest = write_manifest(
+        folder / "bench.yaml", url, workload.items, concurrency=workload.concurrency
     )
     env = {**os.environ, "BATCHBANANA_API_KEY": "bench-key"}
     return measured(

@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from simulated import start_simulator, write_manifest
+
 ROOT = Path(__file__).resolve().parent.parent
 CEILING = 64
 BASE_DELAY_S = 0.07
@@ -86,45 +88,13 @@ class LimitMeasure:
 
 
 def _simulator(workload: LimitWorkload) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "batchbanana",
-            "simulate",
-            "--port",
-            "0",
-            *workload.simulator_options(),
-        ],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-    assert process.stderr is not None
-    line = process.stderr.readline()
-    match = re.search(r"(http://\S+)", line)
-    if not match:
-        process.kill()
-        raise SystemExit(f"simulator did not start: {line!r}")
-    return process, match.group(1)
+    return start_simulator(*workload.simulator_options())
 
 
 def _run_batchbanana(workload: LimitWorkload, url: str, folder: Path) -> LimitMeasure:
-    manifest = folder / "limits.yaml"
-    items = [{"id": f"i{n}", "prompt": f"bench item {n}"} for n in range(workload.items)]
-    manifest.write_text(
-        json.dumps(
-            {
-                "version": 1,
-                "endpoint": url,
-                "model": "gemini-3.1-flash-image-preview",
-                "aspect_ratio": "1:1",
-                "concurrency": CEILING,
-                "retry": {"base_delay_s": BASE_DELAY_S, "max_delay_s": MAX_DELAY_S},
-                "output_dir": "out",
-                "items": items,
-            }
-        )
+    retry = {"base_delay_s": BASE_DELAY_S, "max_delay_s": MAX_DELAY_S}
+    manifest = write_manifest(
+        folder / "limits.yaml", url, workload.items, concurrency=CEILING, retry=retry
     )
     command = [sys.executable, "-m", "batchbanana", "run", str(manifest), "--no-progress"]
     started = time.monotonic()

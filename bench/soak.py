@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -18,37 +17,14 @@ import time
 import urllib.request
 from pathlib import Path
 
+from simulated import start_simulator as start_simulated
+
+FAULTS = ("--seed", "11", "--rate-429", "0.05", "--rate-503", "0.02", "--rate-drop", "0.01")
+
 
 def start_simulator() -> tuple[subprocess.Popen[str], str]:
     """The simulator with the soak's fault rates, on a free port."""
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "batchbanana",
-            "simulate",
-            "--port",
-            "0",
-            "--seed",
-            "11",
-            "--rate-429",
-            "0.05",
-            "--rate-503",
-            "0.02",
-            "--rate-drop",
-            "0.01",
-            "--image-bytes",
-            "50000",
-        ],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-    assert process.stderr is not None
-    match = re.search(r"(http://\S+)", process.stderr.readline())
-    if not match:
-        raise SystemExit("simulator did not start")
-    return process, match.group(1)
+    return start_simulated(*FAULTS, "--image-bytes", "50000")
 
 
 def bill(url: str) -> dict[str, float]:
