@@ -53,7 +53,9 @@ class LimitWorkload:
         return self.items * self.window_s / self.rpm
 
     def simulator_options(self) -> list[str]:
+        # Seeded: the same answer times for every client and every version, so rows compare.
         options = ["--latency", str(self.latency_s), "--latency-spread", str(self.spread)]
+        options += ["--seed", "1"]
         if self.capacity:
             options += ["--capacity", str(self.capacity)]
         if self.rpm:
