@@ -51,12 +51,15 @@ def test_json_counts_each_runs_requests_and_refusals_for_load(cli: Cli, two_runs
         (job["run_id"], job["command"], job["ts"]) for job in jobs
     ]
     counts = [
-        {key: run[key] for key in ("requests", "refused", "refused_429", "refused_503", "ok")}
+        {
+            key: run[key]
+            for key in ("requests", "refused_for_load", "refused_429", "refused_503", "ok")
+        }
         for run in runs
     ]
     assert counts == [
-        {"requests": 7, "refused": 3, "refused_429": 2, "refused_503": 1, "ok": 3},
-        {"requests": 3, "refused": 2, "refused_429": 0, "refused_503": 2, "ok": 1},
+        {"requests": 7, "refused_for_load": 3, "refused_429": 2, "refused_503": 1, "ok": 3},
+        {"requests": 3, "refused_for_load": 2, "refused_429": 0, "refused_503": 2, "ok": 1},
     ]
     assert all(run["wall_s"] >= 0 and run["ledger"] == str(two_runs) for run in runs)
 
@@ -100,7 +103,12 @@ def test_a_request_the_budget_stopped_is_not_counted_as_sent(
     outcomes = [r["outcome"] for r in read_jsonl(two_runs) if r["event"] == "result"]
     assert outcomes[-1] == "over_budget"
     third = report_runs(cli, two_runs)[2]
-    assert (third["command"], third["requests"], third["refused"], third["ok"]) == ("run", 0, 0, 0)
+    assert (third["command"], third["requests"], third["refused_for_load"], third["ok"]) == (
+        "run",
+        0,
+        0,
+        0,
+    )
 
 
 def test_a_copy_of_the_ledger_given_too_adds_no_run(
@@ -120,4 +128,4 @@ def test_ledgers_of_two_jobs_keep_their_runs_apart(cli: Cli, tmp_path: Path) -> 
     assert both == [*report_runs(cli, second), *report_runs(cli, first)]
     assert [run["ledger"] for run in both] == [str(second), str(first)]
     # Sent: a, b twice, c, d, e, and g left in flight; f was over budget; b was rate limited once.
-    assert (both[0]["requests"], both[0]["refused"], both[0]["ok"]) == (7, 1, 2)
+    assert (both[0]["requests"], both[0]["refused_for_load"], both[0]["ok"]) == (7, 1, 2)

@@ -113,7 +113,7 @@ def _run_json(run: Run, loaded: LoadedReport) -> dict[str, Any]:
         "started": iso_text(run.started),
         "wall_s": run.wall_s,
         "requests": run.requests,
-        "refused": run.refused,
+        "refused_for_load": run.refused,
         "refused_429": run.refused_429,
         "refused_503": run.refused_503,
         "ok": run.ok,
