@@ -148,7 +148,9 @@ def simulate(
             item, ticket, throttle, wait_s = data  # type: ignore[misc]
             assert isinstance(ticket, Ticket)
             retry_after = None if wait_s is None else wait_s
-            finder.answered(ticket, now, throttle, retry_after)
+            # The quota's id names its window, as Google's do (PerMinute).
+            hint = provider.window_s if throttle is Throttle.QUOTA else None
+            finder.answered(ticket, now, throttle, retry_after, window_hint_s=hint)
             if throttle is Throttle.NONE:
                 ok += 1
             else:

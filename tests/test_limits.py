@@ -7,6 +7,7 @@ simulated time (tests/limits_trace.py), so a night's worth of throttling runs in
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -278,3 +279,20 @@ def test_a_wait_that_never_ends_is_no_window_to_pace_by() -> None:
     finder.answered(ticket, 0.01, Throttle.QUOTA, float("inf"))
     assert finder.start_in_s(0.02) == 0.0
     assert parse_retry_after("inf") is None and parse_retry_after("1e999") is None
+
+
+def test_a_quota_first_met_after_a_long_quiet_stretch_is_counted_over_its_named_window() -> None:
+    """Two minutes under the quota, then 120 per minute: the first refusal counts the window its
+    quota id names (PerMinute), not everything since the job began (found in review)."""
+    provider = Provider(capacity=8, quota=math.inf, quota_at=[(120.0, 120)], window_s=60.0)
+    job = simulate(provider, 1800, max_attempts=20)
+    assert job.ok == job.items
+    assert job.finder.pace.quota is not None and 120 <= job.finder.pace.quota <= 125
+    assert job.finder.pace.window_s == pytest.approx(60.0, abs=0.1)
+    assert job.refused_per_item <= 0.05
+
+
+def test_a_quota_id_names_its_window() -> None:
+    """GenerateRequestsPerMinute... is a 60-second window; a per-day quota names none."""
+    assert parse_error(_error_body(_BILLING_WORDS, _PER_MINUTE)).quota_window_s == 60.0
+    assert parse_error(_error_body(_BILLING_WORDS, _PER_DAY)).quota_window_s is None

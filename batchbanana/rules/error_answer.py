@@ -26,11 +26,14 @@ class ErrorInfo:
     retry_delay_s: float | None = None
     quota_per_day: bool = False
     quota_windowed: bool = False  # a QuotaFailure for a window shorter than a day (per minute)
+    quota_window_s: float | None = None  # the window its quota id names (PerMinute: 60 s)
     quota_zero: bool = False
     details: list[Any] = field(default_factory=list)
     reasons: tuple[str, ...] = ()  # google.rpc.ErrorInfo reasons, such as API_KEY_INVALID
 
 
+_QUOTA_PERIOD = re.compile(r"Per(Second|Minute|Hour)")
+_PERIOD_S = {"Second": 1.0, "Minute": 60.0, "Hour": 3600.0}
 _RETRY_IN = re.compile(r"\bretry in (\d+(?:\.\d+)?)\s*s\b", re.IGNORECASE)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*s\s*$")
 _LIMIT_ZERO = re.compile(r"\blimit:\s*0\b")
@@ -89,6 +92,7 @@ def _parse_error(body: bytes) -> ErrorInfo:
     reasons: list[str] = []
     per_day = False
     windowed = False
+    window_s: float | None = None
     zero = bool(isinstance(message, str) and _LIMIT_ZERO.search(message))
     for detail in details:
         if not isinstance(detail, dict):
@@ -108,6 +112,8 @@ def _parse_error(body: bytes) -> ErrorInfo:
                     per_day = True
                 else:
                     windowed = True
+                    named = _QUOTA_PERIOD.search(quota_id)
+                    window_s = _PERIOD_S[named.group(1)] if named else window_s
                 if str(camel_or_snake(violation, "quotaValue", "quota_value")) == "0":
                     zero = True
     if retry_delay is None and isinstance(message, str):
@@ -122,6 +128,7 @@ def _parse_error(body: bytes) -> ErrorInfo:
         retry_delay_s=retry_delay,
         quota_per_day=per_day,
         quota_windowed=windowed,
+        quota_window_s=window_s,
         quota_zero=zero,
         details=details,
         reasons=tuple(reasons),

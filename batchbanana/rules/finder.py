@@ -37,7 +37,6 @@ class LimitFinder:
 
     def start_in_s(self, now: float) -> float:
         """Seconds until the next request may start, as far as the pace goes (0: now)."""
-        self.pace.step_s = self.capacity.step()
         return max(0.0, self.pace.due_at(now) - now)
 
     def sent(self, now: float) -> Ticket:
@@ -58,19 +57,22 @@ class LimitFinder:
         throttle: Throttle,
         retry_after_s: float | None = None,
         round_trip_s: float | None = None,
+        window_hint_s: float | None = None,
     ) -> None:
         """The answer to a request: admitted, or refused for capacity or quota (`round_trip_s`:
-        how long it took on the wire, when known)."""
+        how long it took on the wire, `window_hint_s`: the window a quota's id names, each when
+        known)."""
         self.in_flight = max(0, self.in_flight - 1)
         if retry_after_s is not None and not math.isfinite(retry_after_s):
             retry_after_s = None  # a wait that never ends is no window to pace by
         if throttle is Throttle.CAPACITY:
             self.refused += 1
             self.capacity.refused(ticket, now, round_trip_s)
+            self.pace.step_s = self.capacity.step()  # the pace probes no faster than the ramp
         elif throttle is Throttle.QUOTA:
             self.refused += 1
             self.capacity.abandoned(ticket)
-            self.pace.refused(ticket, now, retry_after_s)
+            self.pace.refused(ticket, now, retry_after_s, window_hint_s)
         else:
             self.capacity.admitted(ticket, now)
             self.pace.admitted()

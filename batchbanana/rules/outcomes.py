@@ -95,6 +95,7 @@ class Verdict:
     error: str | None = None
     job_stop: str | None = None  # why the whole job must stop sending, if it must
     throttle: Throttle = Throttle.NONE  # what it says about the provider's limits
+    quota_window_s: float | None = None  # a quota's window as its id names it
 
 
 def classify_answer(answer: Answer) -> Verdict:
@@ -150,7 +151,9 @@ def classify_error(status: int, info: ErrorInfo) -> Verdict:
             )
         # A windowed quota (per minute) paces the job; any other 429 is the provider's load.
         throttle = Throttle.QUOTA if info.quota_windowed else Throttle.CAPACITY
-        return Verdict(Outcome.RATE_LIMITED, summary, throttle=throttle)
+        return Verdict(
+            Outcome.RATE_LIMITED, summary, throttle=throttle, quota_window_s=info.quota_window_s
+        )
     if status == 503:
         return Verdict(Outcome.UNAVAILABLE, summary, throttle=Throttle.CAPACITY)
     if status in (401, 403):

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from batchbanana.rules.limits import STEP_S, Ticket
 
+MINUTE_S = 60.0
+MAX_STARTS = 8192  # starts remembered at most: memory stays bounded at any request rate
 QUOTA_PROBE_WINDOWS = 2  # windows at the learned quota between two probes over it
 
 
@@ -22,10 +24,12 @@ class QuotaPacer:
     window_s: float | None = None
     _reopen_at: float = -math.inf  # no start before this: the window is full
     _first_sent: float | None = None
-    _starts: deque[tuple[float, int]] = field(default_factory=deque)  # (counted at, number),
-    # of the requests not refused, oldest first, over the last two windows
+    _starts: deque[tuple[float, int]] = field(
+        default_factory=lambda: deque(maxlen=MAX_STARTS)
+    )  # (counted at, number) of the requests not refused, oldest first, over two windows
     _since_refusal: int = 0
     _probing: bool = False  # letting starts go over the quota until a refusal measures it
+    _hint_s: float | None = None  # the window the quota's id named, until one is measured
 
     def due_at(self, now: float) -> float:
         """The earliest time the next request may start (<= now: at once)."""
@@ -49,6 +53,7 @@ class QuotaPacer:
         due = self.due_at(now)
         counted = due if now - self.step_s <= due <= now else now
         self._starts.append((counted, number))
+        self._forget(now)
         if self.quota is not None and self._since_refusal >= QUOTA_PROBE_WINDOWS * self.quota:
             self._probing = True
         return counted
@@ -57,8 +62,17 @@ class QuotaPacer:
         """Answered without a quota refusal."""
         self._since_refusal += 1
 
-    def refused(self, ticket: Ticket, now: float, retry_after_s: float | None) -> None:
-        """Refused for quota: the window is full until now + retry_after_s."""
+    def refused(
+        self,
+        ticket: Ticket,
+        now: float,
+        retry_after_s: float | None,
+        window_hint_s: float | None = None,
+    ) -> None:
+        """Refused for quota: the window is full until now + retry_after_s. `window_hint_s` is
+        the window the quota's id names (PerMinute: 60 s), a first guess until one is measured."""
+        if window_hint_s is not None and window_hint_s > 0:
+            self._hint_s = window_hint_s
         with contextlib.suppress(ValueError):  # already forgotten
             self._starts.remove((ticket.counted_at, ticket.number))
         self._since_refusal = 0
@@ -77,7 +91,10 @@ class QuotaPacer:
         # start). Our clock hears of the reopening a round trip late: a start right at the
         # window's beginning must still count in it.
         began = -math.inf if self.window_s is None else reopen_at - self.window_s
-        held = self._held(began - 2 * self.step_s, ticket.number)
+        # Before a window is measured, the one the quota's id names bounds the count: a job that
+        # ran under the quota for hours must not count those hours as one window.
+        named = -math.inf if self._hint_s is None else reopen_at - self._hint_s
+        held = self._held(max(began, named) - 2 * self.step_s, ticket.number)
         if self.window_s is not None and math.isfinite(gate) and gate < began:
             # Or it began at our gate: a fixed window whose length was first learned from our
             # first request, short. Of the two readings, the one that holds nearer the quota
@@ -106,6 +123,8 @@ class QuotaPacer:
         return [t for t, number in self._starts if since <= t and number < before]
 
     def _forget(self, now: float) -> None:
-        horizon = now - 2 * (self.window_s or 0.0) - 1.0
+        """Starts older than two windows (the learned one, or the one named, or a minute: the
+        shortest window Google's quotas name beyond seconds) can no longer be in a full one."""
+        horizon = now - 2 * (self.window_s or self._hint_s or MINUTE_S) - 1.0
         while self._starts and self._starts[0][0] < horizon:
             self._starts.popleft()

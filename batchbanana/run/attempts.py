@@ -185,9 +185,11 @@ class JobRunner:
             if result.http_status is None:
                 slot.abandon()
             else:
-                slot.release(result.throttle, result.server_wait_s, result.latency_s)
-        except Exception:  # the limits are advice; the paid answer's result line is not
-            slot.abandon()
+                slot.release(
+                    result.throttle, result.server_wait_s, result.latency_s, result.quota_window_s
+                )
+        except Exception:  # the limits are advice (the slot is freed whatever they raise); the
+            pass  # paid answer's result line is not
 
     def _interrupted(self, item: WorkItem, attempt: int, price: float, why: str) -> None:
         """Record a request that may have gone out but whose answer will never be read."""

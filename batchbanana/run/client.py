@@ -51,6 +51,7 @@ class AttemptResult:
     server_wait_s: float | None = None  # Retry-After or RetryInfo, whichever is longer
     job_stop: str | None = None
     throttle: Throttle = Throttle.NONE  # what the answer says about the provider's limits
+    quota_window_s: float | None = None  # a quota refusal's window, as its quota id names it
 
 
 class ProviderClient:
@@ -205,4 +206,5 @@ class ProviderClient:
             server_wait_s=max(waits) if waits else None,
             job_stop=verdict.job_stop,
             throttle=verdict.throttle,
+            quota_window_s=verdict.quota_window_s,
         )

@@ -74,12 +74,13 @@ class FlowMeter:
         throttle: Throttle,
         retry_after_s: float | None,
         round_trip_s: float | None = None,
+        window_hint_s: float | None = None,
     ) -> None:
         """What the provider answered to a request."""
         if throttle is not Throttle.NONE:
             self.refused += 1
         if self.finder:
-            self.finder.answered(ticket, now, throttle, retry_after_s, round_trip_s)
+            self.finder.answered(ticket, now, throttle, retry_after_s, round_trip_s, window_hint_s)
 
     def abandoned(self, ticket: Ticket) -> None:
         """A request that ended without an answer about load, or never went out."""

@@ -42,13 +42,15 @@ class Slot:
         throttle: Throttle = Throttle.NONE,
         retry_after_s: float | None = None,
         round_trip_s: float | None = None,
+        window_hint_s: float | None = None,
     ) -> None:
         """The provider answered: the slot is free, and the answer tells about its limits."""
         if not self._released:
             self._released = True
             try:
+                now = self._pool.now()
                 self._pool.meter.answered(
-                    self.ticket, self._pool.now(), throttle, retry_after_s, round_trip_s
+                    self.ticket, now, throttle, retry_after_s, round_trip_s, window_hint_s
                 )
             finally:
                 self._pool.freed()
@@ -57,8 +59,10 @@ class Slot:
         """The request ended with no answer about load (or never went out): free the slot."""
         if not self._released:
             self._released = True
-            self._pool.meter.abandoned(self.ticket)
-            self._pool.freed()
+            try:
+                self._pool.meter.abandoned(self.ticket)
+            finally:
+                self._pool.freed()  # whatever the meter does, the slot is free
 
 
 class WorkPool(Generic[T]):
