@@ -115,6 +115,7 @@ class Spec:
     system_prompt: str | None = None
     response_modalities: tuple[str, ...] | None = None
     images: tuple[SpecImage | None, ...] = ()
+    seed: int | None = None
 
     @classmethod
     def from_json(cls, spec: Any) -> Self:

@@ -113,6 +113,7 @@ def failed_items(
             response_modalities=spec.response_modalities or DEFAULT_MODALITIES,
             price=rule,
             fingerprint=history.fingerprint or "",
+            seed=spec.seed,
         )
         chosen.append((item, outcome))
     return chosen

@@ -21,6 +21,7 @@ from batchbanana.plan.job import (
     fingerprint,
 )
 from batchbanana.plan.manifest import Item, Manifest
+from batchbanana.plan.values import SEED_MAX, SEED_RANGE
 from batchbanana.rules.models import check_generation, rules_for
 from batchbanana.rules.pricing import PriceRule, price_rule
 
@@ -36,6 +37,7 @@ class _Fields:
     aspect_ratio: str | None
     system_prompt: str | None
     modalities: tuple[str, ...]
+    seed: int | None
 
 
 @dataclass(slots=True)
@@ -78,6 +80,8 @@ class _IdBook:
             "system_prompt": fields.system_prompt,
             "response_modalities": list(fields.modalities),
         }
+        if fields.seed is not None:
+            meaning["seed"] = fields.seed  # only when set: ids derived before seeds stay
         if item.repeat != 1:
             # a repeated item differs from a single one, and its variations take -1..-N,
             # so its base id must not be one that a duplicate single item would get
@@ -124,6 +128,7 @@ def _fields(item: Item, manifest: Manifest) -> _Fields:
         modalities=tuple(
             item.response_modalities or manifest.response_modalities or DEFAULT_MODALITIES
         ),
+        seed=item.seed if item.seed is not None else manifest.seed,
     )
 
 
@@ -163,20 +168,31 @@ def _work_items(
     ids: _IdBook,
     checker: Checker,
 ) -> Iterator[WorkItem]:
-    """One work item per id of the item (one, or one per `repeat` variation)."""
+    """One work item per id of the item (one, or one per `repeat` variation, variation k with
+    the seed + k - 1 when the item has a seed)."""
     item = raw.item
-    print_id = fingerprint(
-        fields.model,
-        item.prompt,
-        fields.image_size,
-        fields.aspect_ratio,
-        fields.system_prompt,
-        fields.modalities,
-        images,
-    )
-    for item_id in ids.ids_for(item, fields):
+    if fields.seed is not None and fields.seed + item.repeat - 1 > SEED_MAX:
+        checker.add_item(
+            raw,
+            "seed",
+            f"{fields.seed} + {item.repeat - 1} (repeat: {item.repeat}) passes {SEED_MAX};"
+            f" HINT: {SEED_RANGE}, and variation k of a repeat takes seed + k - 1",
+        )
+        return
+    for variation, item_id in enumerate(ids.ids_for(item, fields)):
         if not ids.claim(item_id, raw, checker):
             continue
+        seed = None if fields.seed is None else fields.seed + variation
+        print_id = fingerprint(
+            fields.model,
+            item.prompt,
+            fields.image_size,
+            fields.aspect_ratio,
+            fields.system_prompt,
+            fields.modalities,
+            images,
+            seed,
+        )
         yield WorkItem(
             id=item_id,
             prompt=item.prompt,
@@ -188,4 +204,5 @@ def _work_items(
             response_modalities=fields.modalities,
             price=rule,
             fingerprint=print_id,
+            seed=seed,
         )

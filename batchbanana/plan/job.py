@@ -34,6 +34,7 @@ class WorkItem:
     response_modalities: tuple[str, ...]
     price: PriceRule
     fingerprint: str = ""
+    seed: int | None = None  # contract section 11: sent as generationConfig.seed
 
     def spec(self) -> dict[str, Any]:
         """What the ledger keeps so that `retry` can send this item again without the manifest."""
@@ -47,6 +48,8 @@ class WorkItem:
         }
         if self.system_prompt is not None:
             spec["system_prompt"] = self.system_prompt
+        if self.seed is not None:
+            spec["seed"] = self.seed
         return spec
 
 
@@ -58,9 +61,13 @@ def fingerprint(
     system_prompt: str | None,
     response_modalities: tuple[str, ...],
     images: tuple[ImageInput, ...],
+    seed: int | None = None,
 ) -> str:
-    """sha256 of a request's meaning: the same meaning always gives the same fingerprint."""
-    meaning = {
+    """sha256 of a request's meaning: the same meaning always gives the same fingerprint.
+
+    A field added later (`seed`) is part of the meaning only when set, so a request without it
+    keeps the fingerprint it always had and its ledger still resumes."""
+    meaning: dict[str, Any] = {
         "model": model,
         "prompt": prompt,
         "image_size": image_size,
@@ -69,6 +76,8 @@ def fingerprint(
         "response_modalities": list(response_modalities),
         "images": [image.meaning() for image in images],
     }
+    if seed is not None:
+        meaning["seed"] = seed
     canonical = json.dumps(meaning, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 

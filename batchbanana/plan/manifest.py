@@ -18,24 +18,12 @@ from pydantic import (
     model_validator,
 )
 
-from batchbanana.rules.models import ALL_SIZES
+from batchbanana.plan.values import SEED_MAX, check_ratio, coerce_image_size, coerce_seed
 
 # The keys allowed inside each nested mapping, for "did you mean" hints (filled in below).
 NESTED_KEYS: dict[str, tuple[str, ...]] = {}
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-RATIO_PATTERN = re.compile(r"^\d{1,2}:\d{1,2}$")
-
-
-def _coerce_image_size(value: Any) -> Any:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value == 512:
-        return "512"
-    stripped = value.strip() if isinstance(value, str) else None
-    if stripped is not None and stripped.upper() in ALL_SIZES and stripped not in ALL_SIZES:
-        raise ValueError(f"{value!r}: write {stripped.upper()!r} (uppercase K)")
-    return value
 
 
 ImageSize = Literal["512", "1K", "2K", "4K"]
@@ -98,23 +86,23 @@ class GenerationFields(_Strict):
     aspect_ratio: str | None = None
     system_prompt: str | None = None
     response_modalities: list[Modality] | None = None
+    # seeds (contract section 11): sent as generationConfig.seed
+    seed: int | None = Field(default=None, ge=0, le=SEED_MAX)
 
     @field_validator("image_size", mode="before")
     @classmethod
     def _size(cls, value: Any) -> Any:
-        return _coerce_image_size(value)
+        return coerce_image_size(value)
 
     @field_validator("aspect_ratio", mode="before")
     @classmethod
     def _ratio(cls, value: Any) -> Any:
-        if value is None:
-            return None
-        if not isinstance(value, str) or not RATIO_PATTERN.match(value):
-            raise ValueError(
-                f'{value!r} is not a ratio like "16:9"; quote it in YAML (unquoted 16:9 reads as a'
-                " number)"
-            )
-        return value
+        return check_ratio(value)
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _seed(cls, value: Any) -> Any:
+        return coerce_seed(value)
 
     @field_validator("response_modalities")
     @classmethod

@@ -36,6 +36,7 @@ def build_request(
     aspect_ratio: str | None,
     system_prompt: str | None,
     response_modalities: Sequence[str],
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """The JSON body of one generateContent call, camelCase keys only.
 
@@ -51,6 +52,8 @@ def build_request(
     generation_config: dict[str, Any] = {"responseModalities": list(response_modalities)}
     if image_config:
         generation_config["imageConfig"] = image_config
+    if seed is not None:
+        generation_config["seed"] = seed
     body: dict[str, Any] = {
         "contents": [{"role": "user", "parts": [*image_parts, {"text": prompt}]}],
         "generationConfig": generation_config,

@@ -27,5 +27,6 @@ def request_body(item: WorkItem, images: EncodedImageCache) -> bytes:
         aspect_ratio=item.aspect_ratio,
         system_prompt=item.system_prompt,
         response_modalities=item.response_modalities,
+        seed=item.seed,
     )
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

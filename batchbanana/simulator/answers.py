@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from batchbanana.simulator.directives import RETRYABLE_FAULTS, Plan
-from batchbanana.simulator.images import ImageCache, image_dimensions
+from batchbanana.simulator.images import ImageCache, image_dimensions, seeded_variant
 from batchbanana.simulator.limits import Refusal
 from batchbanana.simulator.requests import ImageRequest, snake_case
 from batchbanana.simulator.rules import INPUT_IMAGE_TOKENS, OUTPUT_TOKENS, ModelRule
@@ -226,7 +226,8 @@ async def _success_payload(
         elif "mime_text" in shapes:
             mime = "text/plain"  # a broken server: the bytes are a PNG, the label is not
         width, height = image_dimensions(req.image_size, req.aspect_ratio, req.last_input_size)
-        variants = ["final", "second"] if "two_images" in shapes else ["final"]
+        final = "final" if req.seed is None else seeded_variant(req.seed, req.prompt)
+        variants = [final, "second"] if "two_images" in shapes else [final]
         if "thought" in shapes:
             variants.insert(0, "draft")
         for variant in variants:

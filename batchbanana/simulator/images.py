@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import math
 import os
+import random
 import struct
 import zlib
 from collections import OrderedDict
@@ -21,6 +23,24 @@ _VARIANTS: Mapping[str, tuple[Rgb, Rgb, int]] = {
     "draft": ((170, 170, 170), (90, 90, 90), 90),
     "second": ((110, 170, 255), (30, 60, 160), 160),
 }
+
+
+_SEEDED = "seeded:"
+
+
+def seeded_variant(seed: int, prompt: str) -> str:
+    """The variant of a request with a seed: the same seed and prompt always give the same
+    colours (so the same pixels at a given size and ratio), another seed others."""
+    digest = hashlib.sha256(f"{seed}\n{prompt}".encode()).hexdigest()
+    return _SEEDED + digest[:16]
+
+
+def _colours(variant: str) -> tuple[Rgb, Rgb, int]:
+    if not variant.startswith(_SEEDED):
+        return _VARIANTS[variant]
+    raw = bytes.fromhex(variant[len(_SEEDED) :])
+    gray = 40 + raw[6] % 88  # below 128, which a JPEG's flat grey must not be
+    return (raw[0], raw[1], raw[2]), (raw[3], raw[4], raw[5]), gray
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -126,13 +146,15 @@ class ImageCache:
 
     def _render(self, key: _ImageKey) -> tuple[bytes, bytes]:
         fmt, width, height, variant = key
-        top, bottom, gray = _VARIANTS[variant]
+        top, bottom, gray = _colours(variant)
         if fmt == "jpeg":
             data = encode_jpeg(width, height, gray)
         else:
             data = encode_png(width, height, top, bottom)
             if self._image_bytes is not None:
-                data = pad_png(data, self._image_bytes)
+                # a seeded image is padded with filler of its own seed, to stay reproducible
+                filler = random.Random(variant).randbytes if variant != "final" else os.urandom
+                data = pad_png(data, self._image_bytes, filler)
         return data, base64.b64encode(data)
 
     async def get(self, key: _ImageKey) -> tuple[bytes, bytes]:

@@ -41,6 +41,7 @@ class ImageRequest:
     want_image: bool
     input_images: int
     last_input_size: tuple[int, int] | None
+    seed: int | None = None  # generationConfig.seed: the same seed and prompt, the same pixels
 
 
 _CAMEL_HUMP = re.compile(r"(?<!^)(?=[A-Z])")
@@ -168,6 +169,27 @@ def _read_generation_config(
     return size, ratio, "TEXT" in wanted, "IMAGE" in wanted
 
 
+_INT32 = range(-(2**31), 2**31)
+
+
+def read_seed(body: Mapping[str, Any]) -> int | None:
+    """generationConfig.seed, an int32 as protobuf's JSON reads one (a number, or its digits as
+    a string); anything else is the 400 Google answers."""
+    gen = _pick(body, "generationConfig")
+    seed = _pick(gen, "seed") if isinstance(gen, Mapping) else None
+    if seed is None:
+        return None
+    number = seed
+    as_digits = isinstance(seed, str) and re.fullmatch(r"-?\d+", seed) is not None
+    if as_digits or (isinstance(seed, float) and seed.is_integer()):
+        number = int(seed)
+    if isinstance(number, bool) or not isinstance(number, int) or number not in _INT32:
+        raise invalid_argument(
+            f"Invalid value at 'generation_config.seed' (TYPE_INT32), {json.dumps(seed)}"
+        )
+    return number
+
+
 def read_request(rule: ModelRule, model: str, raw: bytes) -> ImageRequest:
     """Parse and check a generateContent body; raise ApiError(400) where Google would."""
     try:
@@ -220,4 +242,7 @@ def read_request(rule: ModelRule, model: str, raw: bytes) -> ImageRequest:
     if images > MAX_IMAGES:
         raise invalid_argument(f"The request has {images} images; at most {MAX_IMAGES} are allowed")
     size, ratio, want_text, want_image = _read_generation_config(rule, model, body)
-    return ImageRequest("\n".join(texts), size, ratio, want_text, want_image, images, last_size)
+    seed = read_seed(body)
+    return ImageRequest(
+        "\n".join(texts), size, ratio, want_text, want_image, images, last_size, seed
+    )
