@@ -18,6 +18,7 @@ from batchbanana.plan.job import SIMULATE, Job, WorkItem
 from batchbanana.plan.load import LoadedManifest, load_manifest
 from batchbanana.plan.manifest import Manifest
 from batchbanana.plan.problems import Problem, item_label
+from batchbanana.plan.variants import check_top_level
 from batchbanana.rules.pricing import PriceRule
 
 
@@ -77,6 +78,7 @@ def build_job(
     endpoint = _checked_endpoint(loaded, endpoint_override, checker)
     _check_optimizer(loaded, checker)
     pricing = _pricing(loaded.manifest)
+    check_top_level(loaded.manifest, loaded.lines.line_of, checker)
     raw_items = _raw_items(loaded, checker)
     work = expand_items(raw_items, loaded.manifest, pricing, loaded.base_dir, checker)
     if not work and not checker.problems:

@@ -1,27 +1,24 @@
-"""Raw items -> work items: each item's generation fields (its own, else the manifest's, else the
-defaults), checked against the model's rules and priced; its ids (given, or derived from its
-meaning; numbered for `repeat`; unique across the job) and its fingerprint."""
+"""Raw items -> work items: each item's variants (its templates filled), their generation fields
+(the item's own, else the manifest's, else the defaults) checked against the model's rules and
+priced, their ids (given, or derived from the item's meaning; numbered for `repeat`; unique across
+the job), their seeds and their fingerprints."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from batchbanana.plan.checker import Checker
+from batchbanana.plan.ids import IdBook, fit_id, repeat_ids
 from batchbanana.plan.inputs import ImageInput
 from batchbanana.plan.item_images import resolve_images
 from batchbanana.plan.items_file import RawItem
-from batchbanana.plan.job import (
-    DEFAULT_IMAGE_SIZE,
-    DEFAULT_MODALITIES,
-    WorkItem,
-    derived_id,
-    fingerprint,
-)
+from batchbanana.plan.job import DEFAULT_IMAGE_SIZE, DEFAULT_MODALITIES, WorkItem, fingerprint
 from batchbanana.plan.manifest import Item, Manifest
 from batchbanana.plan.values import SEED_MAX, SEED_RANGE
+from batchbanana.plan.variants import ItemVariants, Variant, item_variants
 from batchbanana.rules.models import check_generation, rules_for
 from batchbanana.rules.pricing import PriceRule, price_rule
 
@@ -40,58 +37,6 @@ class _Fields:
     seed: int | None
 
 
-@dataclass(slots=True)
-class _IdBook:
-    """The ids given so far (and where), and how often each derived id has been made."""
-
-    first_use: dict[str, tuple[str, int | None]] = field(default_factory=dict)
-    derived_count: dict[str, int] = field(default_factory=dict)
-
-    def ids_for(self, item: Item, fields: _Fields) -> list[str]:
-        """The item's id, or the ids of its variations `-1` .. `-N` with `repeat: N`."""
-        base_id = item.id if item.id is not None else self._derived(item, fields)
-        if item.repeat == 1:
-            return [base_id]
-        return [f"{base_id}-{n}" for n in range(1, item.repeat + 1)]
-
-    def claim(self, item_id: str, raw: RawItem, checker: Checker) -> bool:
-        """Take `item_id` for `raw`; False (and a problem) when an earlier item has it."""
-        if item_id in self.first_use:
-            first_source, first_line = self.first_use[item_id]
-            at = f"{first_source}:{first_line}" if first_line else first_source
-            checker.add_item(
-                raw, "id", f"duplicate id {item_id!r} (first used at {at}); ids must be unique"
-            )
-            return False
-        self.first_use[item_id] = (raw.source, raw.line)
-        return True
-
-    def _derived(self, item: Item, fields: _Fields) -> str:
-        """A short hash of the item's meaning; exact duplicates get `-2`, `-3`."""
-        meaning: dict[str, Any] = {
-            "prompt": item.prompt,
-            "images": [
-                str(entry) if isinstance(entry, str) else entry.model_dump()
-                for entry in item.images
-            ],
-            "model": fields.model,
-            "image_size": fields.image_size,
-            "aspect_ratio": fields.aspect_ratio,
-            "system_prompt": fields.system_prompt,
-            "response_modalities": list(fields.modalities),
-        }
-        if fields.seed is not None:
-            meaning["seed"] = fields.seed  # only when set: ids derived before seeds stay
-        if item.repeat != 1:
-            # a repeated item differs from a single one, and its variations take -1..-N,
-            # so its base id must not be one that a duplicate single item would get
-            meaning["repeat"] = item.repeat
-        base_id = derived_id(meaning)
-        self.derived_count[base_id] = self.derived_count.get(base_id, 0) + 1
-        count = self.derived_count[base_id]
-        return f"{base_id}-{count}" if count > 1 else base_id
-
-
 def expand_items(
     raw_items: list[RawItem],
     manifest: Manifest,
@@ -101,8 +46,9 @@ def expand_items(
 ) -> list[WorkItem]:
     """The work items of the job, in order; every problem found is added to `checker`."""
     work: list[WorkItem] = []
-    ids = _IdBook()
+    ids = IdBook()
     for raw in raw_items:
+        found = item_variants(raw, manifest, checker)
         fields = _fields(raw.item, manifest)
         for field_name, message in check_generation(
             fields.model, fields.image_size, fields.aspect_ratio
@@ -110,8 +56,8 @@ def expand_items(
             checker.add_item(raw, field_name, message)
         rule = _priced(raw, fields, manifest, pricing, checker)
         images = resolve_images(raw, base_dir, checker, manifest.inline_urls)
-        if rule is not None:
-            work.extend(_work_items(raw, fields, images, rule, ids, checker))
+        if rule is not None and found is not None:
+            work.extend(_work_items(raw, found, fields, images, rule, ids, checker))
     return work
 
 
@@ -160,16 +106,40 @@ def _priced(
     return None
 
 
+def _derived_meaning(item: Item, found: ItemVariants, fields: _Fields) -> dict[str, Any]:
+    """What a derived id is a hash of: the item's request before its repeats (its prompts filled),
+    with the fields added later only when set, so ids derived before them stay."""
+    meaning: dict[str, Any] = {
+        "prompt": found.meaning_prompt,
+        "images": [
+            str(entry) if isinstance(entry, str) else entry.model_dump() for entry in item.images
+        ],
+        "model": fields.model,
+        "image_size": fields.image_size,
+        "aspect_ratio": fields.aspect_ratio,
+        "system_prompt": found.meaning_system_prompt,
+        "response_modalities": list(fields.modalities),
+    }
+    if fields.seed is not None:
+        meaning["seed"] = fields.seed
+    if item.repeat != 1:
+        # a repeated item differs from a single one, and its variations take -1..-N,
+        # so its base id must not be one that a duplicate single item would get
+        meaning["repeat"] = item.repeat
+    return meaning
+
+
 def _work_items(
     raw: RawItem,
+    found: ItemVariants,
     fields: _Fields,
     images: tuple[ImageInput, ...],
     rule: PriceRule,
-    ids: _IdBook,
+    ids: IdBook,
     checker: Checker,
 ) -> Iterator[WorkItem]:
-    """One work item per id of the item (one, or one per `repeat` variation, variation k with
-    the seed + k - 1 when the item has a seed)."""
+    """One work item per id of each variant (one, or one per `repeat` variation, variation k
+    with the seed + k - 1 when the item has a seed)."""
     item = raw.item
     if fields.seed is not None and fields.seed + item.repeat - 1 > SEED_MAX:
         checker.add_item(
@@ -179,28 +149,49 @@ def _work_items(
             f" HINT: {SEED_RANGE}, and variation k of a repeat takes seed + k - 1",
         )
         return
-    for variation, item_id in enumerate(ids.ids_for(item, fields)):
+    derived = None
+    for variant in found.variants:
+        if variant.id_stem is None and derived is None:
+            derived = ids.derived(_derived_meaning(item, found, fields))
+        stem = variant.id_stem or derived or ""
+        if stem != item.id:  # filled in: fit it (an id as written keeps what it always made)
+            stem = fit_id(stem, item.repeat)
+        yield from _variations(raw, variant, stem, fields, images, rule, ids, checker)
+
+
+def _variations(
+    raw: RawItem,
+    variant: Variant,
+    stem: str,
+    fields: _Fields,
+    images: tuple[ImageInput, ...],
+    rule: PriceRule,
+    ids: IdBook,
+    checker: Checker,
+) -> Iterator[WorkItem]:
+    """The work items of one variant: itself, or its repeat's variations."""
+    for variation, item_id in enumerate(repeat_ids(stem, raw.item.repeat)):
         if not ids.claim(item_id, raw, checker):
             continue
         seed = None if fields.seed is None else fields.seed + variation
         print_id = fingerprint(
             fields.model,
-            item.prompt,
+            variant.prompt,
             fields.image_size,
             fields.aspect_ratio,
-            fields.system_prompt,
+            variant.system_prompt,
             fields.modalities,
             images,
             seed,
         )
         yield WorkItem(
             id=item_id,
-            prompt=item.prompt,
+            prompt=variant.prompt,
             images=images,
             model=fields.model,
             image_size=fields.image_size,
             aspect_ratio=fields.aspect_ratio,
-            system_prompt=fields.system_prompt,
+            system_prompt=variant.system_prompt,
             response_modalities=fields.modalities,
             price=rule,
             fingerprint=print_id,

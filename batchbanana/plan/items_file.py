@@ -1,6 +1,7 @@
 """`items_file`: items from a .csv or .jsonl file beside the manifest (contract section 2).
 
-Columns (or keys) are those of `items`; in a CSV, `images` and `response_modalities` are
+Columns (or keys) are those of `items`, and the variables declared in the top-level `vars`, whose
+cells fill the row's `{{name}}` placeholders; in a CSV, `images` and `response_modalities` are
 ';'-separated and an empty cell takes the default. The file is UTF-8 (a byte-order mark is fine)
 unless `items_file_encoding` names another encoding. Every problem names the file and its line.
 """
@@ -59,7 +60,8 @@ def read_items_file(loaded: LoadedManifest, problems: list[Problem]) -> Iterator
         return
     text = _decoded(data, display, loaded.manifest.items_file_encoding, problems)
     if text is not None:
-        yield from read_rows(io.StringIO(text, newline=""), display, problems)
+        rows = _Rows(display, tuple(loaded.manifest.vars), problems)
+        yield from read_rows(io.StringIO(text, newline=""), rows)
 
 
 def _decoded(data: bytes, display: str, encoding: str, problems: list[Problem]) -> str | None:
@@ -86,18 +88,37 @@ def _decoded(data: bytes, display: str, encoding: str, problems: list[Problem]) 
         return None
 
 
-def _csv_rows(handle: io.StringIO, display: str, problems: list[Problem]) -> Iterator[RawItem]:
+@dataclass(frozen=True, slots=True)
+class _Rows:
+    """What reading rows needs: the file's name, the declared variables, the problems so far."""
+
+    display: str
+    variables: tuple[str, ...]
+    problems: list[Problem]
+
+
+# Item keys whose values are mappings: a CSV cell cannot hold one (a .jsonl row can).
+_NOT_COLUMNS = ("vars",)
+_VARS_HINT = (
+    "HINT: a column that fills {{name}} placeholders must be declared in the top-level `vars`"
+    " (e.g. vars: {%s: null}, or with a default value)"
+)
+
+
+def _csv_rows(handle: io.StringIO, rows: _Rows) -> Iterator[RawItem]:
     reader = csv.DictReader(handle)
     header = reader.fieldnames or []
-    unknown = [name for name in header if name not in ITEM_KEYS]
+    columns = [key for key in ITEM_KEYS if key not in _NOT_COLUMNS] + list(rows.variables)
+    unknown = [name for name in header if name not in columns]
     if unknown:
-        problems.append(
+        rows.problems.append(
             Problem(
-                display,
+                rows.display,
                 1,
                 "",
                 "",
-                f"unknown column(s) {', '.join(unknown)}; known: {', '.join(ITEM_KEYS)}",
+                f"unknown column(s) {', '.join(unknown)}; known: {', '.join(columns)};"
+                f" {_VARS_HINT % unknown[0]}",
             )
         )
         return
@@ -105,9 +126,9 @@ def _csv_rows(handle: io.StringIO, display: str, problems: list[Problem]) -> Ite
     for row in reader:
         line = start
         start = reader.line_num + 1
-        values = _csv_values(row, display, line, problems)
+        values = _csv_values(row, rows.display, line, rows.problems)
         if values is not None:
-            yield from _validated(values, display, line, problems)
+            yield from _validated(values, line, rows)
 
 
 def _csv_values(
@@ -128,7 +149,8 @@ def _csv_values(
     return values
 
 
-def _jsonl_rows(handle: io.StringIO, display: str, problems: list[Problem]) -> Iterator[RawItem]:
+def _jsonl_rows(handle: io.StringIO, rows: _Rows) -> Iterator[RawItem]:
+    display, problems = rows.display, rows.problems
     for number, text in enumerate(handle, start=1):
         if not text.strip():
             continue
@@ -140,21 +162,28 @@ def _jsonl_rows(handle: io.StringIO, display: str, problems: list[Problem]) -> I
         if not isinstance(values, dict):
             problems.append(Problem(display, number, "", "", "not a JSON object"))
             continue
-        yield from _validated(values, display, number, problems)
+        yield from _validated(values, number, rows)
 
 
-_READERS: dict[str, Callable[[io.StringIO, str, list[Problem]], Iterator[RawItem]]] = {
+_READERS: dict[str, Callable[[io.StringIO, _Rows], Iterator[RawItem]]] = {
     ".csv": _csv_rows,
     ".jsonl": _jsonl_rows,
 }
 
 
-def _validated(
-    values: dict[str, Any], display: str, line: int, problems: list[Problem]
-) -> Iterator[RawItem]:
+def _validated(values: dict[str, Any], line: int, rows: _Rows) -> Iterator[RawItem]:
+    """The row as an item, its declared variables' cells moved into its `vars`."""
     where = f"item '{values['id']}'" if isinstance(values.get("id"), str) else ""
+    cells = {name: values.pop(name) for name in rows.variables if name in values}
+    if cells:
+        own = values.get("vars")
+        values["vars"] = {**own, **cells} if isinstance(own, dict) else cells
     try:
-        yield RawItem(Item.model_validate(values), display, line, where)
+        yield RawItem(Item.model_validate(values), rows.display, line, where)
     except ValidationError as exc:
-        rows = LineMap({(): line})
-        problems.extend(problems_from_validation(exc, display, rows, (), where, ITEM_KEYS))
+        lines = LineMap({(): line})
+        known = ITEM_KEYS + rows.variables
+        for problem in problems_from_validation(exc, rows.display, lines, (), where, known):
+            if problem.message.startswith("unknown key") and "." not in problem.field:
+                problem.message += f"; {_VARS_HINT % problem.field}"
+            rows.problems.append(problem)

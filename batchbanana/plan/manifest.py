@@ -1,6 +1,7 @@
 """The manifest's shape (contract section 2): pydantic models of settings and items, and the JSON
-Schema they give. Pydantic stays here, in load.py, which reads the YAML into them, and in
-problems.py, which turns its errors into problem lines.
+Schema they give. Pydantic stays here (with variations.py, the types of `vars` and `matrix`), in
+load.py, which reads the YAML into them, and in problems.py, which turns its errors into problem
+lines.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from pydantic import (
     model_validator,
 )
 
+from batchbanana.plan.templates import id_shape
 from batchbanana.plan.values import SEED_MAX, check_ratio, coerce_image_size, coerce_seed
+from batchbanana.plan.variations import Vars
 
 # The keys allowed inside each nested mapping, for "did you mean" hints (filled in below).
 NESTED_KEYS: dict[str, tuple[str, ...]] = {}
@@ -121,17 +124,27 @@ class Item(GenerationFields):
     prompt: str = Field(min_length=1)
     images: list[ImageSpec] = Field(default_factory=list)
     repeat: int = Field(default=1, ge=1, le=10_000)
+    # templates (contract section 11): the values of this item's {{placeholders}}
+    vars: Vars = Field(default_factory=dict)
 
     @field_validator("id", mode="before")
     @classmethod
     def _id(cls, value: Any) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             value = str(value)
-        if isinstance(value, str) and not ID_PATTERN.match(value):
+        if isinstance(value, str) and not ID_PATTERN.match(id_shape(value)):
             raise ValueError(
                 f"{value!r} is not a valid id: letters, digits, '.', '_' and '-', starting with a"
-                " letter or digit, at most 128 characters"
+                " letter or digit, at most 128 characters ({{name}} placeholders allowed)"
             )
+        return value
+
+    @field_validator("vars")
+    @classmethod
+    def _vars(cls, value: dict[str, str | None]) -> dict[str, str | None]:
+        for name in value:
+            if name in cls.model_fields:  # an items_file column must say which it is
+                raise ValueError(f"{name!r} is an item field; name the variable differently")
         return value
 
 
@@ -209,6 +222,9 @@ class Manifest(GenerationFields):
     items: list[Item] = Field(default_factory=list)
     items_file: str | None = None
     items_file_encoding: str = "utf-8"
+    # templates (contract section 11): variables' default values; an items_file's columns
+    # named here fill them per row
+    vars: Vars = Field(default_factory=dict)
 
     @field_validator("job")
     @classmethod

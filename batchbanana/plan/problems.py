@@ -111,9 +111,9 @@ def _describe_error(error: Mapping[str, Any], known_keys: Iterable[str]) -> str:
 
 def _is_union_tag(part: str | int) -> bool:
     # pydantic names the union branch or validator it went through ("str", "ImageEntry",
-    # "function-after[...]"); users never wrote those.
+    # "function-after[...]"), or "[key]" for a mapping's key; users never wrote those.
     return isinstance(part, str) and (
-        part in {"str", "int", "float"}
+        part in {"str", "int", "float", "[key]"}
         or part[:1].isupper()
         or part.startswith(("function-", "literal["))
     )
