@@ -116,6 +116,8 @@ class Spec:
     response_modalities: tuple[str, ...] | None = None
     images: tuple[SpecImage | None, ...] = ()
     seed: int | None = None
+    variant_of: str | None = None
+    matrix: Json | None = None
 
     @classmethod
     def from_json(cls, spec: Any) -> Self:

@@ -114,6 +114,8 @@ def failed_items(
             price=rule,
             fingerprint=history.fingerprint or "",
             seed=spec.seed,
+            matrix=tuple((str(key), str(value)) for key, value in (spec.matrix or {}).items()),
+            variant_of=spec.variant_of,
         )
         chosen.append((item, outcome))
     return chosen

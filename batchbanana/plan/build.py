@@ -17,6 +17,7 @@ from batchbanana.plan.items_file import RawItem, read_items_file
 from batchbanana.plan.job import SIMULATE, Job, WorkItem
 from batchbanana.plan.load import LoadedManifest, load_manifest
 from batchbanana.plan.manifest import Manifest
+from batchbanana.plan.matrix import check_top_level_matrix
 from batchbanana.plan.problems import Problem, item_label
 from batchbanana.plan.variants import check_top_level
 from batchbanana.rules.pricing import PriceRule
@@ -80,6 +81,8 @@ def build_job(
     pricing = _pricing(loaded.manifest)
     check_top_level(loaded.manifest, loaded.lines.line_of, checker)
     raw_items = _raw_items(loaded, checker)
+    items = [raw.item for raw in raw_items]
+    check_top_level_matrix(loaded.manifest, items, loaded.lines.line_of, checker)
     work = expand_items(raw_items, loaded.manifest, pricing, loaded.base_dir, checker)
     if not work and not checker.problems:
         checker.add(None, "", "items", "the job has no items")

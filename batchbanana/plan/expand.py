@@ -1,17 +1,18 @@
-"""Raw items -> work items: each item's variants (its templates filled), their generation fields
-(the item's own, else the manifest's, else the defaults) checked against the model's rules and
-priced, their ids (given, or derived from the item's meaning; numbered for `repeat`; unique across
-the job), their seeds and their fingerprints."""
+"""Raw items -> work items: each item's variants (its matrix combinations, its templates filled),
+their generation fields (the combination's, else the item's own, else the manifest's, else the
+defaults) checked against the model's rules and priced, their ids (given, or derived from the
+item's meaning; labelled by combination; numbered for `repeat`; unique across the job), their
+seeds and their fingerprints."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from batchbanana.plan.checker import Checker
-from batchbanana.plan.ids import IdBook, fit_id, repeat_ids
+from batchbanana.plan.ids import IdBook, combination_ids, fit_id, repeat_ids
 from batchbanana.plan.inputs import ImageInput
 from batchbanana.plan.item_images import resolve_images
 from batchbanana.plan.items_file import RawItem
@@ -49,16 +50,95 @@ def expand_items(
     ids = IdBook()
     for raw in raw_items:
         found = item_variants(raw, manifest, checker)
-        fields = _fields(raw.item, manifest)
-        for field_name, message in check_generation(
-            fields.model, fields.image_size, fields.aspect_ratio
-        ):
-            checker.add_item(raw, field_name, message)
-        rule = _priced(raw, fields, manifest, pricing, checker)
+        base = _fields(raw.item, manifest)
+        variants = found.variants if found else _unexpanded(raw.item, manifest, base)
+        priced = _checked(raw, variants, base, manifest, pricing, checker)
         images = resolve_images(raw, base_dir, checker, manifest.inline_urls)
-        if rule is not None and found is not None:
-            work.extend(_work_items(raw, found, fields, images, rule, ids, checker))
+        if priced is not None and found is not None:
+            work.extend(_work_items(raw, found, base, priced, images, ids, checker))
     return work
+
+
+_Priced = list[tuple[Variant, _Fields, PriceRule]]
+
+
+def _unexpanded(item: Item, manifest: Manifest, base: _Fields) -> tuple[Variant, ...]:
+    """What to check of an item whose variants could not be made: its own fields, unless a
+    matrix would have replaced them."""
+    if item.matrix is not None or manifest.matrix is not None:
+        return ()
+    return (Variant("", base.system_prompt, None),)
+
+
+def _checked(
+    raw: RawItem,
+    variants: tuple[Variant, ...],
+    base: _Fields,
+    manifest: Manifest,
+    pricing: dict[str, PriceRule],
+    checker: Checker,
+) -> _Priced | None:
+    """Each variant's fields, checked by the model rules and priced (each distinct model, size and
+    ratio once, its problems naming the combination), or None when one cannot be sent."""
+    rules: dict[tuple[str, str, str | None], PriceRule | None] = {}
+    seeds_seen: set[int] = set()
+    priced: _Priced = []
+    ok = True
+    for variant in variants:
+        fields = _variant_fields(base, variant)
+        key = (fields.model, fields.image_size, fields.aspect_ratio)
+        if key not in rules:
+            named = _naming(raw, variant, ("model", "image_size", "aspect_ratio"))
+            for field_name, message in check_generation(*key):
+                checker.add_item(named, field_name, message)
+            rules[key] = _priced(named, fields, manifest, pricing, checker)
+        rule = rules[key]
+        if rule is None or not _seeds_fit(raw, variant, fields, seeds_seen, checker):
+            ok = False
+        else:
+            priced.append((variant, fields, rule))
+    return priced if ok else None
+
+
+def _seeds_fit(
+    raw: RawItem, variant: Variant, fields: _Fields, seen: set[int], checker: Checker
+) -> bool:
+    """True unless the last variation's seed (seed + repeat - 1) passes the largest seed; its
+    problem is said once per seed."""
+    repeat = raw.item.repeat
+    if fields.seed is None or fields.seed + repeat - 1 <= SEED_MAX:
+        return True
+    if fields.seed not in seen:
+        seen.add(fields.seed)
+        checker.add_item(
+            _naming(raw, variant, ("seed",)),
+            "seed",
+            f"{fields.seed} + {repeat - 1} (repeat: {repeat}) passes {SEED_MAX};"
+            f" HINT: {SEED_RANGE}, and variation k of a repeat takes seed + k - 1",
+        )
+    return False
+
+
+def _naming(raw: RawItem, variant: Variant, names: tuple[str, ...]) -> RawItem:
+    """The item as its problems name it: with the matrix values of `names` it was given."""
+    shown = [f"{name}={value}" for name, value in variant.combination if name in names]
+    if not shown:
+        return raw
+    combination = f"({', '.join(shown)})"
+    return replace(raw, where=f"{raw.where} {combination}" if raw.where else combination)
+
+
+def _variant_fields(base: _Fields, variant: Variant) -> _Fields:
+    """The item's fields with those its matrix combination sets, and its filled system prompt."""
+    chosen = dict(variant.combination)
+    return _Fields(
+        model=str(chosen.get("model", base.model)),
+        image_size=str(chosen.get("image_size", base.image_size)),
+        aspect_ratio=str(chosen["aspect_ratio"]) if "aspect_ratio" in chosen else base.aspect_ratio,
+        system_prompt=variant.system_prompt,
+        modalities=base.modalities,
+        seed=int(chosen["seed"]) if "seed" in chosen else base.seed,
+    )
 
 
 def _fields(item: Item, manifest: Manifest) -> _Fields:
@@ -107,8 +187,9 @@ def _priced(
 
 
 def _derived_meaning(item: Item, found: ItemVariants, fields: _Fields) -> dict[str, Any]:
-    """What a derived id is a hash of: the item's request before its repeats (its prompts filled),
-    with the fields added later only when set, so ids derived before them stay."""
+    """What a derived id is a hash of: the item's request before its repeats and its matrix (its
+    texts filled but for the matrix's variables), with the fields added later only when set, so
+    ids derived before them stay."""
     meaning: dict[str, Any] = {
         "prompt": found.meaning_prompt,
         "images": [
@@ -122,6 +203,8 @@ def _derived_meaning(item: Item, found: ItemVariants, fields: _Fields) -> dict[s
     }
     if fields.seed is not None:
         meaning["seed"] = fields.seed
+    if found.axes:
+        meaning["matrix"] = [[axis.name, list(axis.values)] for axis in found.axes]
     if item.repeat != 1:
         # a repeated item differs from a single one, and its variations take -1..-N,
         # so its base id must not be one that a duplicate single item would get
@@ -132,68 +215,52 @@ def _derived_meaning(item: Item, found: ItemVariants, fields: _Fields) -> dict[s
 def _work_items(
     raw: RawItem,
     found: ItemVariants,
-    fields: _Fields,
+    base: _Fields,
+    priced: _Priced,
     images: tuple[ImageInput, ...],
-    rule: PriceRule,
     ids: IdBook,
     checker: Checker,
 ) -> Iterator[WorkItem]:
     """One work item per id of each variant (one, or one per `repeat` variation, variation k
-    with the seed + k - 1 when the item has a seed)."""
+    with the seed + k - 1 when it has a seed)."""
     item = raw.item
-    if fields.seed is not None and fields.seed + item.repeat - 1 > SEED_MAX:
-        checker.add_item(
-            raw,
-            "seed",
-            f"{fields.seed} + {item.repeat - 1} (repeat: {item.repeat}) passes {SEED_MAX};"
-            f" HINT: {SEED_RANGE}, and variation k of a repeat takes seed + k - 1",
-        )
-        return
     derived = None
-    for variant in found.variants:
-        if variant.id_stem is None and derived is None:
-            derived = ids.derived(_derived_meaning(item, found, fields))
-        stem = variant.id_stem or derived or ""
+    if found.shared_id is None:
+        derived = ids.derived(_derived_meaning(item, found, base))
+    stems = [variant.id_stem or derived or "" for variant in found.variants]
+    if found.axes:
+        combos = [variant.combination for variant in found.variants]
+        stems = combination_ids(stems, combos, skip=found.id_shows)
+    shared = found.shared_id or derived or ""
+    variant_of = fit_id(shared, 1) if found.axes else None
+    for stem, (variant, fields, rule) in zip(stems, priced, strict=True):
         if stem != item.id:  # filled in: fit it (an id as written keeps what it always made)
             stem = fit_id(stem, item.repeat)
-        yield from _variations(raw, variant, stem, fields, images, rule, ids, checker)
-
-
-def _variations(
-    raw: RawItem,
-    variant: Variant,
-    stem: str,
-    fields: _Fields,
-    images: tuple[ImageInput, ...],
-    rule: PriceRule,
-    ids: IdBook,
-    checker: Checker,
-) -> Iterator[WorkItem]:
-    """The work items of one variant: itself, or its repeat's variations."""
-    for variation, item_id in enumerate(repeat_ids(stem, raw.item.repeat)):
-        if not ids.claim(item_id, raw, checker):
-            continue
-        seed = None if fields.seed is None else fields.seed + variation
-        print_id = fingerprint(
-            fields.model,
-            variant.prompt,
-            fields.image_size,
-            fields.aspect_ratio,
-            variant.system_prompt,
-            fields.modalities,
-            images,
-            seed,
-        )
-        yield WorkItem(
-            id=item_id,
-            prompt=variant.prompt,
-            images=images,
-            model=fields.model,
-            image_size=fields.image_size,
-            aspect_ratio=fields.aspect_ratio,
-            system_prompt=variant.system_prompt,
-            response_modalities=fields.modalities,
-            price=rule,
-            fingerprint=print_id,
-            seed=seed,
-        )
+        for variation, item_id in enumerate(repeat_ids(stem, item.repeat)):
+            if not ids.claim(item_id, raw, checker):
+                continue
+            seed = None if fields.seed is None else fields.seed + variation
+            yield WorkItem(
+                id=item_id,
+                prompt=variant.prompt,
+                images=images,
+                model=fields.model,
+                image_size=fields.image_size,
+                aspect_ratio=fields.aspect_ratio,
+                system_prompt=fields.system_prompt,
+                response_modalities=fields.modalities,
+                price=rule,
+                fingerprint=fingerprint(
+                    fields.model,
+                    variant.prompt,
+                    fields.image_size,
+                    fields.aspect_ratio,
+                    fields.system_prompt,
+                    fields.modalities,
+                    images,
+                    seed,
+                ),
+                seed=seed,
+                matrix=tuple((name, str(value)) for name, value in variant.combination),
+                variant_of=variant_of,
+            )

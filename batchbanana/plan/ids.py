@@ -5,8 +5,9 @@ combinations (contract section 11): readable, stable, unique, valid.
 A value becomes an id label by keeping letters, digits, '.' and '_' and writing every other run of
 characters as one '-' ("red apple" -> "red-apple", "16:9" -> "16x9" for ratios); a value with
 nothing left (all non-ASCII, say) is labelled by a short hash of it. A matrix combination adds its
-labels to the item's id, in the matrix's order: `<id>-<label>-<label>`; known models are written
-short (`gemini-3-pro-image-preview` -> `3-pro`), seeds as `seed42`. Combinations whose ids would
+labels to the item's id, in the matrix's order: `<id>-<label>-<label>`; Gemini models are written
+without `gemini-` and `-image` (`gemini-3-pro-image-preview` -> `3-pro-preview`), seeds as
+`seed42`. Combinations whose ids would
 still be equal each get a hash of their exact values; an id longer than 128 characters (with
 room for a repeat's `-N`) is cut and ends with a hash of the whole, so it stays unique.
 """
@@ -27,7 +28,7 @@ from batchbanana.plan.job import derived_id
 
 MAX_ID_LENGTH = 128
 _OTHER = re.compile(r"[^A-Za-z0-9._]+")
-_MODEL_NOISE = re.compile(r"^gemini-|-image(-preview)?$")
+_MODEL_NOISE = re.compile(r"^gemini-|-image(?=-|$)")
 
 
 def _digest(text: str, length: int) -> str:

@@ -98,7 +98,7 @@ class _Rows:
 
 
 # Item keys whose values are mappings: a CSV cell cannot hold one (a .jsonl row can).
-_NOT_COLUMNS = ("vars",)
+_NOT_COLUMNS = ("vars", "matrix")
 _VARS_HINT = (
     "HINT: a column that fills {{name}} placeholders must be declared in the top-level `vars`"
     " (e.g. vars: {%s: null}, or with a default value)"

@@ -34,7 +34,10 @@ class WorkItem:
     response_modalities: tuple[str, ...]
     price: PriceRule
     fingerprint: str = ""
-    seed: int | None = None  # contract section 11: sent as generationConfig.seed
+    # seeds and matrices (contract section 11)
+    seed: int | None = None  # sent as generationConfig.seed
+    matrix: tuple[tuple[str, str], ...] = ()  # (key, value) of the matrix combination it is
+    variant_of: str | None = None  # the id its matrix combinations share, when it is one
 
     def spec(self) -> dict[str, Any]:
         """What the ledger keeps so that `retry` can send this item again without the manifest."""
@@ -50,6 +53,9 @@ class WorkItem:
             spec["system_prompt"] = self.system_prompt
         if self.seed is not None:
             spec["seed"] = self.seed
+        if self.variant_of is not None:  # not needed to send it again: for reports
+            spec["variant_of"] = self.variant_of
+            spec["matrix"] = dict(self.matrix)
         return spec
 
 

@@ -20,16 +20,20 @@ from pydantic import (
 )
 
 from batchbanana.plan.templates import id_shape
-from batchbanana.plan.values import SEED_MAX, check_ratio, coerce_image_size, coerce_seed
-from batchbanana.plan.variations import Vars
+from batchbanana.plan.values import (
+    SEED_MAX,
+    ImageSize,
+    check_ratio,
+    coerce_image_size,
+    coerce_seed,
+)
+from batchbanana.plan.variations import Matrix, Vars
 
 # The keys allowed inside each nested mapping, for "did you mean" hints (filled in below).
 NESTED_KEYS: dict[str, tuple[str, ...]] = {}
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
-
-ImageSize = Literal["512", "1K", "2K", "4K"]
 Modality = Literal["TEXT", "IMAGE"]
 
 
@@ -124,8 +128,10 @@ class Item(GenerationFields):
     prompt: str = Field(min_length=1)
     images: list[ImageSpec] = Field(default_factory=list)
     repeat: int = Field(default=1, ge=1, le=10_000)
-    # templates (contract section 11): the values of this item's {{placeholders}}
+    # templates and matrices (contract section 11): the values of this item's {{placeholders}},
+    # and lists of values to combine (merged over the top-level matrix, key by key)
     vars: Vars = Field(default_factory=dict)
+    matrix: Matrix | None = None
 
     @field_validator("id", mode="before")
     @classmethod
@@ -222,9 +228,10 @@ class Manifest(GenerationFields):
     items: list[Item] = Field(default_factory=list)
     items_file: str | None = None
     items_file_encoding: str = "utf-8"
-    # templates (contract section 11): variables' default values; an items_file's columns
-    # named here fill them per row
+    # templates and matrices (contract section 11): variables' default values (an items_file's
+    # columns named here fill them per row), and lists of values every item is combined over
     vars: Vars = Field(default_factory=dict)
+    matrix: Matrix | None = None
 
     @field_validator("job")
     @classmethod

@@ -6,9 +6,11 @@ cell, a matrix list)."""
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from batchbanana.rules.models import ALL_SIZES
+
+ImageSize = Literal["512", "1K", "2K", "4K"]
 
 RATIO_PATTERN = re.compile(r"^\d{1,2}:\d{1,2}$")
 VAR_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -1,19 +1,21 @@
 """An item's variants before ids and repeats (contract section 11): its variables (the top-level
-`vars` are defaults, its own `vars` override them), and its prompt, system prompt and id with
-their `{{name}}` placeholders filled; a problem for each placeholder that names no variable, or
-one that has no value for this item.
+`vars` are defaults, its own `vars` override them, its matrix's values override both), and for
+each matrix combination (or the item alone) its prompt, system prompt and id with their
+`{{name}}` placeholders filled; a problem for each placeholder that names no variable, or one
+that has no value for this item.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from batchbanana.plan.checker import Checker
 from batchbanana.plan.ids import value_label
 from batchbanana.plan.items_file import RawItem
 from batchbanana.plan.manifest import ID_PATTERN, ITEM_KEYS, Manifest
+from batchbanana.plan.matrix import Axis, Combination, combinations, item_axes
 from batchbanana.plan.templates import Template, parse_template
 from batchbanana.plan.yaml_lines import Loc
 
@@ -22,20 +24,27 @@ Values = dict[str, str | None]
 
 @dataclass(frozen=True, slots=True)
 class Variant:
-    """One request an item makes before repeats: its texts filled, and its id's stem."""
+    """One request an item makes before repeats: its texts filled, its id's stem, and the
+    matrix combination it is (empty without a matrix)."""
 
     prompt: str
     system_prompt: str | None
     id_stem: str | None  # the item's id with its placeholders filled; None: derived later
+    combination: Combination = ()
 
 
 @dataclass(frozen=True, slots=True)
 class ItemVariants:
-    """An item's variants, and the texts its derived id is made from."""
+    """An item's variants; its matrix's axes; and what its ids are made from: the texts and the
+    id with the matrix's variables left as placeholders (its meaning, the id its variants share),
+    and the variables its id already shows (not added again to a combination's id)."""
 
     variants: tuple[Variant, ...]
+    axes: tuple[Axis, ...]
     meaning_prompt: str
     meaning_system_prompt: str | None
+    shared_id: str | None
+    id_shows: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,24 +55,60 @@ class _Texts:
     system_prompt: Template | None
     id: Template | None
 
+    def names(self) -> set[str]:
+        """Every variable the texts use."""
+        templates = (self.prompt, self.system_prompt, self.id)
+        return {name for template in templates if template for name in template.names}
+
 
 def item_variants(raw: RawItem, manifest: Manifest, checker: Checker) -> ItemVariants | None:
     """The item's variants, or None when a problem (added to `checker`) stops them."""
     texts = _texts(raw, manifest, checker)
+    if texts is None:
+        return None
+    axes = item_axes(raw, manifest, texts.names(), checker)
     values = item_values(raw, manifest)
-    if texts is None or not _names_known(raw, texts, values, checker):
+    from_matrix = frozenset(axis.name for axis in axes or () if not axis.is_field)
+    if axes is None or not _names_known(raw, texts, values, from_matrix, checker):
         return None
     filled = {name: value for name, value in values.items() if value is not None}
-    prompt = texts.prompt.fill(filled)
+    variants = []
+    for combination in combinations(axes):
+        chosen = {name: str(value) for name, value in combination if name in from_matrix}
+        variant = _variant(raw, texts, {**filled, **chosen}, combination, checker)
+        if variant is None:
+            return None  # its problem is the same for every combination: said once
+        variants.append(variant)
+    labels = {name: value_label(value) for name, value in filled.items()}
+    return ItemVariants(
+        variants=tuple(variants),
+        axes=axes,
+        meaning_prompt=texts.prompt.fill(filled, keep=from_matrix),
+        meaning_system_prompt=(
+            texts.system_prompt.fill(filled, keep=from_matrix) if texts.system_prompt else None
+        ),
+        shared_id=texts.id.fill(labels, keep=from_matrix) if texts.id else None,
+        id_shows=from_matrix & set(texts.id.names if texts.id else ()),
+    )
+
+
+def _variant(
+    raw: RawItem,
+    texts: _Texts,
+    values: dict[str, str],
+    combination: Combination,
+    checker: Checker,
+) -> Variant | None:
+    """One combination's texts filled, or None (and a problem) when they cannot be."""
+    prompt = texts.prompt.fill(values)
     if not prompt.strip():
         checker.add_item(raw, "prompt", "empty once its placeholders are filled")
         return None
-    system_prompt = texts.system_prompt.fill(filled) if texts.system_prompt else None
-    id_stem = _filled_id(raw, texts.id, filled, checker) if texts.id else None
+    system_prompt = texts.system_prompt.fill(values) if texts.system_prompt else None
+    id_stem = _filled_id(raw, texts.id, values, checker) if texts.id else None
     if texts.id and id_stem is None:
         return None
-    variant = Variant(prompt, system_prompt, id_stem)
-    return ItemVariants((variant,), prompt, system_prompt)
+    return Variant(prompt, system_prompt, id_stem, combination)
 
 
 def item_values(raw: RawItem, manifest: Manifest) -> Values:
@@ -100,8 +145,11 @@ def _texts(raw: RawItem, manifest: Manifest, checker: Checker) -> _Texts | None:
     return _Texts(prompt, parsed["system_prompt"], parsed["id"])
 
 
-def _names_known(raw: RawItem, texts: _Texts, values: Values, checker: Checker) -> bool:
-    """True when every placeholder names a variable that has a value for this item."""
+def _names_known(
+    raw: RawItem, texts: _Texts, values: Values, from_matrix: frozenset[str], checker: Checker
+) -> bool:
+    """True when every placeholder names a variable that has a value for this item (its own,
+    a default, or each of its matrix's)."""
     ok = True
     own_system = raw.item.system_prompt is not None
     templates = {"prompt": texts.prompt, "system_prompt": texts.system_prompt, "id": texts.id}
@@ -110,8 +158,11 @@ def _names_known(raw: RawItem, texts: _Texts, values: Values, checker: Checker) 
             continue
         where = "" if field_name != "system_prompt" or own_system else " (top-level system_prompt)"
         for name in template.names:
+            if name in from_matrix:
+                continue
             if name not in values:
-                checker.add_item(raw, field_name, unknown_placeholder(name, where, values))
+                known = (*values, *from_matrix)
+                checker.add_item(raw, field_name, unknown_placeholder(name, where, known))
                 ok = False
             elif values[name] is None:
                 checker.add_item(
@@ -125,9 +176,9 @@ def _names_known(raw: RawItem, texts: _Texts, values: Values, checker: Checker) 
     return ok
 
 
-def unknown_placeholder(name: str, where: str, known: Values | tuple[str, ...]) -> str:
+def unknown_placeholder(name: str, where: str, known: Iterable[str]) -> str:
     """The problem of a placeholder that names no variable, with the variables there are."""
-    names = sorted(known)
+    names = sorted(set(known))
     close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
     guess = f"did you mean {close[0]}? " if close else ""
     listing = f"known variables: {', '.join(names)}" if names else "no variables are declared"

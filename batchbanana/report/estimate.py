@@ -1,7 +1,9 @@
-"""What a job will cost before it runs: requests and dollars per model and size (`plan`)."""
+"""What a job will cost before it runs (`plan`): requests and dollars per model and size, and per
+combination of each item's matrix."""
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,7 +11,8 @@ from pathlib import Path
 from batchbanana.ledger.owed import decide
 from batchbanana.ledger.replay import scan_ledger
 from batchbanana.plan.inputs import ImageInput, optimize_lossless
-from batchbanana.plan.job import Job
+from batchbanana.plan.job import Job, WorkItem
+from batchbanana.plan.variations import MATRIX_FIELDS
 from batchbanana.rules.media import request_body_bytes
 from batchbanana.rules.pricing import money
 
@@ -72,6 +75,50 @@ def describe_inputs(job: Job) -> list[str]:
     return lines
 
 
+_MATRICES_SHOWN = 50  # items whose expansion is listed; the rest are counted
+_COMBINATIONS_SHOWN = 24  # per item: a longer list would drown the plan
+
+
+def describe_matrices(job: Job) -> list[str]:
+    """Each item a matrix expanded: its lists, combinations, items and cost, and (when there are
+    few) the cost of each combination of the generation fields it varies."""
+    expanded: dict[str, list[WorkItem]] = {}
+    for item in job.items:
+        if item.variant_of is not None:
+            expanded.setdefault(item.variant_of, []).append(item)
+    if not expanded:
+        return []
+    count = sum(len(items) for items in expanded.values())
+    lines = ["", f"matrices: {len(expanded)} item(s) expanded into {count} item(s)"]
+    for shown, (name, items) in enumerate(expanded.items()):
+        if shown == _MATRICES_SHOWN:
+            lines.append(f"... and {len(expanded) - shown} more item(s) with a matrix")
+            break
+        lines.extend(_matrix_lines(name, items))
+    return lines
+
+
+def _matrix_lines(name: str, items: list[WorkItem]) -> list[str]:
+    axes: dict[str, dict[str, None]] = {}
+    rows: dict[str, list[WorkItem]] = {}
+    for item in items:
+        for key, value in item.matrix:
+            axes.setdefault(key, {})[value] = None
+        fields = " ".join(f"{key}={value}" for key, value in item.matrix if key in MATRIX_FIELDS)
+        rows.setdefault(fields, []).append(item)
+    combinations = math.prod(len(values) for values in axes.values())
+    lists = " x ".join(f"{key} {len(values)}" for key, values in axes.items())
+    total = money(sum(item.price.estimate_usd(item.image_size) for item in items))
+    lines = [
+        f"{name}: {lists} = {combinations} combination(s), {len(items)} item(s), {_usd(total)}"
+    ]
+    if "" not in rows and len(rows) <= _COMBINATIONS_SHOWN:
+        for fields, members in rows.items():
+            cost = money(sum(item.price.estimate_usd(item.image_size) for item in members))
+            lines.append(f"  {fields:<60} {len(members):>7} {_usd(cost):>11}")
+    return lines
+
+
 def render_plan(job: Job) -> str:
     """The text `batchbanana plan` prints."""
     rows = estimate_rows(job)
@@ -93,6 +140,7 @@ def render_plan(job: Job) -> str:
         "worst case: the same; `run` never re-sends a billed or possibly billed attempt"
         " (429/503/no-connection retries are free)"
     )
+    lines.extend(describe_matrices(job))
     lines.extend(describe_inputs(job))
     if job.budget_usd is not None:
         verdict = "fits" if total <= job.budget_usd else "does NOT fit"
