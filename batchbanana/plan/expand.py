@@ -80,6 +80,8 @@ def _checked(
 ) -> _Priced | None:
     """Each variant's fields, checked by the model rules and priced (each distinct model, size and
     ratio once, its problems naming the combination), or None when one cannot be sent."""
+    if len(variants) == 1 and not variants[0].combination:  # most items: nothing to share
+        return _checked_one(raw, variants[0], base, manifest, pricing, checker)
     rules: dict[tuple[str, str, str | None], PriceRule | None] = {}
     seeds_seen: set[int] = set()
     priced: _Priced = []
@@ -98,6 +100,26 @@ def _checked(
         else:
             priced.append((variant, fields, rule))
     return priced if ok else None
+
+
+def _checked_one(
+    raw: RawItem,
+    variant: Variant,
+    base: _Fields,
+    manifest: Manifest,
+    pricing: dict[str, PriceRule],
+    checker: Checker,
+) -> _Priced | None:
+    """_checked for an item without a matrix."""
+    fields = _variant_fields(base, variant)
+    for field_name, message in check_generation(
+        fields.model, fields.image_size, fields.aspect_ratio
+    ):
+        checker.add_item(raw, field_name, message)
+    rule = _priced(raw, fields, manifest, pricing, checker)
+    if rule is None or not _seeds_fit(raw, variant, fields, set(), checker):
+        return None
+    return [(variant, fields, rule)]
 
 
 def _seeds_fit(
@@ -130,6 +152,8 @@ def _naming(raw: RawItem, variant: Variant, names: tuple[str, ...]) -> RawItem:
 
 def _variant_fields(base: _Fields, variant: Variant) -> _Fields:
     """The item's fields with those its matrix combination sets, and its filled system prompt."""
+    if not variant.combination and variant.system_prompt == base.system_prompt:
+        return base
     chosen = dict(variant.combination)
     return _Fields(
         model=str(chosen.get("model", base.model)),

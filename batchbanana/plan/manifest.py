@@ -130,7 +130,7 @@ class Item(GenerationFields):
     repeat: int = Field(default=1, ge=1, le=10_000)
     # templates and matrices (contract section 11): the values of this item's {{placeholders}},
     # and lists of values to combine (merged over the top-level matrix, key by key)
-    vars: Vars = Field(default_factory=dict)
+    vars: Vars | None = None  # None, not {}: one dict less per item of a 100,000-row file
     matrix: Matrix | None = None
 
     @field_validator("id", mode="before")
@@ -147,8 +147,8 @@ class Item(GenerationFields):
 
     @field_validator("vars")
     @classmethod
-    def _vars(cls, value: dict[str, str | None]) -> dict[str, str | None]:
-        for name in value:
+    def _vars(cls, value: dict[str, str | None] | None) -> dict[str, str | None] | None:
+        for name in value or ():
             if name in cls.model_fields:  # an items_file column must say which it is
                 raise ValueError(f"{name!r} is an item field; name the variable differently")
         return value

@@ -51,7 +51,7 @@ def _pins(item: Item, name: str) -> bool:
     """True when the item gives `name` a value itself (a field, or a variable in its vars)."""
     if name in MATRIX_FIELDS:
         return getattr(item, name) is not None
-    return item.vars.get(name) is not None
+    return item.vars is not None and item.vars.get(name) is not None
 
 
 def item_axes(

@@ -63,6 +63,9 @@ class _Texts:
 
 def item_variants(raw: RawItem, manifest: Manifest, checker: Checker) -> ItemVariants | None:
     """The item's variants, or None when a problem (added to `checker`) stops them."""
+    plain = _plain(raw, manifest)
+    if plain is not None:
+        return plain
     texts = _texts(raw, manifest, checker)
     if texts is None:
         return None
@@ -92,6 +95,19 @@ def item_variants(raw: RawItem, manifest: Manifest, checker: Checker) -> ItemVar
     )
 
 
+def _plain(raw: RawItem, manifest: Manifest) -> ItemVariants | None:
+    """The item itself when nothing varies it (no placeholder, no matrix): most items, read
+    without the template machinery (a 100,000-row items_file plans in seconds)."""
+    item = raw.item
+    system_prompt = item.system_prompt if item.system_prompt is not None else manifest.system_prompt
+    if item.matrix is not None or manifest.matrix is not None or "{{" in item.prompt:
+        return None
+    if (system_prompt and "{{" in system_prompt) or (item.id and "{{" in item.id):
+        return None
+    variant = Variant(item.prompt, system_prompt, item.id)
+    return ItemVariants((variant,), (), item.prompt, system_prompt, item.id, frozenset())
+
+
 def _variant(
     raw: RawItem,
     texts: _Texts,
@@ -114,7 +130,7 @@ def _variant(
 def item_values(raw: RawItem, manifest: Manifest) -> Values:
     """The item's variables: the top-level defaults, overridden by its own non-null values."""
     values: Values = dict(manifest.vars)
-    for name, value in raw.item.vars.items():
+    for name, value in (raw.item.vars or {}).items():
         if value is not None or name not in values:
             values[name] = value
     return values
