@@ -215,6 +215,24 @@ def test_a_seed_matrix_with_repeat_numbers_the_variations_and_seeds_each(tmp_pat
     ]
 
 
+def test_adding_a_value_to_a_matrix_keeps_the_ids_already_made(tmp_path: Path) -> None:
+    """Ids depend on a combination's values, not on the lists: a second run after adding a value
+    owes only the new combinations (derived ids included)."""
+    text = """\
+        version: 1
+        endpoint: simulate
+        items:
+          - id: fox
+            prompt: a fox
+            matrix: {image_size: [1K, 2K]}
+          - prompt: an owl
+            matrix: {image_size: [1K, 2K]}
+        """
+    before = _ids(load_job(_write(tmp_path, text)))
+    after = _ids(load_job(_write(tmp_path, text.replace("[1K, 2K]", "[4K, 1K, 2K]"))))
+    assert set(before) < set(after) and len(after) == 6
+
+
 @pytest.mark.parametrize(
     ("axis", "value", "label"),
     [

@@ -212,8 +212,9 @@ def _priced(
 
 def _derived_meaning(item: Item, found: ItemVariants, fields: _Fields) -> dict[str, Any]:
     """What a derived id is a hash of: the item's request before its repeats and its matrix (its
-    texts filled but for the matrix's variables), with the fields added later only when set, so
-    ids derived before them stay."""
+    texts filled but for the matrix's variables; not the matrix's lists, so adding a value to one
+    keeps the ids already made), with the fields added later only when set, so ids derived before
+    them stay."""
     meaning: dict[str, Any] = {
         "prompt": found.meaning_prompt,
         "images": [
@@ -227,8 +228,6 @@ def _derived_meaning(item: Item, found: ItemVariants, fields: _Fields) -> dict[s
     }
     if fields.seed is not None:
         meaning["seed"] = fields.seed
-    if found.axes:
-        meaning["matrix"] = [[axis.name, list(axis.values)] for axis in found.axes]
     if item.repeat != 1:
         # a repeated item differs from a single one, and its variations take -1..-N,
         # so its base id must not be one that a duplicate single item would get
