@@ -18,6 +18,7 @@ class Decision:
     to_send: list[WorkItem] = field(default_factory=list)
     done: list[WorkItem] = field(default_factory=list)
     left_for_retry: list[tuple[WorkItem, str]] = field(default_factory=list)  # (item, outcome)
+    in_batch: list[WorkItem] = field(default_factory=list)  # waiting in a remote batch
 
 
 def decide(items: Sequence[WorkItem], state: LedgerState) -> Decision:
@@ -28,6 +29,8 @@ def decide(items: Sequence[WorkItem], state: LedgerState) -> Decision:
         pair = history.by_fingerprint.get(item.fingerprint) if history else None
         if pair is None or (pair.outcome is None and pair.in_flight_attempt is None):
             decision.to_send.append(item)
+        elif pair.in_flight_attempt is not None and pair.in_batch is not None:
+            decision.in_batch.append(item)  # `run` re-attaches to its batch; never sent twice
         elif pair.in_flight_attempt is not None:
             decision.left_for_retry.append((item, Outcome.INTERRUPTED.value))
         elif pair.outcome == Outcome.OK.value:
