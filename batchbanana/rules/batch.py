@@ -181,6 +181,7 @@ class BatchStatus:
     stats: dict[str, int]
     responses_file: str | None
     has_inline_output: bool
+    create_time: str | None = None
 
 
 def _count(value: Any) -> int | None:
@@ -231,7 +232,12 @@ def batch_status(operation: Mapping[str, Any]) -> BatchStatus | None:
         responses_file=responses_file if isinstance(responses_file, str) else None,
         has_inline_output=camel_or_snake(output, "inlinedResponses", "inlined_responses")
         is not None,
+        create_time=_text(camel_or_snake(meta, "createTime", "create_time")),
     )
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def poll_delay_s(polls: int, first_s: float, max_s: float) -> float:
