@@ -56,6 +56,11 @@ def print_summary(
             f"  {left} item(s) need `batchbanana retry {job.ledger_path}` (their last attempt was"
             " billed or may have been)"
         )
+    if decision.in_batch and job.mode != "batch":
+        lines.append(
+            f"  {len(decision.in_batch)} item(s) wait in a remote batch of this job: run with"
+            " --mode batch to collect them (or `batchbanana cancel` the batch)"
+        )
     if totals.outcomes.get("not_sent"):
         lines.append(
             f"  {totals.outcomes['not_sent']} item(s) were not sent; running again sends them"
