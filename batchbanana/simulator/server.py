@@ -14,8 +14,9 @@ from typing import Any
 
 from aiohttp import web
 
+from batchbanana.simulator.app import create_app
 from batchbanana.simulator.config import SimulatorConfig, describe_price_book
-from batchbanana.simulator.handlers import STATE, create_app
+from batchbanana.simulator.handlers import STATE
 from batchbanana.simulator.state import SimulatorState
 
 

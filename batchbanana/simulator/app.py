@@ -1,0 +1,34 @@
+"""The simulator as one aiohttp application: every route (Files API, generateContent, the /_sim/
+books) and, when it stops, the files' directory removed."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from batchbanana.simulator.config import SimulatorConfig
+from batchbanana.simulator.file_handlers import FILES
+from batchbanana.simulator.file_handlers import add_routes as add_file_routes
+from batchbanana.simulator.handlers import STATE
+from batchbanana.simulator.handlers import add_routes as add_generate_routes
+from batchbanana.simulator.rules import MAX_BODY_BYTES
+from batchbanana.simulator.state import SimulatorState
+
+# Google serves the same methods under every API version; the official google-genai client
+# uses /v1 by default in recent releases and /v1beta in older ones.
+VERSIONS = ("v1beta", "v1", "v1alpha")
+
+
+async def _stop(app: web.Application) -> None:
+    await asyncio.to_thread(app[FILES].close)
+
+
+def create_app(config: SimulatorConfig) -> web.Application:
+    """The simulator as an aiohttp application (routes, state, bill and files)."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES - 1)
+    app[STATE] = SimulatorState(config)
+    add_file_routes(app, VERSIONS)
+    add_generate_routes(app, VERSIONS)  # last: its `models/{name}` takes any method
+    app.on_cleanup.append(_stop)
+    return app
