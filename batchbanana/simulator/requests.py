@@ -174,6 +174,11 @@ def read_request(rule: ModelRule, model: str, raw: bytes) -> ImageRequest:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise invalid_argument("Invalid JSON payload received.") from None
+    return check_request(rule, model, body)
+
+
+def check_request(rule: ModelRule, model: str, body: Any) -> ImageRequest:
+    """Check a parsed generateContent body; raise ApiError(400) where Google would."""
     if not isinstance(body, Mapping):
         raise invalid_argument("Invalid JSON payload received: the body must be an object.")
     contents = pick(body, "contents")
