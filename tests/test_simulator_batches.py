@@ -10,13 +10,14 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
 import pytest
 import pytest_asyncio
 
+from batchbanana import simulator
 from batchbanana.simulator import (
     RunningSimulator,
     SimulatorConfig,
@@ -24,7 +25,7 @@ from batchbanana.simulator import (
     run_simulator,
 )
 from batchbanana.simulator.directives import Directive, DirectiveError
-from tests.conftest import png_size
+from tests.conftest import CliResult, png_size
 from tests.simbatch import (
     FAST,
     FLASH_31,
@@ -560,3 +561,17 @@ async def test_generateContent_answers_while_a_batch_runs(http: aiohttp.ClientSe
         assert reply.status == 200 and time.monotonic() - started < 0.5
         await wait_done(http, sim, name)
 
+
+def test_simulate_cli_takes_the_batch_options(
+    cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`batchbanana simulate` hands its batch options to the SimulatorConfig it serves."""
+    served: list[SimulatorConfig] = []
+    monkeypatch.setattr(simulator, "serve", lambda config, **_: served.append(config))
+    args = ["--batch-pending", "2", "--batch-running", "3.5", "--batch-end", "expired"]
+    result = cli("simulate", *args, "--download-503", "2")
+    assert result.exit_code == 0, result.stderr
+    (config,) = served
+    assert (config.batch_pending_s, config.batch_running_s) == (2.0, 3.5)
+    assert (config.batch_end, config.download_503) == ("expired", 2)
+    assert cli("simulate", "--batch-end", "exploded").exit_code == 2
