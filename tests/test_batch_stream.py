@@ -43,7 +43,10 @@ def test_a_responses_file_gives_each_line_with_its_image_on_disk(
 ) -> None:
     lines = [
         {"key": "a#1", "response": _answer('he said "inlinedResponses": [ {')},
-        {"key": "b#2", "error": {"code": 429, "message": "slow down", "status": "RESOURCE_EXHAUSTED"}},
+        {
+            "key": "b#2",
+            "error": {"code": 429, "message": "slow down", "status": "RESOURCE_EXHAUSTED"},
+        },
         {"key": "c#1", "response": {"candidates": []}, "extra": [1, {"x": "]}"}]},
     ]
     path = tmp_path / "responses.jsonl"
