@@ -7,9 +7,7 @@ nothing. Whatever stops the process, the ledger tells what may have been paid fo
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, TextIO
 
 import anyio
@@ -23,7 +21,6 @@ from batchbanana.plan.inputs import EncodedImageCache
 from batchbanana.plan.job import Job, WorkItem
 from batchbanana.rules.backoff import retry_wait_s
 from batchbanana.rules.outcomes import Outcome, is_retryable
-from batchbanana.rules.pricing import money
 from batchbanana.run.body import request_body
 from batchbanana.run.client import AttemptResult, ProviderClient
 from batchbanana.run.meters import BudgetMeter
@@ -31,6 +28,7 @@ from batchbanana.run.outputs import ImageCommitter
 from batchbanana.run.pool import Slot, WorkPool
 from batchbanana.run.progress import Progress
 from batchbanana.run.recorder import ResultRecorder
+from batchbanana.run.saving import keep_images
 from batchbanana.run.settings import RunSettings
 from batchbanana.run.signals import watch_stop_signals
 from batchbanana.run.totals import RunTotals
@@ -108,10 +106,7 @@ class JobRunner:
         price = item.price.ceiling_usd(item.image_size, len(item.images))
         if not self.budget.admits(self.totals.spent_usd + self.totals.possibly_spent_usd, price):
             attempt = self._next_attempt(item)
-            self.totals.over_budget_usd = money(self.totals.over_budget_usd + price)
-            budget = self.settings.budget_usd
-            why = f"not sent: ${price:g} more would exceed the budget of ${budget:g}"
-            self.recorder.record(item, attempt, Outcome.OVER_BUDGET, price, error=why)
+            self.recorder.over_budget(item, attempt, price, self.settings.budget_usd)
             self._finish(item, Outcome.OVER_BUDGET, "over budget")
             return
         self.budget.reserve(price)  # before any wait: concurrent handlers see it
@@ -199,33 +194,9 @@ class JobRunner:
         self._finish(item, Outcome.INTERRUPTED, why)
 
     async def _conclude(self, item: WorkItem, attempt: int, result: AttemptResult) -> None:
-        outcome = result.outcome
         price = item.price.actual_usd(item.image_size, result.usage, len(result.images))
-        outputs: list[Path] = []
-        size_bytes: int | None = None
-        error = result.error
-        if outcome is Outcome.OK:
-            try:
-                saved = await self.saver.commit(item.id, result.images)
-                outputs = saved.paths
-                if saved.error is None:
-                    size_bytes = sum(image.size for image in result.images)
-                else:  # paid for and not (all) saved; the line names any file that was
-                    outcome = Outcome.WRITE_ERROR
-                    error = f"could not write the image: {describe_error(saved.error)}"
-                    if outputs:
-                        error += f" ({len(outputs)} of {len(result.images)} images saved)"
-            except Exception as exc:  # a bug must not cost a paid answer its result line
-                outcome = Outcome.WRITE_ERROR
-                error = f"could not write the image: {describe_error(exc)}"
-                outputs, size_bytes = [], None
-            finally:
-                for image in result.images[len(outputs) :]:
-                    if image.path is not None:
-                        # Not committed: no stray temp. A failure here must not cost the paid
-                        # answer its result line (the next start removes the temp anyway).
-                        with contextlib.suppress(OSError):
-                            image.path.unlink(missing_ok=True)
+        kept = await keep_images(self.saver, item.id, result)
+        outcome, error = kept.outcome, kept.error
         extra: dict[str, Any] = {}
         retry, delay = self.job.retry, None
         if is_retryable(outcome):
@@ -243,7 +214,7 @@ class JobRunner:
         if retry_now and delay is not None:
             extra["retry_in_s"] = round(delay, 3)
         self.recorder.record(
-            item, attempt, outcome, price, result, outputs, size_bytes, error, extra
+            item, attempt, outcome, price, result, kept.outputs, kept.size_bytes, error, extra
         )
         if retry_now and delay is not None:
             self.totals.free_retries += 1
