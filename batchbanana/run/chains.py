@@ -1,0 +1,131 @@
+"""Edit chains within one run: the items that use another item's output wait, outside the pool
+(no slot, no budget), until the items they use have ended; then each is handed to the pool, or
+gets a `blocked` line (billed no, no `sent` line, no request), and so, in turn, do the items that
+use it. plan/chains.py says what a reference is and how the fingerprints work.
+
+An item used by another is *settled* when its final outcome of this run is known, or at the start
+when it is not sent by this run: then the ledger says whether it is ok (its saved output is used)
+or not (its users are blocked). An item the run never got to (a stop) leaves its users waiting:
+they are not sent, and the next `run` owes them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from batchbanana.ledger.owed import decide
+from batchbanana.ledger.replay import LedgerState
+from batchbanana.plan.chains import bases, resolve
+from batchbanana.plan.inputs import ImageInput
+from batchbanana.plan.job import WorkItem
+from batchbanana.rules.outcomes import Outcome
+
+
+@dataclass(slots=True)
+class Moves:
+    """What settling an item (or starting) set going: items for the pool, items blocked (why)."""
+
+    ready: list[WorkItem] = field(default_factory=list)
+    blocked: list[tuple[WorkItem, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """How the ledger says a request ended, when it must not be sent again: outcome, error,
+    and the first image of an ok one."""
+
+    outcome: Outcome
+    error: str | None
+    output: Path | None
+
+
+class ChainWaits:
+    """The run's items that wait for other items' outputs, and the outputs known so far."""
+
+    def __init__(self, state: LedgerState) -> None:
+        self._state = state
+        self._waiting: dict[str, WorkItem] = {}
+        self._users: dict[str, list[str]] = defaultdict(list)  # item id -> ids waiting for it
+        self._outputs: dict[str, str] = {}  # ok outputs usable now, by item id
+        self._seen: dict[str, ImageInput] = {}  # outputs read, by path (each read once)
+
+    def start(self, items: Sequence[WorkItem]) -> Moves:
+        """The items the pool may take now (in order), and those blocked at once because an item
+        they use is not sent by this run and not ok in the ledger; the others wait."""
+        in_run = {item.id for item in items}
+        for item in items:
+            if bases(item):
+                self._waiting[item.id] = item
+                for base in bases(item):
+                    self._users[base].append(item.id)
+        moves = Moves([item for item in items if item.id not in self._waiting])
+        for base in [base for base in self._users if base not in in_run]:
+            history = self._state.items.get(base)
+            outcome = history.current().outcome if history else None
+            if outcome == Outcome.OK.value and history is not None and history.output:
+                self._outputs[base] = history.output
+            else:
+                self._block_users(base, f"whose latest outcome is {outcome or 'none'}", moves)
+        moves.ready += self._ready_among(list(self._waiting))
+        return moves
+
+    def settle(self, item_id: str, outcome: Outcome, output: Path | None) -> Moves:
+        """`item_id` ended this run with `outcome` (its first image saved at `output`): the items
+        waiting only for it now go to the pool, or, if it is not ok, are blocked (transitively)."""
+        moves = Moves()
+        users = self._users.get(item_id)
+        if not users:
+            return moves
+        if outcome is Outcome.OK and output is not None:
+            self._outputs[item_id] = str(output)
+            moves.ready = self._ready_among(self._users.pop(item_id))
+        else:
+            self._block_users(item_id, f"which ended {outcome.value} in this run", moves)
+        return moves
+
+    def resolve(self, item: WorkItem) -> tuple[WorkItem, Known | None]:
+        """`item` with the outputs it uses read in, under its real fingerprint (blocking I/O: call
+        it in a worker thread); raises ImageProblem if an output cannot be sent. With it, what the
+        ledger already says of that very request when it must not be sent again (the outputs it
+        uses came back byte for byte as before): then the item ends this run as it stands."""
+        resolved = resolve(item, self._outputs.get, self._seen)
+        decision = decide([resolved], self._state)
+        if decision.to_send:
+            return resolved, None
+        if decision.done:
+            history = self._state.items[item.id]
+            return resolved, Known(Outcome.OK, None, Path(history.output or ""))
+        outcome = decision.left_for_retry[0][1]
+        known = Outcome(outcome) if outcome in set(Outcome) else Outcome.INTERRUPTED
+        why = f"already {outcome} with these very inputs; `batchbanana retry` pays for it again"
+        return resolved, Known(known, why, None)
+
+    def still_waiting(self) -> list[WorkItem]:
+        """Items left waiting when the run ended (an item they use was never sent)."""
+        return list(self._waiting.values())
+
+    def _ready_among(self, ids: Sequence[str]) -> list[WorkItem]:
+        ready = []
+        for item_id in ids:
+            item = self._waiting.get(item_id)
+            if item is not None and all(base in self._outputs for base in bases(item)):
+                ready.append(self._waiting.pop(item_id))
+        return ready
+
+    def _block_users(self, base: str, state: str, moves: Moves) -> None:
+        """Block every item waiting for `base` (whose `state` says why it is of no use), then
+        every item waiting for those, and so on."""
+        pending = [(base, state)]
+        while pending:
+            used, used_state = pending.pop()
+            for user_id in self._users.pop(used, []):
+                user = self._waiting.pop(user_id, None)
+                if user is None:
+                    continue  # already blocked through another item it uses
+                moves.blocked.append(
+                    (user, f"not sent: it uses the output of item '{used}', {used_state}")
+                )
+                pending.append((user_id, "which is blocked"))
