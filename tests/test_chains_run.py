@@ -137,6 +137,54 @@ def test_a_failing_base_blocks_its_users_and_a_later_run_sends_them(
     assert simulator.bill()["billed_requests"] == 5
 
 
+def test_blocked_items_are_blocked_again_while_the_base_is_not_ok(
+    cli: Cli, write_manifest: Writer, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    """A second run with the base still refused (left for `retry`) writes a new `blocked` line
+    per edit, at the next attempt number, and sends nothing; so does `retry --only blocked`."""
+    items = [dict(item) for item in CHAIN[:2]]
+    items[0]["prompt"] = "a red bicycle [sim:refuse]"
+    manifest = write_manifest(items, endpoint=simulator.url)
+    assert cli("run", str(manifest), "--no-progress").exit_code == 1
+    again = cli("run", str(manifest), "--no-progress")
+    assert again.exit_code == 1
+    assert "whose latest outcome is refused" in again.stderr
+    ledger = tmp_path / "out" / "ledger.jsonl"
+    retried = cli("retry", str(ledger), "--only", "blocked", "--yes", "--no-progress")
+    assert retried.exit_code == 1
+    lines = _lines(ledger, "result", "edit")
+    assert [(line["attempt"], line["outcome"]) for line in lines] == [
+        (1, "blocked"),
+        (2, "blocked"),
+        (3, "blocked"),
+    ]
+    assert simulator.bill()["billed_requests"] == 1
+
+
+def test_retry_sends_the_items_that_waited_for_a_base_it_pays_for_again(
+    cli: Cli, write_manifest: Writer, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    """`retry` rebuilds a refused base and its blocked users from the ledger: the users wait for
+    the base within the retry and are sent with its new output; a `run` afterwards finds every
+    item ok and sends nothing."""
+    items = [dict(item) for item in CHAIN]
+    items[0]["prompt"] = "a red bicycle [sim:refusex1]"  # refused once, then an image
+    manifest = write_manifest(items, endpoint=simulator.url)
+    assert cli("run", str(manifest), "--no-progress").exit_code == 1
+    ledger = tmp_path / "out" / "ledger.jsonl"
+    retried = cli("retry", str(ledger), "--yes", "--no-progress")
+    assert retried.exit_code == 0, retried.stderr
+    assert {line["item"]: line["outcome"] for line in results(ledger)} == dict.fromkeys(
+        ("base", "edit", "edit2", "branch"), "ok"
+    )
+    sent = _lines(ledger, "sent", "edit")[0]
+    assert sent["spec"]["images"][0]["sha256"]  # the base's output, read once it was ok
+    assert simulator.bill()["billed_requests"] == 5
+    after = cli("run", str(manifest), "--no-progress")
+    assert after.exit_code == 0, after.stderr
+    assert simulator.bill()["billed_requests"] == 5
+
+
 def test_a_new_base_output_makes_its_edits_new_work_and_same_bytes_do_not(
     cli: Cli, write_manifest: Writer, simulator: RunningSimulator, tmp_path: Path
 ) -> None:
