@@ -283,3 +283,30 @@ def test_the_chain_example_runs_green(cli: Cli, tmp_path: Path) -> None:
     }
     assert sum(1 for images in uses.values() for image in images if image.startswith("item:")) == 3
     assert "chains: 3 item(s)" in cli("plan", str(manifest)).stdout
+
+
+def test_a_stop_before_the_base_is_sent_leaves_its_edit_owed_not_blocked(
+    cli: Cli, write_manifest: Writer, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    """A job-level stop (a refused key) before the base goes out: the base and its edit are not
+    sent and get no line at all; they are owed to the next run, which sends both."""
+    items: list[dict[str, Any]] = [
+        {"id": "stopper", "prompt": "the key is refused [sim:401]"},
+        {"id": "base", "prompt": "a base"},
+        {"id": "edit", "prompt": "edit it", "images": ["item:base"]},
+    ]
+    manifest = write_manifest(items, endpoint=simulator.url, concurrency=1, adaptive=False)
+    first = cli("run", str(manifest), "--no-progress")
+    assert first.exit_code == 1
+    assert "2 item(s) were not sent; running again sends them" in first.stderr
+    ledger = tmp_path / "out" / "ledger.jsonl"
+    assert [line["item"] for line in results(ledger)] == ["stopper"]
+    items[0]["prompt"] = "the key is fine"
+    write_manifest(items, endpoint=simulator.url, concurrency=1, adaptive=False)
+    second = cli("run", str(manifest), "--no-progress")
+    assert second.exit_code == 0, second.stderr
+    assert {line["item"] for line in results(ledger) if line["outcome"] == "ok"} == {
+        "stopper",
+        "base",
+        "edit",
+    }

@@ -10,6 +10,7 @@ is never billed, so such an item stays owed to the next `run`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -35,33 +36,11 @@ class Decision:
 def decide(items: Sequence[WorkItem], state: LedgerState) -> Decision:
     """Which items `run` sends: never attempted, or whose latest outcome was not billed; and the
     items that wait for another item's output (sent, or blocked, by the run)."""
-    placed: dict[str, tuple[WorkItem, str]] = {}  # id -> (the item as judged, send/done/outcome)
-    seen: dict[str, ImageInput] = {}
-
-    def ok(base: str) -> bool:
-        if base in placed:
-            return placed[base][1] == _DONE
-        history = state.items.get(base)  # not an item of this run: as the ledger left it
-        return history is not None and history.current().outcome == Outcome.OK.value
-
-    def output_of(base: str) -> str | None:
-        history = state.items.get(base)
-        return history.output if history is not None else None
-
-    for item in chain_order(items):
-        if bases(item):
-            if not all(ok(base) for base in bases(item)):
-                placed[item.id] = (item, _SEND)  # waits in the run for the items it uses
-                continue
-            try:
-                item = resolve(item, output_of, seen)
-            except ImageProblem:
-                placed[item.id] = (item, _SEND)  # the run blocks it and says why
-                continue
-        placed[item.id] = (item, _verdict(item, state))
+    if any(item.images and bases(item) for item in items):
+        items = _judged_chains(items, state)
     decision = Decision()
-    for original in items:
-        item, verdict = placed[original.id]
+    for item in items:
+        verdict = _verdict(item, state)
         if verdict == _SEND:
             decision.to_send.append(item)
         elif verdict == _DONE:
@@ -71,8 +50,34 @@ def decide(items: Sequence[WorkItem], state: LedgerState) -> Decision:
     return decision
 
 
+def _judged_chains(items: Sequence[WorkItem], state: LedgerState) -> list[WorkItem]:
+    """The items, each that uses another's output made ready to be judged by its real
+    fingerprint when every item it uses is ok in the ledger (its outputs read now), and left
+    with its pending one (judged `send`: the run waits for them, or blocks it) otherwise."""
+    judged = {item.id: item for item in items}
+    seen: dict[str, ImageInput] = {}
+
+    def ok(base: str) -> bool:
+        if base in judged:
+            return _verdict(judged[base], state) == _DONE
+        history = state.items.get(base)  # not an item of this run: as the ledger left it
+        return history is not None and history.current().outcome == Outcome.OK.value
+
+    def output_of(base: str) -> str | None:
+        history = state.items.get(base)
+        return history.output if history is not None else None
+
+    for item in chain_order([item for item in items if item.images and bases(item)]):
+        if all(ok(base) for base in bases(item)):
+            with contextlib.suppress(ImageProblem):  # the run blocks it and says why
+                judged[item.id] = resolve(item, output_of, seen)
+    return [judged[item.id] for item in items]
+
+
 def _verdict(item: WorkItem, state: LedgerState) -> str:
     """send, done, or the latest outcome of an item left for `retry`."""
+    if item.images and bases(item):
+        return _SEND  # waits in the run for the items whose outputs it uses
     history = state.items.get(item.id)
     pair = history.by_fingerprint.get(item.fingerprint) if history else None
     if pair is None or (pair.outcome is None and pair.in_flight_attempt is None):

@@ -83,7 +83,10 @@ class ChainWaits:
             self._outputs[item_id] = str(output)
             moves.ready = self._ready_among(self._users.pop(item_id))
         else:
-            self._block_users(item_id, f"which ended {outcome.value} in this run", moves)
+            state = f"which ended {outcome.value} in this run"
+            if outcome is Outcome.OK:  # ok, yet no image to use (the ledger names none)
+                state = "whose image is not named in the ledger"
+            self._block_users(item_id, state, moves)
         return moves
 
     def resolve(self, item: WorkItem) -> tuple[WorkItem, Known | None]:
@@ -96,8 +99,8 @@ class ChainWaits:
         if decision.to_send:
             return resolved, None
         if decision.done:
-            history = self._state.items[item.id]
-            return resolved, Known(Outcome.OK, None, Path(history.output or ""))
+            output = self._state.items[item.id].output
+            return resolved, Known(Outcome.OK, None, Path(output) if output else None)
         outcome = decision.left_for_retry[0][1]
         known = Outcome(outcome) if outcome in set(Outcome) else Outcome.INTERRUPTED
         why = f"already {outcome} with these very inputs; `batchbanana retry` pays for it again"
