@@ -22,6 +22,7 @@ from batchbanana.rules.outcomes import Billed, Outcome
 
 _SEND = "send"
 _DONE = "done"
+_IN_BATCH = "in_batch"  # sent in a remote batch not collected yet
 
 
 @dataclass(slots=True)
@@ -31,6 +32,7 @@ class Decision:
     to_send: list[WorkItem] = field(default_factory=list)
     done: list[WorkItem] = field(default_factory=list)
     left_for_retry: list[tuple[WorkItem, str]] = field(default_factory=list)  # (item, outcome)
+    in_batch: list[WorkItem] = field(default_factory=list)  # waiting in a remote batch
 
 
 def decide(items: Sequence[WorkItem], state: LedgerState) -> Decision:
@@ -43,6 +45,8 @@ def decide(items: Sequence[WorkItem], state: LedgerState) -> Decision:
         verdict = _verdict(item, state)
         if verdict == _SEND:
             decision.to_send.append(item)
+        elif verdict == _IN_BATCH:
+            decision.in_batch.append(item)  # `run` re-attaches to its batch; never sent twice
         elif verdict == _DONE:
             decision.done.append(item)
         else:
@@ -82,6 +86,8 @@ def _verdict(item: WorkItem, state: LedgerState) -> str:
     pair = history.by_fingerprint.get(item.fingerprint) if history else None
     if pair is None or (pair.outcome is None and pair.in_flight_attempt is None):
         return _SEND
+    if pair.in_flight_attempt is not None and pair.in_batch is not None:
+        return _IN_BATCH
     if pair.in_flight_attempt is not None:
         return Outcome.INTERRUPTED.value
     if pair.outcome == Outcome.OK.value:

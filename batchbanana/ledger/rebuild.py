@@ -97,6 +97,8 @@ def failed_items(
     chosen: list[tuple[WorkItem, str]] = []
     for item_id, history in state.items.items():
         pair = history.current()
+        if pair.in_batch is not None and pair.in_flight_attempt is not None:
+            continue  # waiting in a remote batch: `run` re-attaches to it, nothing failed yet
         outcome = pair.outcome or (Outcome.INTERRUPTED.value if pair.in_flight_attempt else None)
         if outcome is None or outcome == Outcome.OK.value:
             continue
