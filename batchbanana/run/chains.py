@@ -5,8 +5,11 @@ use it. plan/chains.py says what a reference is and how the fingerprints work.
 
 An item used by another is *settled* when its final outcome of this run is known, or at the start
 when it is not sent by this run: then the ledger says whether it is ok (its saved output is used)
-or not (its users are blocked). An item the run never got to (a stop) leaves its users waiting:
-they are not sent, and the next `run` owes them.
+or not (its users are blocked). An item the run never got to (a stop), or one still out in a
+remote batch, leaves its users waiting: they are not sent, and the next `run` owes them.
+
+Batch mode sends a whole batch at once, so nothing in it can wait for another item's output:
+`hold_for_batch` keeps such items for a later `run`, which collects the base's batch first.
 """
 
 from __future__ import annotations
@@ -16,12 +19,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from batchbanana.errors import ImageProblem
 from batchbanana.ledger.owed import decide
+from batchbanana.ledger.records import ResultLine
 from batchbanana.ledger.replay import LedgerState
+from batchbanana.ledger.writer import LedgerWriter
 from batchbanana.plan.chains import bases, resolve
 from batchbanana.plan.inputs import ImageInput
 from batchbanana.plan.job import WorkItem
 from batchbanana.rules.outcomes import Outcome
+from batchbanana.run.settings import RunResult
 
 
 @dataclass(slots=True)
@@ -64,6 +71,8 @@ class ChainWaits:
         moves = Moves([item for item in items if item.id not in self._waiting])
         for base in [base for base in self._users if base not in in_run]:
             history = self._state.items.get(base)
+            if history is not None and history.current().in_flight_attempt is not None:
+                continue  # out in a remote batch: its users wait for a run that collects it
             outcome = history.current().outcome if history else None
             if outcome == Outcome.OK.value and history is not None and history.output:
                 self._outputs[base] = history.output
@@ -132,3 +141,50 @@ class ChainWaits:
                     (user, f"not sent: it uses the output of item '{used}', {used_state}")
                 )
                 pending.append((user_id, "which is blocked"))
+
+
+def hold_for_batch(
+    items: Sequence[WorkItem], state: LedgerState, writer: LedgerWriter
+) -> tuple[list[WorkItem], dict[str, int]]:
+    """Batch mode: the items this run's batches may carry, and how many others it does not send.
+    An item that uses the output of an item sent in this run's batches (or still in a remote
+    one) waits for a later `run` (counted `not_sent`); one whose base is not ok, or whose base's
+    output cannot be sent, gets its `blocked` line now, as in sync mode (counted `blocked`)."""
+    chains = ChainWaits(state)
+    moves = chains.start(items)
+    sendable: list[WorkItem] = []
+    blocked = list(moves.blocked)
+    for item in moves.ready:
+        if bases(item):  # its bases are ok in the ledger (decide could not read an output)
+            try:
+                item, known = chains.resolve(item)
+            except ImageProblem as exc:
+                blocked.append((item, f"not sent: {exc}"))
+                continue
+            if known is not None:
+                continue  # the ledger has this very request already: never sent twice
+        sendable.append(item)
+    counts: dict[str, int] = {}
+    while blocked:
+        item, why = blocked.pop(0)
+        history = state.items.get(item.id)
+        attempt = (history.attempts if history else 0) + 1
+        price = item.price.ceiling_usd(item.image_size, len(item.images))
+        writer.append_sync(
+            ResultLine.for_attempt(
+                item.id, attempt, item.fingerprint, Outcome.BLOCKED, price, item.spec(), error=why
+            )
+        )
+        counts[Outcome.BLOCKED.value] = counts.get(Outcome.BLOCKED.value, 0) + 1
+        blocked += chains.settle(item.id, Outcome.BLOCKED, None).blocked
+    if chains.still_waiting():
+        counts["not_sent"] = len(chains.still_waiting())
+    return sendable, counts
+
+
+def count_held(result: RunResult, held: dict[str, int]) -> None:
+    """Add the items `hold_for_batch` did not send to a run's outcomes (they are not ok)."""
+    for name, count in held.items():
+        result.totals.outcomes[name] = result.totals.outcomes.get(name, 0) + count
+    if held and result.exit_code == 0:
+        result.exit_code = 1
