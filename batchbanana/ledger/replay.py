@@ -84,6 +84,7 @@ class ItemHistory:
     spec: dict[str, Any] | None = None  # the latest request's spec, kept while it is not ok
     by_fingerprint: dict[str, AttemptState] = field(default_factory=dict)
     ever_sent: bool = False  # a `sent` line exists (an over_budget line alone sends nothing)
+    output: str | None = None  # the first image of the latest ok result (for `item:` references)
 
     def current(self) -> AttemptState:
         """The state of the latest fingerprint."""
@@ -204,6 +205,7 @@ def replay(records: Iterable[Mapping[str, Any]]) -> LedgerState:
             pair.billed = line.billed  # None when unreadable: neither spent nor free
             if pair.outcome == Outcome.OK:
                 history.spec = None  # only `retry` needs specs, and only of failed items
+                history.output = line.output
             if pair.billed == Billed.YES:
                 spent += _price(line.price_usd)
             elif pair.billed == Billed.UNKNOWN:

@@ -1,6 +1,6 @@
 """Manifest -> job: check the job-level settings (endpoint, optimiser), gather the items (the
-manifest's, then the items_file's rows), expand them into work items, and raise every problem
-found in the whole manifest together; or build the Job.
+manifest's, then the items_file's rows), expand them into work items, check the edit chains
+between them, and raise every problem found in the whole manifest together; or build the Job.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from batchbanana.errors import UserError
+from batchbanana.plan.chains import check_chains
 from batchbanana.plan.checker import Checker
 from batchbanana.plan.expand import expand_items
 from batchbanana.plan.inputs import pillow_available
@@ -83,6 +84,7 @@ def build_job(
     pricing = _pricing(loaded.manifest)
     raw_items = _raw_items(loaded, checker)
     work = expand_items(raw_items, loaded.manifest, pricing, loaded.base_dir, checker)
+    check_chains(work, raw_items, checker)
     if not work and not checker.problems:
         checker.add(None, "", "items", "the job has no items")
     _raise_problems(checker, loaded.source)

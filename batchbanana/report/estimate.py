@@ -8,6 +8,7 @@ from pathlib import Path
 
 from batchbanana.ledger.owed import decide
 from batchbanana.ledger.replay import scan_ledger
+from batchbanana.plan.chains import bases
 from batchbanana.plan.inputs import ImageInput, optimize_lossless
 from batchbanana.plan.job import Job
 from batchbanana.rules.media import request_body_bytes
@@ -53,7 +54,7 @@ def describe_inputs(job: Job) -> list[str]:
         for image in item.images:
             if image.kind == "file":
                 files[image.reference] = image
-            else:
+            elif image.kind == "url":
                 urls.add(image.reference)
         largest = max(largest, body)
     if not files and not urls:
@@ -70,6 +71,18 @@ def describe_inputs(job: Job) -> list[str]:
             saved += len(data) - len(optimize_lossless(data, image.mime_type))
         lines.append(f"optimize_inputs: lossless saves {saved / 1e6:.2f} MB of local inputs")
     return lines
+
+
+def describe_chains(job: Job) -> list[str]:
+    """How many items use another item's output (`item:<id>`) and so wait for it."""
+    users = [item for item in job.items if bases(item)]
+    if not users:
+        return []
+    used = {base for item in users for base in bases(item)}
+    return [
+        f"chains: {len(users)} item(s) use the output of {len(used)} other item(s) (item:<id>);"
+        " each is sent once the items it uses are ok, and is blocked if one is not"
+    ]
 
 
 def render_plan(job: Job) -> str:
@@ -94,6 +107,7 @@ def render_plan(job: Job) -> str:
         " (429/503/no-connection retries are free)"
     )
     lines.extend(describe_inputs(job))
+    lines.extend(describe_chains(job))
     if job.budget_usd is not None:
         verdict = "fits" if total <= job.budget_usd else "does NOT fit"
         lines.append(f"budget ${job.budget_usd:.4f}: the estimate {verdict}")

@@ -29,6 +29,7 @@ from batchbanana.rules.outcomes import Outcome
 from batchbanana.rules.pricing import money
 from batchbanana.run.attempts import JobRunner
 from batchbanana.run.batch_collect import COLLECT_OWNER
+from batchbanana.run.chains import count_held, hold_for_batch
 from batchbanana.run.client import ProviderClient
 from batchbanana.run.downloads import inline_downloads, remove_stale_downloads
 from batchbanana.run.endpoint import endpoint_for, resolve_api_key
@@ -160,10 +161,11 @@ def run_job(
             if job.mode == "batch":
                 from batchbanana.run.batch_job import execute_batch
 
+                sendable, held = hold_for_batch(decision.to_send, state, writer)  # edit chains
                 result = run_restoring_signals(
-                    execute_batch, job, decision.to_send, writer, state, settings, stderr, scrub,
-                    run_id,
+                    execute_batch, job, sendable, writer, state, settings, stderr, scrub, run_id,
                 )  # fmt: skip
+                count_held(result, held)
             else:
                 result = run_restoring_signals(
                     execute, job, decision.to_send, writer, state, settings, stderr, scrub
