@@ -29,6 +29,7 @@ from tests.conftest import CliResult, png_size
 from tests.simbatch import (
     FAST,
     FLASH_31,
+    KEY,
     PRO,
     call,
     create,
@@ -575,3 +576,22 @@ def test_simulate_cli_takes_the_batch_options(
     assert (config.batch_pending_s, config.batch_running_s) == (2.0, 3.5)
     assert (config.batch_end, config.download_503) == ("expired", 2)
     assert cli("simulate", "--batch-end", "exploded").exit_code == 2
+
+
+@pytest.mark.asyncio
+async def test_a_poller_that_hangs_up_mid_answer_is_no_error(
+    http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A finished inline batch's Operation is streamed from disk; a client that stops reading
+    after the state and hangs up leaves the server quiet (nothing logged) and serving."""
+    async with run_simulator(SimulatorConfig(**FAST, image_bytes=2_000_000)) as sim:
+        name = (await create(http, sim, inline_batch(["x"] * 4))).json["name"]
+        await wait_done(http, sim, name)
+        for _ in range(3):
+            async with http.get(f"{sim.url}/v1beta/{name}", headers=KEY) as response:
+                assert response.content_length is not None and response.content_length > 10e6
+                await response.content.read(4096)
+                response.close()
+        await asyncio.sleep(0.1)
+        assert (await call(http, "GET", f"{sim.url}/v1beta/{name}")).json["done"]
+    assert [r for r in caplog.records if r.levelname == "ERROR"] == []
