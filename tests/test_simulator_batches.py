@@ -29,6 +29,7 @@ from tests.conftest import CliResult, png_size
 from tests.simbatch import (
     FAST,
     FLASH_31,
+    KEY,
     PRO,
     call,
     create,
@@ -104,7 +105,7 @@ async def test_inline_batch_goes_pending_running_succeeded(http: aiohttp.ClientS
     """Create answers a PENDING Operation (int64 counts as strings); GET sees RUNNING, then
     SUCCEEDED with endTime, the counts and each response with its metadata, as PNGs of the shape
     asked; the same output is under `response`."""
-    async with run_simulator(SimulatorConfig(batch_pending_s=0.1, batch_running_s=0.4)) as sim:
+    async with run_simulator(SimulatorConfig(batch_pending_s=0.2, batch_running_s=0.8)) as sim:
         body = inline_batch(["a fox", "an owl"], "my-batch", size="2K", ratio="16:9")
         created = await create(http, sim, body)
         assert created.status == 200, created.raw
@@ -551,15 +552,17 @@ async def test_sim_batches_and_reset(sim: RunningSimulator, http: aiohttp.Client
 
 @pytest.mark.asyncio
 async def test_generateContent_answers_while_a_batch_runs(http: aiohttp.ClientSession) -> None:
-    """Answering a batch's 4K lines leaves the server free to answer other requests."""
-    async with run_simulator(SimulatorConfig(batch_pending_s=0, batch_running_s=0.5)) as sim:
+    """Answering a batch's 4K lines leaves the server free to answer other requests meanwhile
+    (the server stops with the batch still running: its work is ended with it)."""
+    async with run_simulator(SimulatorConfig(batch_pending_s=0, batch_running_s=3)) as sim:
         name = (await create(http, sim, inline_batch(["x"] * 6, size="4K"))).json["name"]
         await asyncio.sleep(0.1)  # into RUNNING
         started = time.monotonic()
         url = f"{sim.url}/v1beta/models/{PRO}:generateContent"
         reply = await call(http, "POST", url, gen_request("meanwhile"))
-        assert reply.status == 200 and time.monotonic() - started < 0.5
-        await wait_done(http, sim, name)
+        assert reply.status == 200 and time.monotonic() - started < 1.5
+        operation = (await call(http, "GET", f"{sim.url}/v1beta/{name}")).json
+        assert operation["metadata"]["state"] == "BATCH_STATE_RUNNING"
 
 
 def test_simulate_cli_takes_the_batch_options(
@@ -575,3 +578,22 @@ def test_simulate_cli_takes_the_batch_options(
     assert (config.batch_pending_s, config.batch_running_s) == (2.0, 3.5)
     assert (config.batch_end, config.download_503) == ("expired", 2)
     assert cli("simulate", "--batch-end", "exploded").exit_code == 2
+
+
+@pytest.mark.asyncio
+async def test_a_poller_that_hangs_up_mid_answer_is_no_error(
+    http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A finished inline batch's Operation is streamed from disk; a client that stops reading
+    after the state and hangs up leaves the server quiet (nothing logged) and serving."""
+    async with run_simulator(SimulatorConfig(**FAST, image_bytes=2_000_000)) as sim:
+        name = (await create(http, sim, inline_batch(["x"] * 4))).json["name"]
+        await wait_done(http, sim, name)
+        for _ in range(3):
+            async with http.get(f"{sim.url}/v1beta/{name}", headers=KEY) as response:
+                assert response.content_length is not None and response.content_length > 10e6
+                await response.content.read(4096)
+                response.close()
+        await asyncio.sleep(0.1)
+        assert (await call(http, "GET", f"{sim.url}/v1beta/{name}")).json["done"]
+    assert [r for r in caplog.records if r.levelname == "ERROR"] == []

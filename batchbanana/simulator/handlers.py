@@ -1,6 +1,6 @@
 """The HTTP side of generateContent: each request read, checked, answered (faults included) and
-billed; its routes and the /_sim/ books'; and the key check and error answer the other endpoints
-share."""
+billed; the routes to it and to the /_sim/ books; and the key check and error answer that the
+other endpoints share."""
 
 from __future__ import annotations
 

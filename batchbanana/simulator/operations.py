@@ -118,13 +118,16 @@ async def send_pieces(request: web.Request, pieces: Sequence[Piece]) -> web.Stre
         return web.Response(body=body, content_type="application/json", charset="UTF-8")
     response = web.StreamResponse(headers={"Content-Type": "application/json; charset=UTF-8"})
     response.content_length = length
-    await response.prepare(request)
-    for piece in pieces:
-        if isinstance(piece, bytes):
-            await response.write(piece)
-            continue
-        for offset in range(0, piece.length, _READ):
-            end = min(piece.length, offset + _READ)
-            await response.write(await asyncio.to_thread(_read_splice, piece.path, end, offset))
-    await response.write_eof()
+    try:
+        await response.prepare(request)
+        for piece in pieces:
+            if isinstance(piece, bytes):
+                await response.write(piece)
+                continue
+            for offset in range(0, piece.length, _READ):
+                end = min(piece.length, offset + _READ)
+                await response.write(await asyncio.to_thread(_read_splice, piece.path, end, offset))
+        await response.write_eof()
+    except ConnectionError:
+        pass  # the client went away (a poller that stops reading once it has seen the state)
     return response
