@@ -100,3 +100,19 @@ class AnswerTimeout(TransportError):
 
 class ConnectionLost(TransportError):
     """The request was sent, then the connection failed: maybe billed (a cut-off 200 surely)."""
+
+
+class BatchCallError(BatchBananaError):
+    """A Batch or Files API call failed (status None: no answer; sent: it may have arrived)."""
+
+    def __init__(
+        self,
+        message: str,
+        status: int | None,
+        sent: bool,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.sent = sent
+        self.retry_after_s = retry_after_s

@@ -1,5 +1,6 @@
 """`make bench`: batchbanana against a plain ThreadPoolExecutor + requests client, same workloads
-(W1-W3 here; W4 capacity and W5 quota, against a provider with hidden limits, in limits_bench.py).
+(W1-W3 here; W4 capacity and W5 quota, against a provider with hidden limits, in limits_bench.py;
+W6, batch mode's memory while collecting 16 MB images, in batch_bench.py).
 
 The simulator runs in its own process; each client runs in its own process so that its peak RSS
 and CPU seconds are its own (os.wait4). Each workload runs 3 times per client; medians are shown.
@@ -30,7 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from limits_bench import limit_rows  # noqa: E402  (bench/ is a folder of scripts)
+from batch_bench import batch_rows  # noqa: E402  (bench/ is a folder of scripts)
+from limits_bench import limit_rows  # noqa: E402
 from simulated import start_simulator as start_simulator_process  # noqa: E402
 from simulated import write_manifest  # noqa: E402
 
@@ -209,6 +211,10 @@ def main() -> None:
     if not args.only or args.only.startswith(("W4", "W5")):
         print()
         for line in limit_rows(args.runs, args.only):
+            print(line)
+    if not args.only or args.only.startswith("W6"):
+        print()
+        for line in batch_rows(args.runs):
             print(line)
     if not args.only:
         print()

@@ -407,3 +407,29 @@ def test_the_schema_describes_seed_vars_and_matrix(cli: Cli) -> None:
     matrix = schema["$defs"]["Matrix"]
     assert {"model", "image_size", "aspect_ratio", "seed"} <= set(matrix["properties"])
     assert matrix["additionalProperties"]["type"] == "array"
+
+
+def test_an_edit_names_one_combination_of_a_matrix_item(tmp_path: Path) -> None:
+    """`item:<id>` names a combination's id; the item's own id is not one, and the hint names a
+    combination to use instead."""
+    path = _write(
+        tmp_path,
+        """\
+        version: 1
+        endpoint: simulate
+        items:
+          - id: fox
+            prompt: a fox
+            matrix: {image_size: [1K, 2K]}
+          - id: edit
+            prompt: add a hat
+            images: ["item:fox-2K"]
+        """,
+    )
+    edit = load_job(path).items[-1]
+    assert [image.reference for image in edit.images] == ["fox-2K"]
+    path.write_text(path.read_text().replace("item:fox-2K", "item:fox"))
+    (problem,) = _problems(path)
+    assert "no item of this job has the id 'fox'" in problem
+    assert "HINT: an item with a matrix has one id per combination" in problem
+    assert "item:fox-1K" in problem

@@ -40,6 +40,7 @@ JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 64
         pytest.param(Outcome.SERVER_ERROR, Billed.UNKNOWN, False, id="server_error"),
         pytest.param(Outcome.INTERRUPTED, Billed.UNKNOWN, False, id="interrupted"),
         pytest.param(Outcome.OVER_BUDGET, Billed.NO, False, id="over_budget"),
+        pytest.param(Outcome.BLOCKED, Billed.NO, False, id="blocked"),
     ],
 )
 def test_outcome_table_billing_and_retry(
@@ -55,6 +56,7 @@ def test_every_outcome_is_in_the_table() -> None:
     assert {outcome.value for outcome in Outcome} == {
         "ok", "refused", "no_image", "bad_response", "timeout", "write_error", "rate_limited",
         "unavailable", "connect_error", "http_error", "server_error", "interrupted", "over_budget",
+        "blocked",
     }  # fmt: skip
     assert {value.value for value in Billed} == {"yes", "no", "unknown"}
 

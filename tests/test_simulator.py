@@ -41,6 +41,7 @@ FLASH_31 = "gemini-3.1-flash-image-preview"
 FLASH_25 = "gemini-2.5-flash-image"
 KEY = {"x-goog-api-key": "sk-test-secret"}
 SMALL_PNG = encode_png(30, 10, (0, 0, 0), (255, 255, 255))
+NO_BATCHES = {"batch_requests": 0, "batch_usd": 0.0, "batches_created": 0}  # the bill's batch share
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -414,7 +415,7 @@ async def test_missing_key_is_401(sim: RunningSimulator, http: aiohttp.ClientSes
     answer = await post(http, sim, request_body(), headers={"Authorization": "Bearer "})
     assert answer.status == 401
     assert answer.json["error"]["status"] == "UNAUTHENTICATED"
-    assert sim.bill() == {"billed_requests": 0, "billed_usd": 0.0, "requests": 1}
+    assert sim.bill() == {"billed_requests": 0, "billed_usd": 0.0, "requests": 1, **NO_BATCHES}
 
 
 # --- fault directives -------------------------------------------------------------------------
@@ -575,7 +576,7 @@ async def test_reset(sim: RunningSimulator, http: aiohttp.ClientSession) -> None
     assert (await post(http, sim, request_body("[sim:429]"))).status == 200
     async with http.post(f"{sim.url}/_sim/reset") as response:
         assert response.status == 200
-    assert sim.bill() == {"billed_requests": 0, "billed_usd": 0.0, "requests": 0}
+    assert sim.bill() == {"billed_requests": 0, "billed_usd": 0.0, "requests": 0, **NO_BATCHES}
     assert (await post(http, sim, request_body("[sim:429]"))).status == 429
 
 
@@ -623,7 +624,7 @@ async def test_bill_counts_only_billed_outcomes(
         with pytest.raises(aiohttp.ClientPayloadError) if "cut" in prompt else nullcontext():
             await post(http, sim, request_body(prompt))
     await post(http, sim, request_body(size="512"))  # invalid for this model: not billed
-    expected = {"billed_requests": 6, "billed_usd": 0.54, "requests": 16}
+    expected = {"billed_requests": 6, "billed_usd": 0.54, "requests": 16, **NO_BATCHES}
     assert sim.bill() == expected
     async with http.get(f"{sim.url}/_sim/bill") as response:  # no key needed
         assert await response.json() == expected
@@ -677,7 +678,7 @@ def test_simulator_in_thread_from_sync_code() -> None:
             assert response.status == 200
         with direct.open(f"{sim.url}/_sim/stats", timeout=10) as response:
             assert json.load(response)["by_status"] == {"200": 1}
-        assert sim.bill() == {"billed_requests": 1, "billed_usd": 0.09, "requests": 1}
+        assert sim.bill() == {"billed_requests": 1, "billed_usd": 0.09, "requests": 1, **NO_BATCHES}
 
 
 def test_serve_prints_its_address() -> None:

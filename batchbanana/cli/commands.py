@@ -17,7 +17,8 @@ from batchbanana.cli.simulate import simulate
 from batchbanana.errors import UserError
 from batchbanana.plan.build import load_job
 from batchbanana.plan.manifest import json_schema
-from batchbanana.run.runner import resolve_api_key, run_job
+from batchbanana.run.endpoint import resolve_api_key
+from batchbanana.run.runner import run_job
 from batchbanana.run.settings import RunSettings
 
 
@@ -39,6 +40,12 @@ def main() -> None:
 @click.option(
     "--budget", type=click.FloatRange(min=0), help="Hard cap in USD for the whole ledger."
 )
+@click.option(
+    "--mode",
+    type=click.Choice(["sync", "batch"]),
+    help="sync: one request at a time per worker; batch: Google's Batch API at half price,"
+    " answered within 24 h (needs auth: google). Overrides the manifest's mode.",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar (summaries still go to stderr).")
 @user_errors
 def run(
@@ -46,6 +53,7 @@ def run(
     endpoint: str | None,
     concurrency: int | None,
     budget: float | None,
+    mode: str | None,
     no_progress: bool,
 ) -> None:
     """Validate MANIFEST, then run the job (resuming from its ledger if it exists).
@@ -59,7 +67,7 @@ def run(
       export BATCHBANANA_API_KEY=...
       batchbanana run jobs/product-shots.yaml --concurrency 8 --budget 25
     """
-    job = load_job(manifest, endpoint, concurrency, budget)
+    job = load_job(manifest, endpoint, concurrency, budget, mode)
     api_key = resolve_api_key(job.endpoint, job.api_key_env)
     sys.exit(run_job(job, RunSettings.for_job(job, api_key, show_progress=not no_progress)))
 
@@ -197,6 +205,23 @@ def retry(
             show_progress=not no_progress,
         )
     )
+
+
+@main.command()
+@click.argument("ledger", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--endpoint", help="Cancel at this base URL instead of the one the ledger recorded.")
+@user_errors
+def cancel(ledger: Path, endpoint: str | None) -> None:
+    """Cancel the job's unfinished batches (batch mode) at the provider.
+
+    Reads the endpoint, auth and key variable from LEDGER's latest `job` line.
+    What a batch answered before it was cancelled is billed; the next
+    `batchbanana run` collects it and sends the rest again in a new batch.
+    Exit 0 when every cancel was accepted, 1 if one failed, 2 for bad input.
+    """
+    from batchbanana.run.batch_job import cancel_batches
+
+    sys.exit(cancel_batches(ledger, endpoint, sys.stderr))
 
 
 def entry() -> None:

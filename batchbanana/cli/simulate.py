@@ -1,5 +1,5 @@
-"""`batchbanana simulate`: the simulator's many options (latency, fault rates, prices), turned into
-a SimulatorConfig and served in the foreground."""
+"""`batchbanana simulate`: the simulator's many options (latency, fault rates, prices, batch
+timing and endings), turned into a SimulatorConfig and served in the foreground."""
 
 from __future__ import annotations
 
@@ -83,6 +83,22 @@ def _seconds(name: str, default: float | None, text: str) -> Callable[[F], F]:
     help="Pad answer PNGs to about this size (memory benchmarks).",
 )
 @click.option("--seed", type=int, default=None, help="Seed for the fault dice.")
+@_seconds("--batch-pending", 0.5, "Seconds a batch stays PENDING.")
+@_seconds("--batch-running", 1.0, "Seconds a batch stays RUNNING while its requests are answered.")
+@click.option(
+    "--batch-end",
+    type=click.Choice(["succeeded", "failed", "expired", "cancelled"]),
+    default="succeeded",
+    show_default=True,
+    help="How every batch ends (cancelled: with the first half of its responses).",
+)
+@click.option(
+    "--download-503",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="The first N downloads of each batch responses file answer 503.",
+)
 def simulate(
     host: str,
     port: int,
@@ -104,12 +120,18 @@ def simulate(
     retry_after_s: float | None,
     image_bytes: int | None,
     seed: int | None,
+    batch_pending_s: float,
+    batch_running_s: float,
+    batch_end: str,
+    download_503: int,
 ) -> None:
     """Run the built-in provider simulator in the foreground (no key, no network).
 
-    It speaks the Gemini-native API, bills like the provider (GET /_sim/bill)
-    and injects faults by rate or by `[sim:...]` directives in prompts, for
-    example `[sim:429x2]` (two 429s, then an image) or `[sim:refuse]`.
+    It speaks the Gemini-native API (generateContent, and the Batch and Files
+    APIs), bills like the provider (GET /_sim/bill; batch responses at half
+    price) and injects faults by rate or by `[sim:...]` directives in prompts,
+    for example `[sim:429x2]` (two 429s, then an image), `[sim:refuse]` or, in
+    a batch, `[sim:batch_failed]` and `[sim:download503x2]`.
 
     \b
     Examples:
@@ -117,6 +139,7 @@ def simulate(
       batchbanana run job.yaml --endpoint http://127.0.0.1:8765
       batchbanana simulate --latency 1 --latency-spread 0.3 --capacity 16
       batchbanana simulate --rpm 40 --rpm-window 6
+      batchbanana simulate --batch-pending 5 --batch-running 30 --download-503 1
     """
     from batchbanana.simulator import SimulatorConfig, serve
 
@@ -140,6 +163,10 @@ def simulate(
             image_bytes=image_bytes,
             seed=seed,
             price_book=price_book,
+            batch_pending_s=batch_pending_s,
+            batch_running_s=batch_running_s,
+            batch_end=batch_end,
+            download_503=download_503,
         )
     except ValueError as exc:
         raise UserError(f"simulate: {exc}") from None

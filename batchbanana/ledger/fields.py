@@ -84,13 +84,16 @@ def read_fields(cls: type[Any], record: Mapping[str, Any], **given: Any) -> dict
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SpecImage:
-    """One input image of a spec, as ImageInput.spec wrote it: a local file or a URL."""
+    """One input image of a spec, as ImageInput.spec wrote it: a local file, a URL, or another
+    item's output (`item`: with a path once it was known, `pending` while it was not)."""
 
     url: str | None
     path: str | None
     sha256: str | None
     mime_type: str | None
     inline: bool  # a URL downloaded and sent inline (inline_urls: true)
+    item: str | None = None  # the item whose output this is (an `item:` reference)
+    pending: bool = False  # that output was not known when the line was written
 
     @classmethod
     def from_json(cls, entry: Any) -> Self | None:
@@ -100,7 +103,11 @@ class SpecImage:
             return None
         if entry.get("sha256") is not None and as_text(entry.get("sha256")) is None:
             return None
-        return cls(**read_fields(cls, entry, inline=entry.get("inline") is True))
+        return cls(
+            **read_fields(
+                cls, entry, inline=entry.get("inline") is True, pending=entry.get("pending") is True
+            )
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,14 +1,28 @@
 """What the ledger says is still owed: which items `run` sends, which are done, and which are left
-for `retry` (never attempted or not billed are sent; billed or unknown are never paid twice)."""
+for `retry` (never attempted or not billed are sent; billed or unknown are never paid twice).
+
+An item that uses another item's output (`item:<id>`, plan/chains.py) is judged by its real
+fingerprint when every item it uses is ok in the ledger (their saved outputs are read for it).
+Otherwise it is owed to the run, which sends it once the items it uses end ok, or records it as
+`blocked` (billed no) when one does not, or cannot use an output (the run says why): `blocked`
+is never billed, so such an item stays owed to the next `run`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from batchbanana.ledger.replay import LedgerState
+from batchbanana.plan.chains import bases, chain_order, resolve
+from batchbanana.plan.inputs import ImageInput, ImageProblem
 from batchbanana.plan.job import WorkItem
 from batchbanana.rules.outcomes import Billed, Outcome
+
+_SEND = "send"
+_DONE = "done"
+_IN_BATCH = "in_batch"  # sent in a remote batch not collected yet
 
 
 @dataclass(slots=True)
@@ -18,26 +32,70 @@ class Decision:
     to_send: list[WorkItem] = field(default_factory=list)
     done: list[WorkItem] = field(default_factory=list)
     left_for_retry: list[tuple[WorkItem, str]] = field(default_factory=list)  # (item, outcome)
+    in_batch: list[WorkItem] = field(default_factory=list)  # waiting in a remote batch
 
 
 def decide(items: Sequence[WorkItem], state: LedgerState) -> Decision:
-    """Which items `run` sends: never attempted, or whose latest outcome was not billed."""
+    """Which items `run` sends: never attempted, or whose latest outcome was not billed; and the
+    items that wait for another item's output (sent, or blocked, by the run)."""
+    if any(item.images and bases(item) for item in items):
+        items = _judged_chains(items, state)
     decision = Decision()
     for item in items:
-        history = state.items.get(item.id)
-        pair = history.by_fingerprint.get(item.fingerprint) if history else None
-        if pair is None or (pair.outcome is None and pair.in_flight_attempt is None):
+        verdict = _verdict(item, state)
+        if verdict == _SEND:
             decision.to_send.append(item)
-        elif pair.in_flight_attempt is not None:
-            decision.left_for_retry.append((item, Outcome.INTERRUPTED.value))
-        elif pair.outcome == Outcome.OK.value:
+        elif verdict == _IN_BATCH:
+            decision.in_batch.append(item)  # `run` re-attaches to its batch; never sent twice
+        elif verdict == _DONE:
             decision.done.append(item)
-        elif pair.billed == Billed.NO.value:
-            decision.to_send.append(item)
-        elif history is not None and history.fingerprint != item.fingerprint:
-            # Edited back to an earlier version that failed: an edit is new work. (`retry`
-            # only sees the ledger's latest version, so leaving it would strand the item.)
-            decision.to_send.append(item)
         else:
-            decision.left_for_retry.append((item, pair.outcome or "unknown"))
+            decision.left_for_retry.append((item, verdict))
     return decision
+
+
+def _judged_chains(items: Sequence[WorkItem], state: LedgerState) -> list[WorkItem]:
+    """The items, each that uses another's output made ready to be judged by its real
+    fingerprint when every item it uses is ok in the ledger (its outputs read now), and left
+    with its pending one (judged `send`: the run waits for them, or blocks it) otherwise."""
+    judged = {item.id: item for item in items}
+    seen: dict[str, ImageInput] = {}
+
+    def ok(base: str) -> bool:
+        if base in judged:
+            return _verdict(judged[base], state) == _DONE
+        history = state.items.get(base)  # not an item of this run: as the ledger left it
+        return history is not None and history.current().outcome == Outcome.OK.value
+
+    def output_of(base: str) -> str | None:
+        history = state.items.get(base)
+        return history.output if history is not None else None
+
+    for item in chain_order([item for item in items if item.images and bases(item)]):
+        if all(ok(base) for base in bases(item)):
+            with contextlib.suppress(ImageProblem):  # the run blocks it and says why
+                judged[item.id] = resolve(item, output_of, seen)
+    return [judged[item.id] for item in items]
+
+
+def _verdict(item: WorkItem, state: LedgerState) -> str:
+    """send, done, or the latest outcome of an item left for `retry`."""
+    if item.images and bases(item):
+        return _SEND  # waits in the run for the items whose outputs it uses
+    history = state.items.get(item.id)
+    pair = history.by_fingerprint.get(item.fingerprint) if history else None
+    if pair is None or (pair.outcome is None and pair.in_flight_attempt is None):
+        return _SEND
+    if pair.in_flight_attempt is not None and pair.in_batch is not None:
+        return _IN_BATCH
+    if pair.in_flight_attempt is not None:
+        return Outcome.INTERRUPTED.value
+    if pair.outcome == Outcome.OK.value:
+        return _DONE
+    if pair.billed == Billed.NO.value:
+        return _SEND
+    if history is not None and history.fingerprint != item.fingerprint:
+        # Edited back to an earlier version that failed: an edit is new work. (`retry`
+        # only sees the ledger's latest version, so leaving it would strand the item.)
+        return _SEND
+    return pair.outcome or "unknown"

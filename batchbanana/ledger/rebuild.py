@@ -1,12 +1,15 @@
 """Rebuild a job from its ledger alone, for `batchbanana retry` (the manifest may be gone).
 
 The latest `job` line gives the settings; each failed item's `spec` gives its request, and its
-local images are checked against the digests recorded when they were first sent.
+local images are checked against the digests recorded when they were first sent. A `blocked`
+item's image that is another item's output not known then stays a reference (`item:<id>`): the
+run reads that item's output once it is ok, as `run` would.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +65,11 @@ def _images(item_id: str, spec: Spec) -> tuple[ImageInput, ...]:
     for entry in spec.images:
         if entry is None:
             raise UserError(f"item '{item_id}': unreadable image entry in the ledger's spec")
+        if entry.item is not None and (entry.pending or entry.path is None):
+            # another item's output, not known when this line was written: the run reads it
+            # once that item is ok (run/chains.py), or blocks this item again
+            images.append(ImageInput(kind="item", reference=entry.item, mime_type=""))
+            continue
         if entry.url is not None:
             mime = entry.mime_type or ("" if entry.inline else "image/png")
             images.append(
@@ -78,7 +86,7 @@ def _images(item_id: str, spec: Spec) -> tuple[ImageInput, ...]:
                 f"item '{item_id}': {path} changed since it was first sent (its sha256 differs);"
                 " run the manifest instead, which treats it as new work"
             )
-        images.append(found)
+        images.append(replace(found, from_item=entry.item))
     return tuple(images)
 
 
@@ -89,6 +97,8 @@ def failed_items(
     chosen: list[tuple[WorkItem, str]] = []
     for item_id, history in state.items.items():
         pair = history.current()
+        if pair.in_batch is not None and pair.in_flight_attempt is not None:
+            continue  # waiting in a remote batch: `run` re-attaches to it, nothing failed yet
         outcome = pair.outcome or (Outcome.INTERRUPTED.value if pair.in_flight_attempt else None)
         if outcome is None or outcome == Outcome.OK.value:
             continue

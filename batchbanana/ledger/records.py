@@ -82,6 +82,7 @@ class SentLine(_Line):
     request may have been paid for."""
 
     EVENT: ClassVar[str] = "sent"
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"batch_key"})
 
     ts: str | None = field(default_factory=utc_now)
     item: str
@@ -91,6 +92,7 @@ class SentLine(_Line):
     model: str | None
     image_size: str | None
     spec: Json | None
+    batch_key: str | None = None  # batch mode: the batch this request goes out in
 
     @classmethod
     def from_json(cls, record: Mapping[str, Any]) -> Self | None:
@@ -109,7 +111,7 @@ class ResultLine(_Line):
 
     EVENT: ClassVar[str] = "result"
     OPTIONAL: ClassVar[frozenset[str]] = frozenset(
-        {"text", "response_id", "model_version", "outputs", "retry_in_s"}
+        {"text", "response_id", "model_version", "outputs", "retry_in_s", "mode", "batch"}
     )
 
     ts: str | None = field(default_factory=utc_now)
@@ -135,6 +137,8 @@ class ResultLine(_Line):
     model_version: str | None = None
     outputs: Sequence[str] | None = None  # every image saved, when there are several
     retry_in_s: float | None = None  # the backoff before `run` tries again
+    mode: str | None = None  # "batch" for a request answered through a batch (sync: left out)
+    batch: str | None = None  # that batch's name (`batches/...`)
 
     @classmethod
     def for_attempt(
@@ -188,9 +192,40 @@ class ResultLine(_Line):
         )
 
 
-LedgerLine = JobLine | SentLine | ResultLine
-_KINDS: dict[str, type[JobLine] | type[SentLine] | type[ResultLine]] = {
-    kind.EVENT: kind for kind in (JobLine, SentLine, ResultLine)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchLine(_Line):
+    """`{"event": "batch"}`: what the ledger knows of a remote batch (contract section 10). The
+    first is written once the batch is created, with the name the provider gave it; later ones
+    record state changes. `name` is None for a batch found never created (`state` says so)."""
+
+    EVENT: ClassVar[str] = "batch"
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset(
+        {"model", "image_size", "requests", "input", "stats", "note"}
+    )
+
+    ts: str | None = field(default_factory=utc_now)
+    batch_key: str
+    name: str | None
+    state: str | None
+    model: str | None = None
+    image_size: str | None = None
+    requests: int | None = None
+    input: str | None = None  # "inline" or the uploaded file's name
+    stats: Json | None = None  # the provider's batchStats counts
+    note: str | None = None
+
+    @classmethod
+    def from_json(cls, record: Mapping[str, Any]) -> Self | None:
+        """The `batch` line `record` is, or None if it is another kind or names no batch key."""
+        key = as_text(record.get("batch_key"))
+        if record.get("event") != cls.EVENT or not key:
+            return None
+        return cls(**read_fields(cls, record, batch_key=key, stats=as_dict(record.get("stats"))))
+
+
+LedgerLine = JobLine | SentLine | ResultLine | BatchLine
+_KINDS: dict[str, type[JobLine] | type[SentLine] | type[ResultLine] | type[BatchLine]] = {
+    kind.EVENT: kind for kind in (JobLine, SentLine, ResultLine, BatchLine)
 }
 
 

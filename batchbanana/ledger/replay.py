@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from batchbanana.errors import UserError
-from batchbanana.ledger.records import JobLine, SentLine, parse_line
+from batchbanana.ledger.records import BatchLine, JobLine, SentLine, parse_line
 from batchbanana.rules.outcomes import Billed, Outcome
 
 
@@ -72,6 +72,7 @@ class AttemptState:
     billed: str | None = None
     in_flight_attempt: int | None = None  # a `sent` line with no result after it
     in_flight_price_usd: float = 0.0
+    in_batch: str | None = None  # the batch key of the in-flight request, in batch mode
 
 
 @dataclass(slots=True)
@@ -83,6 +84,7 @@ class ItemHistory:
     spec: dict[str, Any] | None = None  # the latest request's spec, kept while it is not ok
     by_fingerprint: dict[str, AttemptState] = field(default_factory=dict)
     ever_sent: bool = False  # a `sent` line exists (an over_budget line alone sends nothing)
+    output: str | None = None  # the first image of the latest ok result (for `item:` references)
 
     def current(self) -> AttemptState:
         """The state of the latest fingerprint."""
@@ -90,23 +92,70 @@ class ItemHistory:
 
 
 @dataclass(slots=True)
+class BatchRecord:
+    """What the ledger knows of one remote batch: its latest `batch` line."""
+
+    key: str
+    name: str | None = None  # None until the create call's answer was recorded
+    state: str | None = None
+    model: str | None = None
+    image_size: str | None = None
+    input: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """A request whose `sent` line has no result yet."""
+
+    item: str
+    fingerprint: str
+    attempt: int
+    price_usd: float
+    batch_key: str | None
+
+
+@dataclass(slots=True)
 class LedgerState:
-    """A ledger replayed: per-item history, and the money it already records."""
+    """A ledger replayed: per-item history, remote batches, and the money it already records."""
 
     items: dict[str, ItemHistory] = field(default_factory=dict)
     spent_usd: float = 0.0
     possibly_spent_usd: float = 0.0
     jobs: list[JobLine] = field(default_factory=list)
+    batches: dict[str, BatchRecord] = field(default_factory=dict)
 
-    def dangling(self) -> list[tuple[str, str, int, float]]:
-        """(item, fingerprint, attempt, price) of requests whose `sent` line has no result."""
+    def in_flight(self) -> list[InFlight]:
+        """Every request whose `sent` line has no result, in a batch or not."""
         found = []
         for item_id, history in self.items.items():
             for print_id, state in history.by_fingerprint.items():
                 if state.in_flight_attempt is not None:
                     found.append(
-                        (item_id, print_id, state.in_flight_attempt, state.in_flight_price_usd)
+                        InFlight(
+                            item_id,
+                            print_id,
+                            state.in_flight_attempt,
+                            state.in_flight_price_usd,
+                            state.in_batch,
+                        )
                     )
+        return found
+
+    def dangling(self) -> list[tuple[str, str, int, float]]:
+        """(item, fingerprint, attempt, price) of synchronous requests whose `sent` line has no
+        result: a crash left them. A batch's requests are not: they wait in their batch."""
+        return [
+            (entry.item, entry.fingerprint, entry.attempt, entry.price_usd)
+            for entry in self.in_flight()
+            if entry.batch_key is None
+        ]
+
+    def open_batches(self) -> dict[str, list[InFlight]]:
+        """Batch key -> its requests still without a result: batches to re-attach to."""
+        found: dict[str, list[InFlight]] = {}
+        for entry in self.in_flight():
+            if entry.batch_key is not None:
+                found.setdefault(entry.batch_key, []).append(entry)
         return found
 
 
@@ -125,6 +174,13 @@ def replay(records: Iterable[Mapping[str, Any]]) -> LedgerState:
         if isinstance(line, JobLine):
             state.jobs.append(line)
             continue
+        if isinstance(line, BatchLine):
+            batch = state.batches.setdefault(line.batch_key, BatchRecord(line.batch_key))
+            for name in ("name", "state", "model", "image_size", "input"):
+                value = getattr(line, name)
+                if value is not None:
+                    setattr(batch, name, value)
+            continue
         if line is None or line.fingerprint is None:
             continue
         history = state.items.setdefault(line.item, ItemHistory())
@@ -140,13 +196,16 @@ def replay(records: Iterable[Mapping[str, Any]]) -> LedgerState:
             pair.billed = None
             pair.in_flight_attempt = line.attempt if line.attempt is not None else history.attempts
             pair.in_flight_price_usd = _price(line.price_usd)
+            pair.in_batch = line.batch_key
         else:
             if pair.in_flight_attempt is not None and pair.in_flight_attempt == line.attempt:
                 pair.in_flight_attempt = None
+                pair.in_batch = None
             pair.outcome = line.outcome
             pair.billed = line.billed  # None when unreadable: neither spent nor free
             if pair.outcome == Outcome.OK:
                 history.spec = None  # only `retry` needs specs, and only of failed items
+                history.output = line.output
             if pair.billed == Billed.YES:
                 spent += _price(line.price_usd)
             elif pair.billed == Billed.UNKNOWN:

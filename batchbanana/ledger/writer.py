@@ -102,6 +102,11 @@ class LedgerWriter:
         os.fsync(self._fd)
         self._synced = self._written
 
+    def sync_now(self) -> None:
+        """Fsync every line written so far, blocking (for a worker thread's lines)."""
+        os.fsync(self._fd)
+        self._synced = self._written
+
     def append_soon_durable(self, record: Record) -> None:
         """Write one record now; `keep_synced` makes it durable shortly after, without waiting.
 

@@ -1,15 +1,17 @@
 """Manifest -> job: check the job-level settings (endpoint, optimiser), gather the items (the
-manifest's, then the items_file's rows), expand them into work items, and raise every problem
-found in the whole manifest together; or build the Job.
+manifest's, then the items_file's rows), expand them into work items, check the edit chains
+between them, and raise every problem found in the whole manifest together; or build the Job.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from batchbanana.errors import UserError
+from batchbanana.plan.chains import check_chains
 from batchbanana.plan.checker import Checker
 from batchbanana.plan.expand import expand_items
 from batchbanana.plan.inputs import pillow_available
@@ -73,21 +75,42 @@ def build_job(
     endpoint_override: str | None = None,
     concurrency_override: int | None = None,
     budget_override: float | None = None,
+    mode_override: str | None = None,
 ) -> Job:
     """Expand and check a schema-valid manifest; raises UserError listing every problem."""
     checker = Checker(loaded.source, problems=list(problems))
     endpoint = _checked_endpoint(loaded, endpoint_override, checker)
     _check_optimizer(loaded, checker)
+    mode = mode_override or loaded.manifest.mode
+    _check_mode(loaded, mode, mode_override is not None, checker)
     pricing = _pricing(loaded.manifest)
     check_top_level(loaded.manifest, loaded.lines.line_of, checker)
     raw_items = _raw_items(loaded, checker)
     items = [raw.item for raw in raw_items]
     check_top_level_matrix(loaded.manifest, items, loaded.lines.line_of, checker)
     work = expand_items(raw_items, loaded.manifest, pricing, loaded.base_dir, checker)
+    check_chains(work, raw_items, checker)
     if not work and not checker.problems:
         checker.add(None, "", "items", "the job has no items")
     _raise_problems(checker, loaded.source)
-    return _job(loaded, endpoint, pricing, work, concurrency_override, budget_override)
+    if mode == "batch":
+        work = [dataclasses.replace(item, price=item.price.for_batch()) for item in work]
+    job = _job(loaded, endpoint, pricing, work, concurrency_override, budget_override)
+    return dataclasses.replace(job, mode=mode)
+
+
+def _check_mode(loaded: LoadedManifest, mode: str, overridden: bool, checker: Checker) -> None:
+    """Batch mode is Google's Batch API: API易 (bearer auth) serves synchronous calls only."""
+    if mode == "batch" and loaded.manifest.auth != "google":
+        line = None if overridden else loaded.lines.line_of(("mode",))
+        checker.add(
+            line,
+            "",
+            "--mode" if overridden else "mode",
+            "batch mode needs auth: google (Google's Batch API); API易 and other bearer"
+            " endpoints serve synchronous calls only; HINT: set auth: google with Google's"
+            " endpoint (https://generativelanguage.googleapis.com), or use mode: sync",
+        )
 
 
 def _checked_endpoint(
@@ -184,6 +207,7 @@ def _job(
         items=tuple(work),
         allow_insecure_http=manifest.allow_insecure_http,
         optimize_inputs=manifest.optimize_inputs,
+        batch=manifest.batch,
     )
 
 
@@ -192,10 +216,13 @@ def load_job(
     endpoint_override: str | None = None,
     concurrency_override: int | None = None,
     budget_override: float | None = None,
+    mode_override: str | None = None,
 ) -> Job:
     """Read, validate and expand a manifest; raises UserError with every problem found."""
     loaded, problems = load_manifest(path)
     if loaded is None:
         problems.sort(key=lambda problem: problem.line or 0)
         raise UserError([problem.render() for problem in problems])
-    return build_job(loaded, problems, endpoint_override, concurrency_override, budget_override)
+    return build_job(
+        loaded, problems, endpoint_override, concurrency_override, budget_override, mode_override
+    )

@@ -1,6 +1,8 @@
 """Input images: sniff their type from the bytes, check the provider's limits, encode them once.
 
 Local files are inlined as base64 (`inlineData`); URLs are passed as `fileData` and never fetched.
+Another item's output (`item:<id>`, plan/chains.py) is a reference until that item is ok, then the
+saved file, inlined like any local file.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import hashlib
 import stat
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -19,35 +21,52 @@ import pybase64
 from batchbanana.errors import ImageProblem as ImageProblem
 from batchbanana.rules.media import MAX_IMAGE_BYTES, base64_bytes, sniff_mime
 
+# Where an image was written, for problems found after expansion: (file, line, item, field).
+Site = tuple[str, int | None, str, str]
+
 
 @dataclass(frozen=True, slots=True)
 class ImageInput:
-    """One input image of an item: a local file (inlined) or a URL (passed as fileData)."""
+    """One input image of an item: a local file (inlined), a URL (passed as fileData), or
+    another item's output not known yet (kind `item`: `reference` is that item's id)."""
 
-    kind: Literal["file", "url"]
-    reference: str  # absolute path for files, the URL for URLs
+    kind: Literal["file", "url", "item"]
+    reference: str  # absolute path for files, the URL for URLs, the item id for `item`
     mime_type: str  # for an inlined URL: known only once downloaded ("" until then)
     sha256: str | None = None
     size_bytes: int | None = None
     inline: bool = False  # a URL downloaded by batchbanana and sent inline (inline_urls: true)
+    from_item: str | None = None  # a file that is this item's output (an `item:` reference)
+    site: Site | None = field(default=None, compare=False)  # where the manifest wrote it
 
     def spec(self) -> dict[str, object]:
         """What the ledger keeps to send this image again and to recognise its bytes."""
+        if self.kind == "item":
+            return {"item": self.reference, "pending": True}
         if self.kind == "url":
             spec: dict[str, object] = {"url": self.reference, "mime_type": self.mime_type}
             if self.inline:
                 spec["inline"] = True
             return spec
-        return {"path": self.reference, "sha256": self.sha256, "mime_type": self.mime_type}
+        spec = {"path": self.reference, "sha256": self.sha256, "mime_type": self.mime_type}
+        if self.from_item is not None:
+            spec["item"] = self.from_item
+        return spec
 
     def meaning(self) -> str:
-        """What identifies the image in a fingerprint: its bytes' digest, or its URL."""
+        """What identifies the image in a fingerprint: its bytes' digest, its URL, or (while
+        another item's output is not known) that item's id."""
         if self.kind == "file":
             return f"sha256:{self.sha256}"
+        if self.kind == "item":
+            return f"item:{self.reference}|pending"
         return f"url:{self.reference}" + ("|inline" if self.inline else "")
 
     def encoded_size(self) -> int:
-        """Bytes this image adds to a request body once base64-encoded."""
+        """Bytes this image adds to a request body once base64-encoded (an `item:` reference
+        is measured once that item's output exists)."""
+        if self.kind == "item":
+            return 0
         if self.kind == "url":
             return len(self.reference) + 64  # an inlined URL is checked once downloaded
         return base64_bytes(self.size_bytes or 0)
@@ -183,6 +202,8 @@ class EncodedImageCache:
 
     def _encode(self, image: ImageInput) -> tuple[str, str]:
         key = image.reference
+        if image.kind == "item":  # never sent before plan/chains.py made it the saved file
+            raise ImageProblem(f"item:{key}: that item's output is not known yet")
         if image.kind == "url":
             path, mime = self.downloads[key]
             data = path.read_bytes()

@@ -1,11 +1,14 @@
 """An item's input images, resolved and checked before anything is sent: URLs by their type,
-local files by their bytes (relative to the manifest), and the request's count and size limits."""
+local files by their bytes (relative to the manifest), another item's output (`item:<id>`) by the
+form of its id (plan/chains.py checks that the item exists), and the request's count and size
+limits."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from batchbanana.plan.chains import ITEM_PREFIX, reference_problem
 from batchbanana.plan.checker import Checker
 from batchbanana.plan.inputs import ImageInput
 from batchbanana.plan.items_file import RawItem
@@ -29,7 +32,9 @@ def resolve_images(
     for position, entry in enumerate(raw.item.images):
         label = f"images[{position}]"
         reference, declared = _reference(entry)
-        if is_url(reference):
+        if reference.startswith(ITEM_PREFIX):
+            found = _resolve_item(raw, label, reference, isinstance(entry, str), checker)
+        elif is_url(reference):
             found = _resolve_url(raw, label, reference, declared, checker, inline_urls)
         else:
             found = _resolve_file(raw, label, reference, declared, base_dir, checker)
@@ -46,6 +51,18 @@ def _reference(entry: str | ImageEntry) -> tuple[str, str | None]:
         assert reference is not None  # ImageEntry guarantees one of url/path
         return reference, entry.mime_type
     return entry, None
+
+
+def _resolve_item(
+    raw: RawItem, label: str, reference: str, plain: bool, checker: Checker
+) -> ImageInput | None:
+    """Another item's output: a reference until that item is ok (run/chains.py)."""
+    problem = reference_problem(reference, plain)
+    if problem:
+        checker.add_item(raw, label, problem)
+        return None
+    site = (raw.source, raw.line, raw.where, label)
+    return ImageInput("item", reference[len(ITEM_PREFIX) :], "", site=site)
 
 
 def _resolve_url(

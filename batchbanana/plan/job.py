@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from batchbanana.plan.inputs import ImageInput
-from batchbanana.plan.manifest import RetrySettings, Timeouts
+from batchbanana.plan.manifest import BatchSettings, RetrySettings, Timeouts
 from batchbanana.rules.pricing import PriceRule
 
 SIMULATE = "simulate"  # the endpoint that means the built-in simulator
@@ -117,10 +117,12 @@ class Job:
     items: tuple[WorkItem, ...]
     allow_insecure_http: bool = False
     optimize_inputs: str = "none"
+    mode: str = "sync"  # "batch": Google's Batch API at half price (items priced accordingly)
+    batch: BatchSettings = field(default_factory=BatchSettings)
 
     def settings(self) -> dict[str, Any]:
         """The job's settings as the ledger's `job` line records them (never a secret)."""
-        return {
+        recorded = {
             "endpoint": self.endpoint,
             "auth": self.auth,
             "api_key_env": self.api_key_env,
@@ -136,6 +138,9 @@ class Job:
             "allow_insecure_http": self.allow_insecure_http,
             "optimize_inputs": self.optimize_inputs,
         }
+        if self.mode != "sync":  # a synchronous job's line stays as it always was
+            recorded.update(mode=self.mode, batch=self.batch.model_dump())
+        return recorded
 
 
 def _rule_json(rule: PriceRule) -> dict[str, float]:

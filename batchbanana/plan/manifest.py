@@ -191,6 +191,20 @@ class RetrySettings(_Strict):
     max_wait_s: float = Field(default=900, gt=0)
 
 
+class BatchSettings(_Strict):
+    """How batch mode (Google's Batch API, half price) submits and waits (contract section 10)."""
+
+    poll_s: float = Field(default=10, gt=0, description="first wait between two polls")
+    max_poll_s: float = Field(default=60, gt=0, description="the wait between polls grows to this")
+    max_wait_h: float = Field(
+        default=48, gt=0, description="a batch still pending after this long is cancelled"
+    )
+    input: Literal["auto", "inline", "file"] = Field(
+        default="auto",
+        description="auto: inline while a batch's body stays under 20 MB, else an uploaded file",
+    )
+
+
 class PricingEntry(_Strict):
     """A price that overrides the price book for one model."""
 
@@ -228,6 +242,9 @@ class Manifest(GenerationFields):
     items: list[Item] = Field(default_factory=list)
     items_file: str | None = None
     items_file_encoding: str = "utf-8"
+    # Batch mode (contract section 10)
+    mode: Literal["sync", "batch"] = "sync"
+    batch: BatchSettings = Field(default_factory=BatchSettings)
     # templates and matrices (contract section 11): variables' default values (an items_file's
     # columns named here fill them per row), and lists of values every item is combined over
     vars: Vars = Field(default_factory=dict)
@@ -260,6 +277,7 @@ NESTED_KEYS.update(
     {
         "timeouts": tuple(info.alias or name for name, info in Timeouts.model_fields.items()),
         "retry": tuple(RetrySettings.model_fields),
+        "batch": tuple(BatchSettings.model_fields),
         "pricing": tuple(PricingEntry.model_fields),
         "images": tuple(ImageEntry.model_fields),
     }

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from batchbanana.ledger.owed import decide
 from batchbanana.ledger.replay import scan_ledger
+from batchbanana.plan.chains import bases
 from batchbanana.plan.inputs import ImageInput, optimize_lossless
 from batchbanana.plan.job import Job, WorkItem
 from batchbanana.plan.variations import MATRIX_FIELDS
@@ -56,7 +57,7 @@ def describe_inputs(job: Job) -> list[str]:
         for image in item.images:
             if image.kind == "file":
                 files[image.reference] = image
-            else:
+            elif image.kind == "url":
                 urls.add(image.reference)
         largest = max(largest, body)
     if not files and not urls:
@@ -119,6 +120,18 @@ def _matrix_lines(name: str, items: list[WorkItem]) -> list[str]:
     return lines
 
 
+def describe_chains(job: Job) -> list[str]:
+    """How many items use another item's output (`item:<id>`) and so wait for it."""
+    users = [item for item in job.items if bases(item)]
+    if not users:
+        return []
+    used = {base for item in users for base in bases(item)}
+    return [
+        f"chains: {len(users)} item(s) use the output of {len(used)} other item(s) (item:<id>);"
+        " each is sent once the items it uses are ok, and is blocked if one is not"
+    ]
+
+
 def render_plan(job: Job) -> str:
     """The text `batchbanana plan` prints."""
     rows = estimate_rows(job)
@@ -142,6 +155,7 @@ def render_plan(job: Job) -> str:
     )
     lines.extend(describe_matrices(job))
     lines.extend(describe_inputs(job))
+    lines.extend(describe_chains(job))
     if job.budget_usd is not None:
         verdict = "fits" if total <= job.budget_usd else "does NOT fit"
         lines.append(f"budget ${job.budget_usd:.4f}: the estimate {verdict}")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from batchbanana.report.loading import Attempt, LoadedReport, parse_ts
-from batchbanana.rules.outcomes import Outcome
+from batchbanana.rules.outcomes import NEVER_SENT, Outcome
 
 __all__ = ["Run", "runs"]
 
@@ -30,7 +30,7 @@ class Run:
     ledger: int  # index into LoadedReport.ledgers where the run was first seen
     started: datetime | None  # the `job` line's time
     wall_s: float | None  # from the `job` line to the run's last request line
-    requests: int  # sent: every result but over_budget (never sent), and sent lines left open
+    requests: int  # sent: every result but the never-sent ones, and sent lines left open
     refused: int  # refused for load: rate_limited and unavailable results
     refused_429: int  # of those, answered 429
     refused_503: int  # of those, answered 503 (an unfinished batch's items have no status)
@@ -53,7 +53,7 @@ class _Tally:
     attempts: list[Attempt] = field(default_factory=list)
 
     def run(self) -> Run:
-        sent = [a for a in self.attempts if a.outcome != Outcome.OVER_BUDGET]
+        sent = [a for a in self.attempts if a.outcome not in NEVER_SENT]
         refused = [a for a in sent if a.outcome in _REFUSED_FOR_LOAD]
         times = [a.ts for a in self.attempts if a.ts is not None]
         end = max([self.started, *times]) if self.started else None

@@ -31,6 +31,7 @@ class Outcome(enum.StrEnum):
     SERVER_ERROR = "server_error"
     INTERRUPTED = "interrupted"
     OVER_BUDGET = "over_budget"
+    BLOCKED = "blocked"
 
 
 class Billed(enum.StrEnum):
@@ -55,9 +56,13 @@ BILLING: dict[Outcome, Billed] = {
     Outcome.SERVER_ERROR: Billed.UNKNOWN,
     Outcome.INTERRUPTED: Billed.UNKNOWN,
     Outcome.OVER_BUDGET: Billed.NO,
+    Outcome.BLOCKED: Billed.NO,  # an item whose input is another item's output, not ok (yet)
 }
 
 RETRYABLE = frozenset({Outcome.RATE_LIMITED, Outcome.UNAVAILABLE, Outcome.CONNECT_ERROR})
+
+# Outcomes recorded without a request: no `sent` line, the next attempt number.
+NEVER_SENT = frozenset({Outcome.OVER_BUDGET, Outcome.BLOCKED})
 
 # Finish reasons of a 200 without an image that mean the model refused (billed, never retried).
 REFUSAL_REASONS = frozenset(

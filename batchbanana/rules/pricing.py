@@ -23,6 +23,7 @@ GOOGLE_BOOK: dict[str, dict[str, float]] = {
 }
 
 PRICE_BOOKS = ("apiyi", "google")
+BATCH_DISCOUNT = 0.5  # Google's Batch API bills half the list price (contract section 10)
 
 # Typical output tokens of one image, used to estimate token-priced requests before the answer.
 TYPICAL_IMAGE_TOKENS: dict[str, int] = {"512": 747, "1K": 1120, "2K": 1680, "4K": 2520}
@@ -78,6 +79,19 @@ class PriceRule:
         if not isinstance(total, int | float) or isinstance(total, bool) or total < 0:
             return self.estimate_usd(image_size)
         return self._tokens_usd(float(total))
+
+    def for_batch(self) -> PriceRule:
+        """The same rule at batch prices: every rate halved (a `pricing` override is taken as
+        the list price, as the price books are)."""
+
+        def half(rate: float | None) -> float | None:
+            return None if rate is None else round(rate * BATCH_DISCOUNT, 9)
+
+        return PriceRule(
+            per_request_usd=half(self.per_request_usd),
+            per_million_tokens_usd=half(self.per_million_tokens_usd),
+            per_image_usd=half(self.per_image_usd),
+        )
 
     def _tokens_usd(self, tokens: float) -> float:
         return round((self.per_million_tokens_usd or 0.0) * tokens / 1e6, 6)

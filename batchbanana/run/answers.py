@@ -11,7 +11,9 @@ from __future__ import annotations
 import binascii
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pybase64
 
@@ -20,6 +22,7 @@ from batchbanana.rules.answer import (
     URLSAFE_TO_STANDARD,
     Answer,
     AnswerImage,
+    ImageReader,
     answer_from_json,
     decode_base64,
     load_json,
@@ -36,6 +39,7 @@ _INLINE_OPENED = re.compile(rb'"inline_?[dD]ata"\s*:\s*\{(?:[^{}"]|"(?:[^"\\]|\\
 _CONTEXT_BYTES = 4096
 SPILL_BYTES = 256 * 1024  # decoded bytes an image may hold in memory before it goes to a file
 _PLACEHOLDER = "@batchbanana-image-{}@"
+T = TypeVar("T")
 _ESCAPE = re.compile(rb"\\(u[0-9a-fA-F]{4}|[^u])")
 _SIMPLE_ESCAPES = {b"/": b"/", b"\\": b"\\", b"n": b"", b"r": b"", b"t": b"", b'"': b'"'}
 
@@ -227,6 +231,12 @@ class AnswerStream:
 
     def finish(self) -> Answer:
         """The whole answer, once the body is complete; raises BadResponse if it is not valid."""
+        return self.finish_with(answer_from_json)
+
+    def finish_with(self, read: Callable[[Any, ImageReader], T]) -> T:
+        """`read` applied to the whole JSON once complete, with the reader of its images (a
+        batch's response line wraps the answer); images `read` did not use are deleted. Raises
+        BadResponse if the JSON is not valid."""
         if self._current is not None:
             raise BadResponse("answer cut off inside image data")
         data = load_json(self._kept)
@@ -245,13 +255,15 @@ class AnswerStream:
                     )
             return AnswerImage.in_memory(mime_type, decode_base64(payload))
 
-        answer = answer_from_json(data, read_image)
-        # Drafts (`thought` parts) and data under other keys were decoded too: drop them.
-        for index, image in enumerate(self._files):
-            if index not in used:
-                image.discard()
-        self._files = [image for index, image in enumerate(self._files) if index in used]
-        return answer
+        try:
+            result = read(data, read_image)
+        finally:
+            # Drafts (`thought` parts) and data under other keys were decoded too: drop them.
+            for index, image in enumerate(self._files):
+                if index not in used:
+                    image.discard()
+            self._files = [image for index, image in enumerate(self._files) if index in used]
+        return result
 
     def discard(self) -> None:
         """Delete every temporary file of this answer."""

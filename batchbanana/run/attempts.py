@@ -7,7 +7,6 @@ nothing. Whatever stops the process, the ledger tells what may have been paid fo
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -19,18 +18,20 @@ from batchbanana.errors import ImageProblem, describe_error
 from batchbanana.ledger.records import SentLine
 from batchbanana.ledger.replay import LedgerState
 from batchbanana.ledger.writer import LedgerWriter
+from batchbanana.plan.chains import bases
 from batchbanana.plan.inputs import EncodedImageCache
 from batchbanana.plan.job import Job, WorkItem
 from batchbanana.rules.backoff import retry_wait_s
 from batchbanana.rules.outcomes import Outcome, is_retryable
-from batchbanana.rules.pricing import money
 from batchbanana.run.body import request_body
+from batchbanana.run.chains import ChainWaits, Moves
 from batchbanana.run.client import AttemptResult, ProviderClient
 from batchbanana.run.meters import BudgetMeter
 from batchbanana.run.outputs import ImageCommitter
 from batchbanana.run.pool import Slot, WorkPool
 from batchbanana.run.progress import Progress
 from batchbanana.run.recorder import ResultRecorder
+from batchbanana.run.saving import keep_images
 from batchbanana.run.settings import RunSettings
 from batchbanana.run.signals import watch_stop_signals
 from batchbanana.run.totals import RunTotals
@@ -75,6 +76,7 @@ class JobRunner:
         self._encoders = anyio.CapacityLimiter(ENCODER_THREADS)
         self.saver = ImageCommitter(job.output_dir)
         self._finishing = anyio.CapacityLimiter(settings.concurrency)
+        self.chains = ChainWaits(state)  # items waiting for other items' outputs
 
     # -- one attempt ----------------------------------------------------------------------------
     def _next_attempt(self, item: WorkItem) -> int:
@@ -83,12 +85,24 @@ class JobRunner:
         self.run_attempts[item.id] = self.run_attempts.get(item.id, 0) + 1
         return number
 
-    def _finish(self, item: WorkItem, outcome: Outcome, error: str | None) -> None:
+    def _finish(
+        self, item: WorkItem, outcome: Outcome, error: str | None, output: Path | None = None
+    ) -> None:
         self.totals.outcomes[outcome.value] = self.totals.outcomes.get(outcome.value, 0) + 1
         if outcome is not Outcome.OK:
             self.totals.failures.append((item.id, outcome.value, self.scrub(error or "")))
         if self.progress:
             self.progress.item_done(outcome is Outcome.OK, self.totals, self.pool.shown_limits())
+        self._follow(self.chains.settle(item.id, outcome, output))
+
+    def _follow(self, moves: Moves) -> None:
+        """Items whose inputs are now known go to the pool; blocked ones get their line."""
+        for ready in moves.ready:
+            self.pool.submit(ready)
+        for item, why in moves.blocked:
+            price = item.price.ceiling_usd(item.image_size, len(item.images))
+            self.recorder.record(item, self._next_attempt(item), Outcome.BLOCKED, price, error=why)
+            self._finish(item, Outcome.BLOCKED, why)
 
     def _stop(self, reason: str) -> None:
         if self.stop_reason is None:
@@ -105,13 +119,21 @@ class JobRunner:
         if self.pool.stopping:
             self.unsent.append(item)
             return
+        if bases(item):  # the outputs it uses are known now: read them, off the event loop
+            try:
+                item, known = await anyio.to_thread.run_sync(
+                    self.chains.resolve, item, limiter=self._encoders
+                )
+            except ImageProblem as exc:
+                self._follow(Moves(blocked=[(item, f"not sent: {exc}")]))
+                return
+            if known is not None:  # the ledger has this very request already: never sent twice
+                self._finish(item, known.outcome, known.error, known.output)
+                return
         price = item.price.ceiling_usd(item.image_size, len(item.images))
         if not self.budget.admits(self.totals.spent_usd + self.totals.possibly_spent_usd, price):
             attempt = self._next_attempt(item)
-            self.totals.over_budget_usd = money(self.totals.over_budget_usd + price)
-            budget = self.settings.budget_usd
-            why = f"not sent: ${price:g} more would exceed the budget of ${budget:g}"
-            self.recorder.record(item, attempt, Outcome.OVER_BUDGET, price, error=why)
+            self.recorder.over_budget(item, attempt, price, self.settings.budget_usd)
             self._finish(item, Outcome.OVER_BUDGET, "over budget")
             return
         self.budget.reserve(price)  # before any wait: concurrent handlers see it
@@ -199,33 +221,9 @@ class JobRunner:
         self._finish(item, Outcome.INTERRUPTED, why)
 
     async def _conclude(self, item: WorkItem, attempt: int, result: AttemptResult) -> None:
-        outcome = result.outcome
         price = item.price.actual_usd(item.image_size, result.usage, len(result.images))
-        outputs: list[Path] = []
-        size_bytes: int | None = None
-        error = result.error
-        if outcome is Outcome.OK:
-            try:
-                saved = await self.saver.commit(item.id, result.images)
-                outputs = saved.paths
-                if saved.error is None:
-                    size_bytes = sum(image.size for image in result.images)
-                else:  # paid for and not (all) saved; the line names any file that was
-                    outcome = Outcome.WRITE_ERROR
-                    error = f"could not write the image: {describe_error(saved.error)}"
-                    if outputs:
-                        error += f" ({len(outputs)} of {len(result.images)} images saved)"
-            except Exception as exc:  # a bug must not cost a paid answer its result line
-                outcome = Outcome.WRITE_ERROR
-                error = f"could not write the image: {describe_error(exc)}"
-                outputs, size_bytes = [], None
-            finally:
-                for image in result.images[len(outputs) :]:
-                    if image.path is not None:
-                        # Not committed: no stray temp. A failure here must not cost the paid
-                        # answer its result line (the next start removes the temp anyway).
-                        with contextlib.suppress(OSError):
-                            image.path.unlink(missing_ok=True)
+        kept = await keep_images(self.saver, item.id, result)
+        outcome, error = kept.outcome, kept.error
         extra: dict[str, Any] = {}
         retry, delay = self.job.retry, None
         if is_retryable(outcome):
@@ -243,7 +241,7 @@ class JobRunner:
         if retry_now and delay is not None:
             extra["retry_in_s"] = round(delay, 3)
         self.recorder.record(
-            item, attempt, outcome, price, result, outputs, size_bytes, error, extra
+            item, attempt, outcome, price, result, kept.outputs, kept.size_bytes, error, extra
         )
         if retry_now and delay is not None:
             self.totals.free_retries += 1
@@ -255,18 +253,17 @@ class JobRunner:
             self._stop(result.job_stop)
         if outcome is Outcome.WRITE_ERROR:
             self._stop(f"item '{item.id}': {error}")
-        self._finish(item, outcome, error)
+        self._finish(item, outcome, error, kept.outputs[0] if kept.outputs else None)
 
     settings_client: ProviderClient
 
     async def run(self, items: Sequence[WorkItem], client: ProviderClient) -> None:
         """Send the items through the pool until done, stopped or aborted."""
         self.settings_client = client
-        for item in items:
-            self.pool.submit(item)
         self.progress = Progress(
             total=len(items), enabled=self.settings.show_progress, stream=self.stderr
         )
+        self._follow(self.chains.start(items))
         try:
             # The saver outlives everything that may hand it a paid image: if a task beside the
             # pool fails, the answers being concluded (shielded) are still saved.
@@ -284,7 +281,7 @@ class JobRunner:
                     saving.cancel_scope.cancel()
         finally:
             self.progress.close()
-        self.unsent.extend(self.pool.pending())
+        self.unsent.extend(self.pool.pending() + self.chains.still_waiting())
         self.totals.refused = self.pool.meter.refused
         self.totals.limit_found = self.pool.meter.found()
 

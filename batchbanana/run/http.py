@@ -107,7 +107,7 @@ class HttpSession:
         *,
         timeout_s: float,
         connect_timeout_s: float | None = None,
-        data: bytes | None = None,
+        data: bytes | AsyncIterator[bytes] | None = None,  # an iterator streams an upload
         headers: Mapping[str, str] | None = None,
         max_redirects: int = 0,
     ) -> AsyncIterator[aiohttp.ClientResponse]:

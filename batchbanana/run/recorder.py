@@ -64,3 +64,12 @@ class ResultRecorder:
             self._totals.run_spent_usd = money(self._totals.run_spent_usd + price_usd)
         elif kind is Billed.UNKNOWN:
             self._totals.possibly_spent_usd = money(self._totals.possibly_spent_usd + price_usd)
+
+    def over_budget(
+        self, item: WorkItem, attempt: int, price_usd: float, budget_usd: float | None
+    ) -> None:
+        """Record an item the budget kept back: no `sent` line, no request, the next attempt
+        number, and what it would have cost added to the run's `over_budget_usd`."""
+        self._totals.over_budget_usd = money(self._totals.over_budget_usd + price_usd)
+        why = f"not sent: ${price_usd:g} more would exceed the budget of ${budget_usd or 0:g}"
+        self.record(item, attempt, Outcome.OVER_BUDGET, price_usd, error=why)

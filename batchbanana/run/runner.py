@@ -5,13 +5,12 @@ The per-request money sequence lives in attempts.py; what is owed, in ledger/owe
 
 from __future__ import annotations
 
-import os
 import secrets
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -25,12 +24,15 @@ from batchbanana.ledger.owed import Decision, decide
 from batchbanana.ledger.records import JobLine
 from batchbanana.ledger.replay import LedgerState
 from batchbanana.ledger.writer import LedgerWriter
-from batchbanana.plan.job import SIMULATE, Job, WorkItem
+from batchbanana.plan.job import Job, WorkItem
 from batchbanana.rules.outcomes import Outcome
-from batchbanana.rules.pricing import money, price_rule
+from batchbanana.rules.pricing import money
 from batchbanana.run.attempts import JobRunner
+from batchbanana.run.batch_collect import COLLECT_OWNER
+from batchbanana.run.chains import count_held, hold_for_batch
 from batchbanana.run.client import ProviderClient
 from batchbanana.run.downloads import inline_downloads, remove_stale_downloads
+from batchbanana.run.endpoint import endpoint_for, resolve_api_key
 from batchbanana.run.outputs import (
     prepare_output_dir,
     remove_stale_temps,
@@ -43,44 +45,6 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-
-
-def _price_function(job: Job) -> Callable[[str, str], float]:
-    def price(model: str, image_size: str) -> float:
-        rule = price_rule(job.price_book, job.pricing, model, image_size)
-        return rule.estimate_usd(image_size) if rule else 0.0
-
-    return price
-
-
-@asynccontextmanager
-async def _endpoint_for(job: Job, endpoint: str) -> AsyncIterator[str]:
-    if endpoint != SIMULATE:
-        yield endpoint
-        return
-    from batchbanana.simulator import SimulatorConfig, run_simulator
-
-    config = SimulatorConfig(price_usd=_price_function(job), price_book=job.price_book)
-    async with run_simulator(config) as simulator:
-        yield simulator.url
-
-
-def resolve_api_key(endpoint: str, api_key_env: str) -> str:
-    """The key from the environment; a missing key is a user error unless simulating."""
-    if endpoint == SIMULATE:
-        return os.environ.get(api_key_env) or "simulated-key"
-    key = os.environ.get(api_key_env, "").strip()
-    if not key:
-        raise UserError(
-            f"the environment variable {api_key_env} is not set or empty;"
-            f" HINT: export {api_key_env}=... (api_key_env in the manifest names the variable)"
-        )
-    if not all(33 <= ord(char) <= 126 for char in key):
-        raise UserError(
-            f"the key in {api_key_env} holds spaces, control or non-ASCII characters;"
-            " HINT: copy it again without quotes or line breaks"
-        )
-    return key
 
 
 def job_record(job: Job, settings: RunSettings, run_id: str) -> JobLine:
@@ -122,7 +86,7 @@ async def execute(
 ) -> RunResult:
     """Send `items` and return how the run ended (the ledger is written as it goes)."""
     runner = JobRunner(job, writer, state, settings, stderr, scrub)
-    endpoint_cm: AbstractAsyncContextManager[str] = _endpoint_for(job, settings.endpoint)
+    endpoint_cm: AbstractAsyncContextManager[str] = endpoint_for(job, settings.endpoint)
     async with (
         endpoint_cm as base_url,
         ProviderClient(base_url, settings.auth, settings.api_key, job.timeouts.connect) as client,
@@ -178,13 +142,14 @@ def run_job(
     try:
         decision = decide(job.items, state)
         check_foreign_files(job, decision.to_send, state)
-        remove_stale_temps(job.output_dir, {item.id for item in job.items})
+        remove_stale_temps(job.output_dir, {item.id for item in job.items} | {COLLECT_OWNER})
         remove_stale_downloads(job.output_dir, job.ledger_path)
         # URL images to inline are fetched and checked before the run is recorded or paid for.
         with inline_downloads(
             job.output_dir, job.ledger_path, decision.to_send
         ) as settings.downloads:
-            writer.append_sync(job_record(job, settings, new_run_id()))
+            run_id = new_run_id()
+            writer.append_sync(job_record(job, settings, run_id))
             _close_dangling(writer, state, stderr)
             decision = decide(job.items, state)
             if decision.done:
@@ -193,9 +158,18 @@ def run_job(
                     " sent again\n"
                 )
             started = time.monotonic()
-            result = run_restoring_signals(
-                execute, job, decision.to_send, writer, state, settings, stderr, scrub
-            )
+            if job.mode == "batch":
+                from batchbanana.run.batch_job import execute_batch
+
+                sendable, held = hold_for_batch(decision.to_send, state, writer)  # edit chains
+                result = run_restoring_signals(
+                    execute_batch, job, sendable, writer, state, settings, stderr, scrub, run_id,
+                )  # fmt: skip
+                count_held(result, held)
+            else:
+                result = run_restoring_signals(
+                    execute, job, decision.to_send, writer, state, settings, stderr, scrub
+                )
             elapsed = time.monotonic() - started
     finally:
         writer.close()

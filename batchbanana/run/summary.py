@@ -56,6 +56,16 @@ def print_summary(
             f"  {left} item(s) need `batchbanana retry {job.ledger_path}` (their last attempt was"
             " billed or may have been)"
         )
+    if totals.outcomes.get(Outcome.BLOCKED.value):
+        lines.append(
+            f"  {totals.outcomes[Outcome.BLOCKED.value]} item(s) blocked (not sent, not billed):"
+            " an item whose output they use is not ok; `run` sends them once it is"
+        )
+    if decision.in_batch and job.mode != "batch":
+        lines.append(
+            f"  {len(decision.in_batch)} item(s) wait in a remote batch of this job: run with"
+            " --mode batch to collect them (or `batchbanana cancel` the batch)"
+        )
     if totals.outcomes.get("not_sent"):
         lines.append(
             f"  {totals.outcomes['not_sent']} item(s) were not sent; running again sends them"

@@ -1,4 +1,5 @@
-"""How the simulated provider behaves: latency, fault rates, load limits, image size, prices."""
+"""How the simulated provider behaves: latency, fault rates, load limits, image size, prices,
+and how its batches run."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from batchbanana.simulator.rules import PRICE_BOOKS
+
+BATCH_ENDS = ("succeeded", "failed", "expired", "cancelled")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,13 @@ class SimulatorConfig:
     seed: int | None = None
     price_book: str = "apiyi"
     price_usd: Callable[[str, str], float] | None = None
+    # Batches: seconds PENDING, then seconds RUNNING, then how they end (unless a directive says).
+    batch_pending_s: float = 0.5
+    batch_running_s: float = 1.0
+    batch_end: str = "succeeded"  # succeeded | failed | expired | cancelled
+    download_503: int = 0  # the first N downloads of each batch's responses file answer 503
+    # The price of one batch response (model, image_size); None: half the sync price.
+    batch_price_usd: Callable[[str, str], float] | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -59,6 +69,12 @@ class SimulatorConfig:
             raise ValueError("capacity and rpm must be at least 1 (or None for no limit)")
         if self.rpm_window_s <= 0:
             raise ValueError("rpm_window_s (--rpm-window) must be positive")
+        if self.batch_pending_s < 0 or self.batch_running_s < 0 or self.download_503 < 0:
+            raise ValueError(
+                "batch_pending_s, batch_running_s and download_503 must not be negative"
+            )
+        if self.batch_end not in BATCH_ENDS:
+            raise ValueError(f"unknown batch_end {self.batch_end!r}; use {' | '.join(BATCH_ENDS)}")
 
     def latency(self, rng: random.Random) -> float:
         """Seconds one answer takes: latency_s, or a lognormal draw whose mean is latency_s."""

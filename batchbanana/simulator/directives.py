@@ -1,4 +1,7 @@
-"""Prompt directives such as `[sim:429x2,retry_after:3]`: parsing, and the plan for each request."""
+"""Prompt directives such as `[sim:429x2,retry_after:3]`: parsing, and the plan for each request.
+
+Batch-wide directives (`batch_failed`, `batch_expired`, `batch_cancelled`, `batch_stuck`,
+`download503xN`) shape the whole batch a prompt is sent in; generateContent ignores them."""
 
 from __future__ import annotations
 
@@ -22,6 +25,9 @@ _SHAPES = frozenset({
 })  # fmt: skip
 _TIMED_SHAPES = frozenset({"slow", "trickle"})  # need ":S" seconds
 _RETRY_HINTS = frozenset({"retry_after", "retry_date", "retry_info"})  # need ":S", no count
+# How a whole batch ends (no count), and its responses file's first N downloads answering 503.
+BATCH_ENDINGS = frozenset({"batch_failed", "batch_expired", "batch_cancelled", "batch_stuck"})
+_BATCH_WIDE = BATCH_ENDINGS | {"download503"}
 RETRYABLE_FAULTS = frozenset(
     {"429", "503", "html503", "quota_day", "quota_zero", "spend_cap", "prepaid"}
 )
@@ -53,6 +59,7 @@ class Directives:
     retry_after_s: float | None = None
     retry_date_s: float | None = None
     retry_info_s: float | None = None
+    batch: tuple[Directive, ...] = ()  # batch-wide: how the batch ends, download 503s
 
     @property
     def empty(self) -> bool:
@@ -74,7 +81,8 @@ class Plan:
 
 
 def _known_names() -> str:
-    names = sorted(_FAULTS | _SHAPES) + [f"{n}:S" for n in sorted(_TIMED_SHAPES | _RETRY_HINTS)]
+    names = sorted(_FAULTS | _SHAPES | _BATCH_WIDE)
+    names += [f"{n}:S" for n in sorted(_TIMED_SHAPES | _RETRY_HINTS)]
     return ", ".join(names)
 
 
@@ -82,6 +90,7 @@ def parse_directives(prompt: str) -> Directives:
     """The `[sim:...]` directives in a prompt; DirectiveError (with a hint) if one is unknown."""
     faults: list[Directive] = []
     shapes: list[Directive] = []
+    batch: list[Directive] = []
     hints: dict[str, float] = {}
     for block in _BLOCK_RE.findall(prompt):
         for raw in block.split(","):
@@ -96,7 +105,7 @@ def parse_directives(prompt: str) -> Directives:
                 name, float(value) if value else None, int(count) if count else None
             )
             needs_value = name in _TIMED_SHAPES or name in _RETRY_HINTS
-            if name not in _FAULTS | _SHAPES | _TIMED_SHAPES | _RETRY_HINTS:
+            if name not in _FAULTS | _SHAPES | _TIMED_SHAPES | _RETRY_HINTS | _BATCH_WIDE:
                 raise DirectiveError(
                     f"unknown simulator directive {name!r}; HINT: known: {_known_names()}"
                 )
@@ -105,7 +114,11 @@ def parse_directives(prompt: str) -> Directives:
             if needs_value != (value is not None):
                 form = f"{name}:S (seconds)" if needs_value else name
                 raise DirectiveError(f"[sim:{token}] is malformed; HINT: write it as {form}")
-            if name in _RETRY_HINTS:
+            if name in BATCH_ENDINGS and count is not None:
+                raise DirectiveError(f"[sim:{token}] takes no count; HINT: write {name}")
+            if name in _BATCH_WIDE:
+                batch.append(Directive(name, None, directive.count or 1))
+            elif name in _RETRY_HINTS:
                 if count is not None:
                     raise DirectiveError(f"[sim:{token}] takes no count; HINT: write {name}:S")
                 hints[name] = float(value)
@@ -121,6 +134,7 @@ def parse_directives(prompt: str) -> Directives:
         retry_after_s=hints.get("retry_after"),
         retry_date_s=hints.get("retry_date"),
         retry_info_s=hints.get("retry_info"),
+        batch=tuple(batch),
     )
 
 

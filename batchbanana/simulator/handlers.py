@@ -1,10 +1,12 @@
-"""The HTTP side: each request read, checked, answered (faults included) and billed, and the
-aiohttp application that routes to it (generateContent and the /_sim/ books)."""
+"""The HTTP side of generateContent: each request read, checked, answered (faults included) and
+billed; the routes to it and to the /_sim/ books; and the key check and error answer that the
+other endpoints share."""
 
 from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -15,7 +17,6 @@ from batchbanana.simulator.answers import (
     load_refusal,
     success_answer,
 )
-from batchbanana.simulator.config import SimulatorConfig
 from batchbanana.simulator.directives import (
     BILLED_FAULTS,
     DirectiveError,
@@ -31,7 +32,7 @@ from batchbanana.simulator.state import SimulatorState
 STATE = web.AppKey("batchbanana_simulator_state", SimulatorState)
 
 
-def _api_key(request: web.Request) -> str:
+def api_key(request: web.Request) -> str:
     """The key from `Authorization: Bearer`, `x-goog-api-key` or `?key=`; "" when none."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
@@ -39,10 +40,9 @@ def _api_key(request: web.Request) -> str:
     return request.headers.get("x-goog-api-key", "").strip() or request.query.get("key", "").strip()
 
 
-async def _decide(request: web.Request, state: SimulatorState) -> Answer:
-    """Read and check the request, then choose its answer (and whether it is billed)."""
-    model, _, method = request.match_info["name"].partition(":")
-    key = _api_key(request)
+def require_key(request: web.Request) -> str:
+    """The request's API key (any key will do); ApiError 401 when it carries none."""
+    key = api_key(request)
     if not key:
         raise ApiError(
             401,
@@ -50,6 +50,38 @@ async def _decide(request: web.Request, state: SimulatorState) -> Answer:
             "Request is missing required authentication "
             "credential. Expected an API key in x-goog-api-key or Authorization.",
         )
+    return key
+
+
+def error_response(exc: ApiError, headers: dict[str, str] | None = None) -> web.Response:
+    """The error JSON Google answers, with its HTTP code."""
+    return web.Response(
+        status=exc.code,
+        body=error_json(exc.code, exc.status, exc.message),
+        content_type="application/json",
+        charset="UTF-8",
+        headers=headers,
+    )
+
+
+def answering_errors(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A handler that answers an ApiError it raises as Google's error JSON."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return error_response(exc)
+
+    return wrapped
+
+
+async def _decide(request: web.Request, state: SimulatorState) -> Answer:
+    """Read and check the request, then choose its answer (and whether it is billed)."""
+    model, _, method = request.match_info["name"].partition(":")
+    key = require_key(request)
     rule = MODELS.get(model)
     if rule is None or method != "generateContent":
         raise ApiError(
@@ -166,15 +198,11 @@ async def _reset(request: web.Request) -> web.Response:
     return web.json_response({"reset": True})
 
 
-def create_app(config: SimulatorConfig) -> web.Application:
-    """The simulator as an aiohttp application (routes, state and bill included)."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES - 1)
-    app[STATE] = SimulatorState(config)
-    # Google serves the same method under every API version; the official google-genai client
-    # uses /v1 by default in recent releases and /v1beta in older ones.
-    for version in ("v1beta", "v1", "v1alpha"):
+def add_routes(app: web.Application, versions: tuple[str, ...]) -> None:
+    """Route generateContent under every API version (after any other `models/` route: this one
+    takes every method), and the /_sim/ books."""
+    for version in versions:
         app.router.add_post(f"/{version}/models/{{name}}", _generate_content)
     app.router.add_get("/_sim/bill", _bill)
     app.router.add_get("/_sim/stats", _stats)
     app.router.add_post("/_sim/reset", _reset)
-    return app

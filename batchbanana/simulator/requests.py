@@ -52,7 +52,7 @@ def snake_case(key: str) -> str:
     return _CAMEL_HUMP.sub("_", key).lower()
 
 
-def _pick(obj: Mapping[str, Any], camel: str) -> Any:
+def pick(obj: Mapping[str, Any], camel: str) -> Any:
     """obj[camel], or obj[snake_case(camel)]: Google reads both spellings."""
     return obj[camel] if camel in obj else obj.get(snake_case(camel))
 
@@ -101,10 +101,10 @@ def _read_image_part(inline: Any, where: str) -> tuple[int, int] | None:
     """Check one inlineData part; return the PNG's size when it is a PNG."""
     if not isinstance(inline, Mapping):
         raise invalid_argument(f"{where}.inlineData must be an object with mimeType and data")
-    declared = _pick(inline, "mimeType")
+    declared = pick(inline, "mimeType")
     if not isinstance(declared, str) or not declared:
         raise invalid_argument(f"{where}.inlineData.mimeType is required")
-    data = _decode_b64(_pick(inline, "data"))
+    data = _decode_b64(pick(inline, "data"))
     if data is None:
         raise invalid_argument(
             f"Invalid value at '{where}.inline_data.data' (TYPE_BYTES), Base64 decoding failed"
@@ -131,13 +131,13 @@ def _read_generation_config(
     rule: ModelRule, model: str, body: Mapping[str, Any]
 ) -> tuple[str | None, str | None, bool, bool]:
     """(imageSize, aspectRatio, want_text, want_image) from generationConfig, checked."""
-    gen = _pick(body, "generationConfig") or {}
+    gen = pick(body, "generationConfig") or {}
     if not isinstance(gen, Mapping):
         raise invalid_argument("generationConfig must be an object")
-    count = _pick(gen, "candidateCount")
+    count = pick(gen, "candidateCount")
     if count is not None and (not isinstance(count, int) or count > 1):
         raise invalid_argument(f"Multiple candidates is not enabled for models/{model}")
-    modalities = _pick(gen, "responseModalities")
+    modalities = pick(gen, "responseModalities")
     wanted = {"TEXT", "IMAGE"}
     if modalities is not None:
         if not isinstance(modalities, list) or not all(isinstance(m, str) for m in modalities):
@@ -147,11 +147,11 @@ def _read_generation_config(
             raise invalid_argument(
                 f"responseModalities {modalities} is not supported; use TEXT and IMAGE"
             )
-    image_config = _pick(gen, "imageConfig") or {}
+    image_config = pick(gen, "imageConfig") or {}
     if not isinstance(image_config, Mapping):
         raise invalid_argument("imageConfig must be an object")
-    size = _pick(image_config, "imageSize")
-    ratio = _pick(image_config, "aspectRatio")
+    size = pick(image_config, "imageSize")
+    ratio = pick(image_config, "aspectRatio")
     if size is not None and not rule.sizes:
         raise invalid_argument(
             f"imageSize is not supported by {model}; HINT: leave imageSize out (1K only)"
@@ -175,8 +175,8 @@ _INT32 = range(-(2**31), 2**31)
 def read_seed(body: Mapping[str, Any]) -> int | None:
     """generationConfig.seed, an int32 as protobuf's JSON reads one (a number, or its digits as
     a string); anything else is the 400 Google answers."""
-    gen = _pick(body, "generationConfig")
-    seed = _pick(gen, "seed") if isinstance(gen, Mapping) else None
+    gen = pick(body, "generationConfig")
+    seed = pick(gen, "seed") if isinstance(gen, Mapping) else None
     if seed is None:
         return None
     number = seed
@@ -196,9 +196,14 @@ def read_request(rule: ModelRule, model: str, raw: bytes) -> ImageRequest:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise invalid_argument("Invalid JSON payload received.") from None
+    return check_request(rule, model, body)
+
+
+def check_request(rule: ModelRule, model: str, body: Any) -> ImageRequest:
+    """Check a parsed generateContent body; raise ApiError(400) where Google would."""
     if not isinstance(body, Mapping):
         raise invalid_argument("Invalid JSON payload received: the body must be an object.")
-    contents = _pick(body, "contents")
+    contents = pick(body, "contents")
     if not isinstance(contents, list) or not contents:
         raise invalid_argument("* GenerateContentRequest.contents: contents is not specified")
     texts: list[str] = []
@@ -206,7 +211,7 @@ def read_request(rule: ModelRule, model: str, raw: bytes) -> ImageRequest:
     images = 0
     last_size: tuple[int, int] | None = None
     for i, content in enumerate(contents):
-        parts = _pick(content, "parts") if isinstance(content, Mapping) else None
+        parts = pick(content, "parts") if isinstance(content, Mapping) else None
         if not isinstance(parts, list):
             raise invalid_argument(f"contents[{i}].parts must be a list")
         is_user = content.get("role", "user") == "user"
@@ -214,14 +219,14 @@ def read_request(rule: ModelRule, model: str, raw: bytes) -> ImageRequest:
             where = f"contents[{i}].parts[{j}]"
             if not isinstance(part, Mapping):
                 raise invalid_argument(f"{where} must be an object")
-            inline, file_data = _pick(part, "inlineData"), _pick(part, "fileData")
+            inline, file_data = pick(part, "inlineData"), pick(part, "fileData")
             text = part.get("text")
             if inline is not None:
                 images += 1
                 last_size = _read_image_part(inline, where)
                 user_parts += is_user
             elif file_data is not None:
-                if not isinstance(file_data, Mapping) or not _pick(file_data, "fileUri"):
+                if not isinstance(file_data, Mapping) or not pick(file_data, "fileUri"):
                     raise invalid_argument(f"{where}.fileData.fileUri is required")
                 images += 1
                 last_size = None

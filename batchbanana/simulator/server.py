@@ -14,19 +14,23 @@ from typing import Any
 
 from aiohttp import web
 
+from batchbanana.simulator.app import create_app
+from batchbanana.simulator.batch_handlers import BATCHES
+from batchbanana.simulator.batches import BatchStore
 from batchbanana.simulator.config import SimulatorConfig, describe_price_book
-from batchbanana.simulator.handlers import STATE, create_app
+from batchbanana.simulator.handlers import STATE
 from batchbanana.simulator.state import SimulatorState
 
 
 class RunningSimulator:
-    """A handle to a started simulator: its base URL and its books."""
+    """A handle to a started simulator: its base URL, its books and its batches."""
 
-    __slots__ = ("_state", "url")
+    __slots__ = ("_batches", "_state", "url")
 
-    def __init__(self, url: str, state: SimulatorState) -> None:
+    def __init__(self, url: str, state: SimulatorState, batches: BatchStore) -> None:
         self.url = url
         self._state = state
+        self._batches = batches
 
     def bill(self) -> dict[str, Any]:
         """The same JSON as GET /_sim/bill."""
@@ -35,6 +39,10 @@ class RunningSimulator:
     def stats(self) -> dict[str, Any]:
         """The same JSON as GET /_sim/stats."""
         return self._state.stats_json()
+
+    def batches(self) -> list[dict[str, Any]]:
+        """The same JSON as GET /_sim/batches: every batch created, oldest first."""
+        return self._batches.summary()
 
     def reset(self) -> None:
         """Zero the bill, the stats and the directive counters."""
@@ -58,7 +66,7 @@ async def run_simulator(
         site = web.TCPSite(runner, host, port)
         await site.start()
         bound_port = runner.addresses[0][1]
-        yield RunningSimulator(_url(host, bound_port), app[STATE])
+        yield RunningSimulator(_url(host, bound_port), app[STATE], app[BATCHES])
     finally:
         await runner.cleanup()
 

@@ -1,5 +1,6 @@
-"""What one simulator keeps between requests: the provider's bill, the request counters, the
-fault dice and the image cache; safe to read from another thread (the bill, the stats)."""
+"""What one simulator keeps between requests: the provider's bill (batch responses included), the
+request counters, the fault dice and the image cache; safe to read from another thread (the bill,
+the stats)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ class SimulatorState:
         self._by_status: Counter[str] = Counter()
         self._billed_requests = 0
         self._billed_usd = Decimal(0)
+        self._batch_requests = 0
+        self._batch_usd = Decimal(0)
+        self._batches_created = 0
 
     def _fresh_limits(self) -> LoadLimits:
         return LoadLimits(
@@ -65,6 +69,12 @@ class SimulatorState:
         # Google's list prices are per output image; a billed answer without one costs one.
         return price * max(1, output_images) if self.config.price_book == "google" else price
 
+    def batch_price(self, model: str, image_size: str, output_images: int) -> Decimal:
+        """One batch response's price: batch_price_usd, else half what sync would bill."""
+        if self.config.batch_price_usd is not None:
+            return Decimal(str(self.config.batch_price_usd(model, image_size)))
+        return self.price(model, image_size, output_images) / 2
+
     def enter(self) -> None:
         with self._lock:
             self._requests += 1
@@ -91,12 +101,29 @@ class SimulatorState:
             self._billed_requests += 1
             self._billed_usd += price_usd
 
+    def bill_batch(self, price_usd: Decimal) -> None:
+        """Bill one batch response: it counts in the totals and in the batch share."""
+        with self._lock:
+            self._billed_requests += 1
+            self._billed_usd += price_usd
+            self._batch_requests += 1
+            self._batch_usd += price_usd
+
+    def count_batch(self) -> None:
+        """A batch was created."""
+        with self._lock:
+            self._batches_created += 1
+
     def bill_json(self) -> dict[str, Any]:
+        """billed_*: everything billed (sync and batch); batch_*: the batch responses among them."""
         with self._lock:
             return {
                 "billed_requests": self._billed_requests,
                 "billed_usd": round(float(self._billed_usd), 6),
                 "requests": self._requests,
+                "batch_requests": self._batch_requests,
+                "batch_usd": round(float(self._batch_usd), 6),
+                "batches_created": self._batches_created,
             }
 
     def stats_json(self) -> dict[str, Any]:
@@ -119,6 +146,9 @@ class SimulatorState:
             self._by_status.clear()
             self._billed_requests = 0
             self._billed_usd = Decimal(0)
+            self._batch_requests = 0
+            self._batch_usd = Decimal(0)
+            self._batches_created = 0
             generating = self.load.generating
             self.load = self._fresh_limits()  # the quota windows and the doubling start anew
             self.load.generating = generating
