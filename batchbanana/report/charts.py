@@ -20,6 +20,7 @@ _COLORS = {
     "timeout": "#6a1b9a", "write_error": "#4e342e", "rate_limited": "#90a4ae",
     "unavailable": "#b0bec5", "connect_error": "#cfd8dc", "http_error": "#f9a825",
     "server_error": "#8e24aa", "interrupted": "#5d4037", "over_budget": "#546e7a",
+    "in_batch": "#1565c0",
 }  # fmt: skip
 
 

@@ -4,6 +4,7 @@ runs.py sum).
 
 Money comes only from the ledger's own lines: spent is the sum of `price_usd` over results billed
 `yes`; possibly spent adds results billed `unknown` and each `sent` line left without a result.
+`batch` lines describe remote batches (batches.py), whose requests are waiting, not interrupted.
 Ledgers whose `job` lines name the same job are nights (or shards) of one job and merge by item id;
 other ledgers keep their items apart.
 """
@@ -19,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from batchbanana.ledger.fields import as_text
-from batchbanana.ledger.records import JobLine, ResultLine, SentLine, parse_line
+from batchbanana.ledger.records import BatchLine, JobLine, ResultLine, SentLine, parse_line
 from batchbanana.ledger.replay import read_ledger
 from batchbanana.report.attempts import (
     EPOCH,
@@ -30,9 +31,11 @@ from batchbanana.report.attempts import (
     result_attempt,
     unanswered,
 )
+from batchbanana.report.batches import Batch, fold_batches
 
 __all__ = [
-    "EPOCH", "UNKNOWN", "Attempt", "Item", "JobInfo", "LoadedReport", "load_report", "parse_ts",
+    "EPOCH", "UNKNOWN", "Attempt", "Batch", "Item", "JobInfo", "LoadedReport", "load_report",
+    "parse_ts",
 ]  # fmt: skip
 
 
@@ -66,6 +69,7 @@ class LoadedReport:
     attempts: tuple[Attempt, ...]
     items: tuple[Item, ...]
     warnings: tuple[str, ...]
+    batches: tuple[Batch, ...] = ()  # remote batches, in the order their first lines were read
 
 
 def load_report(paths: Sequence[Path], warn: Callable[[str], None]) -> LoadedReport:
@@ -90,6 +94,7 @@ def load_report(paths: Sequence[Path], warn: Callable[[str], None]) -> LoadedRep
     starts: list[tuple[int, int, JobLine]] = []
     events: list[Attempt] = []
     pending: list[tuple[int, str, int, SentLine]] = []  # (ledger, group, order, sent line)
+    batch_lines: list[tuple[int, str, int, BatchLine]] = []
     seen_lines: set[tuple[str, ...]] = set()
     for index, path in enumerate(ledgers):
         read = read_ledger(path)
@@ -104,6 +109,8 @@ def load_report(paths: Sequence[Path], warn: Callable[[str], None]) -> LoadedRep
         in_flight: dict[tuple[str, str], tuple[int, SentLine]] = {}
         duplicates = 0
         for order, line in enumerate(lines):
+            if isinstance(line, BatchLine):
+                batch_lines.append((index, group, order, line))
             if not isinstance(line, SentLine | ResultLine):
                 continue
             # A copy of a ledger passed with the original must not count its money twice.
@@ -118,13 +125,14 @@ def load_report(paths: Sequence[Path], warn: Callable[[str], None]) -> LoadedRep
             if isinstance(line, SentLine):
                 in_flight[attempt_key] = (order, line)
             else:
-                in_flight.pop(attempt_key, None)
-                events.append(result_attempt(line, group, index, order))
+                sent = in_flight.pop(attempt_key, None)
+                events.append(result_attempt(line, group, index, order, sent))
         if duplicates:
             note(f"{path}: {duplicates} lines repeat lines already read; counted once")
         pending.extend((index, group, order, sent) for order, sent in in_flight.values())
 
-    events.extend(unanswered(pending, events, ledgers, note))
+    batches = fold_batches(batch_lines)
+    events.extend(unanswered(pending, events, ledgers, note, batches))
     events.sort(key=lambda a: (a.ledger, a.order))
     return LoadedReport(
         ledgers=tuple(ledgers),
@@ -133,6 +141,7 @@ def load_report(paths: Sequence[Path], warn: Callable[[str], None]) -> LoadedRep
         attempts=tuple(events),
         items=_items(events, jobs),
         warnings=tuple(warnings),
+        batches=tuple(batches.values()),
     )
 
 
