@@ -6,6 +6,7 @@ from the typed ledger lines, as `run` writes them."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import re
@@ -263,7 +264,7 @@ def test_a_batch_collected_by_a_later_run_counts_for_the_run_that_sent_it(
     assert [(r["run_id"], r["requests"], r["ok"]) for r in data["runs"]] == [
         ("r-1", 2, 2), ("r-2", 0, 0),
     ]  # fmt: skip
-    assert data["runs"][0]["wall_s"] == 1.0  # it sent its requests at 1 s
+    assert data["runs"][0]["wall_s"] == 2.0  # it sent its requests at 1 s, saw RUNNING at 2 s
     assert data["runs"][1]["wall_s"] == 101.0  # and the second collected them at 3701 s
     assert data["batches"][0]["requests"] == 2  # none recorded: its results and waiting ones
 
@@ -299,3 +300,22 @@ def test_a_copy_given_too_counts_no_batch_twice(cli: Cli, tmp_path: Path) -> Non
     for key in ("spent_usd", "possibly_spent_usd", "by_mode", "batch_saved_usd"):
         assert both[key] == one[key], key
     assert [b["batch_key"] for b in both["batches"]] == [ONE, TWO]
+
+
+def test_a_batch_never_created_is_listed_but_sent_nothing(cli: Cli, tmp_path: Path) -> None:
+    """The provider refused the create call: the requests' results (not billed, naming no batch)
+    are linked to the batch by their `sent` lines; it is listed, but counts no request in the
+    Batch mode line, which a report with no other batch then leaves out."""
+    lines: list[LedgerLine] = [job("r-1", 0, "batch")]
+    lines += [sent(f"b{n}", 1, 0.12, size="4K", key=ONE) for n in (1, 2)]
+    for n in (1, 2):  # as `run` writes them: batch mode, no batch name
+        refused = result(f"b{n}", 2, Outcome.HTTP_ERROR, 0.12, size="4K")
+        lines.append(dataclasses.replace(refused, http_status=400, mode="batch"))
+    lines.append(batch(ONE, 2, "NOT_CREATED", note="400 INVALID_ARGUMENT"))
+    ledger = write(tmp_path / "ledger.jsonl", lines)
+    data = as_json(cli, ledger)
+    assert [(b["batch_key"], b["name"], b["state"], b["results"]) for b in data["batches"]] == [
+        (ONE, None, "NOT_CREATED", 2)
+    ]
+    assert data["by_mode"][0]["mode"] == "batch" and data["runs"][0]["mode"] == "batch"
+    assert "Batch mode" not in report(cli, ledger)

@@ -82,6 +82,7 @@ def result_attempt(
     """The attempt a `result` line records, read `order`-th in ledger number `ledger` (`sent`:
     its `sent` line, and where it was read)."""
     model, image_size, prompt, aspect_ratio = request_of(line)
+    key = sent[1].batch_key if sent is not None else None
     if line.outputs is not None:
         paths = tuple(line.outputs)
     else:
@@ -104,8 +105,9 @@ def result_attempt(
         error=redact(line.error) if line.error is not None else None,
         prompt=prompt,
         aspect_ratio=aspect_ratio,
-        mode=line.mode or SYNC,
-        batch=line.batch,
+        # A result that names no batch (one never created, say) is linked by its `sent` line.
+        mode=line.mode or (BATCH if key is not None else SYNC),
+        batch=line.batch or key,
         sent_order=sent[0] if sent is not None else None,
         sent_ts=parse_ts(sent[1].ts) if sent is not None else None,
     )

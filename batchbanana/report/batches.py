@@ -32,6 +32,7 @@ class Batch:
     requests: int | None = None
     input: str | None = None  # "inline" or the uploaded file's name
     stats: Json | None = None  # the provider's batchStats counts
+    seen: tuple[tuple[int, int, str | None], ...] = ()  # (ledger, order, ts) of each of its lines
 
     @property
     def finished(self) -> bool:
@@ -68,5 +69,6 @@ def fold_batches(lines: Iterable[tuple[int, str, int, BatchLine]]) -> dict[tuple
         }
         if line.state is not None:
             changes["state"] = state_text(line.state)
+        changes["seen"] = (*batch.seen, (ledger, order, line.ts))
         found[key] = dataclasses.replace(batch, **changes)
     return found

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 
 from batchbanana.ledger.fields import Json
 from batchbanana.report.aggregate import Figures, figures
-from batchbanana.report.attempts import BATCH, IN_BATCH, SYNC
+from batchbanana.report.attempts import BATCH, SYNC
 from batchbanana.report.format import count_text, usd
 from batchbanana.report.loading import Attempt, Batch, Item, LoadedReport
-from batchbanana.rules.outcomes import Outcome
 from batchbanana.rules.pricing import BATCH_DISCOUNT, money
 
 __all__ = ["BatchRow", "BatchSummary", "batch_rows", "batch_summary", "by_mode", "saved_usd"]
@@ -148,15 +147,15 @@ class BatchSummary:
 
 
 def batch_summary(loaded: LoadedReport) -> BatchSummary | None:
-    """The summary, or None when no request of these ledgers went out in a batch."""
-    sent = [a for a in loaded.attempts if a.mode == BATCH and a.outcome != Outcome.OVER_BUDGET]
-    rows = batch_rows(loaded)
-    if not sent and not rows:
+    """The summary, or None when no request of these ledgers went out in a batch. A batch
+    never created (no name, nothing waiting) sent nothing and is left out."""
+    made = [row for row in batch_rows(loaded) if row.name is not None or row.waiting]
+    if not made:
         return None
     return BatchSummary(
-        requests=len(sent),
-        batches=len(rows),
-        saved_usd=saved_usd(sent),
-        waiting=sum(1 for a in sent if a.outcome == IN_BATCH),
-        waiting_batches=sum(1 for row in rows if row.waiting),
+        requests=sum(row.results + row.waiting for row in made),
+        batches=len(made),
+        saved_usd=saved_usd(loaded.attempts),
+        waiting=sum(row.waiting for row in made),
+        waiting_batches=sum(1 for row in made if row.waiting),
     )

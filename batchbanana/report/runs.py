@@ -4,7 +4,7 @@ load (429 rate quota, 503 overloaded).
 
 A request belongs to the latest `job` line before its line in its own ledger file (a batch's
 request to the run that sent it, though a later run may collect its result; a run's wall time
-runs to the last request line it wrote); lines before any `job` line (older or hand-made
+runs to the last request or `batch` line it wrote); lines before any `job` line (older or hand-made
 ledgers) make a run of their own with no id. A run found in two ledgers of one job (a copy given
 with the original) is one run, as loading.py counts the copy's lines once.
 """
@@ -97,12 +97,14 @@ def runs(loaded: LoadedReport) -> list[Run]:
             )
         keys[ledger].append((order, key))
 
-    def tally(ledger: int, order: int) -> _Tally:
+    def key_of(ledger: int, order: int) -> _Key:
         """The run a line at `order` in ledger `ledger` belongs to."""
         starts = keys[ledger]
         at = bisect.bisect_left(starts, order, key=lambda start: start[0]) - 1
-        key = starts[at][1] if at >= 0 else (ledger, -1)
-        return tallies.setdefault(key, _Tally((ledger, -1)))
+        return starts[at][1] if at >= 0 else (ledger, -1)
+
+    def tally(ledger: int, order: int) -> _Tally:
+        return tallies.setdefault(key_of(ledger, order), _Tally((ledger, -1)))
 
     for attempt in loaded.attempts:
         home = tally(attempt.ledger, attempt.order)
@@ -114,4 +116,9 @@ def runs(loaded: LoadedReport) -> list[Run]:
         sender.attempts.append(attempt)
         if attempt.ts is not None:
             home.times.append(attempt.ts)
+    for batch in loaded.batches:  # a run polling a batch is still at work
+        for ledger, order, ts in batch.seen:
+            found, moment = tallies.get(key_of(ledger, order)), parse_ts(ts)
+            if found is not None and moment is not None:
+                found.times.append(moment)
     return [tally.run() for tally in sorted(tallies.values(), key=lambda t: t.rank)]
