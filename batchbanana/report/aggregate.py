@@ -12,6 +12,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from batchbanana.report.attempts import IN_BATCH
 from batchbanana.report.loading import Attempt, Item, LoadedReport
 from batchbanana.rules.models import ALL_SIZES
 from batchbanana.rules.outcomes import RETRYABLE, Outcome
@@ -54,7 +55,7 @@ def figures(attempts: Iterable[Attempt], items: Iterable[Item]) -> Figures:
     results = [a for a in attempts if not a.dangling]
     ok = [a for a in results if a.outcome == "ok"]
     latencies = sorted(a.latency_s for a in ok if a.latency_s is not None)
-    failed = [i for i in items if i.final.outcome != "ok"]
+    failed = [i for i in items if failed_outcome(i.final.outcome)]
     outcomes = Counter(i.final.outcome for i in items)
     return Figures(
         items=len(items),
@@ -73,6 +74,11 @@ def figures(attempts: Iterable[Attempt], items: Iterable[Item]) -> Figures:
         ),
         latency_count=len(latencies),
     )
+
+
+def failed_outcome(outcome: str) -> bool:
+    """An item that ended so failed: not ok, and not still waiting in a remote batch."""
+    return outcome not in ("ok", IN_BATCH)
 
 
 def outcome_rank(outcome: str) -> tuple[int, str]:
@@ -100,5 +106,6 @@ def by_model_size(loaded: LoadedReport) -> list[tuple[str, str, Figures]]:
 
 
 def failed_items(loaded: LoadedReport) -> list[Item]:
-    """Items whose final outcome is not ok, in ledger order."""
-    return [item for item in loaded.items if item.final.outcome != "ok"]
+    """Items whose final outcome is not ok (an item waiting in a batch has not failed), in
+    ledger order."""
+    return [item for item in loaded.items if failed_outcome(item.final.outcome)]
