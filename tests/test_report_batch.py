@@ -169,7 +169,8 @@ def test_json_runs_and_failures_carry_the_mode(cli: Cli, tmp_path: Path) -> None
     assert runs == [("r-1", "sync", 4, 2), ("r-2", "batch", 5, 2)]
     failures = {f["id"]: f["mode"] for f in data["failures"]}
     assert failures == {"s3": "sync", "s4": "sync", "b3": "batch"}
-    assert data["retry_cost_usd"] == pytest.approx(0.134 * 2 + 0.12)
+    # `retry` sends synchronously: the failed batch attempt ($0.12) costs its list price, $0.24.
+    assert data["retry_cost_usd"] == pytest.approx(0.134 * 2 + 0.24)
 
 
 def test_table_shows_batch_mode_the_runs_mode_and_the_batches(cli: Cli, tmp_path: Path) -> None:

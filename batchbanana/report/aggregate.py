@@ -16,7 +16,7 @@ from batchbanana.report.attempts import IN_BATCH
 from batchbanana.report.loading import Attempt, Item, LoadedReport
 from batchbanana.rules.models import ALL_SIZES
 from batchbanana.rules.outcomes import RETRYABLE, Outcome
-from batchbanana.rules.pricing import money
+from batchbanana.rules.pricing import BATCH_DISCOUNT, money
 
 # The contract's outcomes in its own order; anything else a ledger holds sorts after them.
 OUTCOME_ORDER: tuple[str, ...] = tuple(Outcome)
@@ -66,7 +66,13 @@ def figures(attempts: Iterable[Attempt], items: Iterable[Item]) -> Figures:
         possibly_spent_usd=money(math.fsum(a.price_usd for a in attempts if a.billed == "unknown")),
         free_retries=sum(1 for a in results if a.billed == "no" and a.outcome in RETRYABLE),
         failed_items=len(failed),
-        retry_cost_usd=money(math.fsum(i.final.price_usd for i in failed)),
+        # `retry` sends synchronously: a batch attempt's price is half the list price it pays.
+        retry_cost_usd=money(
+            math.fsum(
+                i.final.price_usd / (BATCH_DISCOUNT if i.final.mode == "batch" else 1.0)
+                for i in failed
+            )
+        ),
         latency_s=(
             _percentile(latencies, 50),
             _percentile(latencies, 90),
