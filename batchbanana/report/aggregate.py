@@ -12,10 +12,11 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from batchbanana.report.attempts import IN_BATCH
 from batchbanana.report.loading import Attempt, Item, LoadedReport
 from batchbanana.rules.models import ALL_SIZES
 from batchbanana.rules.outcomes import RETRYABLE, Outcome
-from batchbanana.rules.pricing import money
+from batchbanana.rules.pricing import BATCH_DISCOUNT, money
 
 # The contract's outcomes in its own order; anything else a ledger holds sorts after them.
 OUTCOME_ORDER: tuple[str, ...] = tuple(Outcome)
@@ -54,7 +55,7 @@ def figures(attempts: Iterable[Attempt], items: Iterable[Item]) -> Figures:
     results = [a for a in attempts if not a.dangling]
     ok = [a for a in results if a.outcome == "ok"]
     latencies = sorted(a.latency_s for a in ok if a.latency_s is not None)
-    failed = [i for i in items if i.final.outcome != "ok"]
+    failed = [i for i in items if failed_outcome(i.final.outcome)]
     outcomes = Counter(i.final.outcome for i in items)
     return Figures(
         items=len(items),
@@ -65,7 +66,13 @@ def figures(attempts: Iterable[Attempt], items: Iterable[Item]) -> Figures:
         possibly_spent_usd=money(math.fsum(a.price_usd for a in attempts if a.billed == "unknown")),
         free_retries=sum(1 for a in results if a.billed == "no" and a.outcome in RETRYABLE),
         failed_items=len(failed),
-        retry_cost_usd=money(math.fsum(i.final.price_usd for i in failed)),
+        # `retry` sends synchronously: a batch attempt's price is half the list price it pays.
+        retry_cost_usd=money(
+            math.fsum(
+                i.final.price_usd / (BATCH_DISCOUNT if i.final.mode == "batch" else 1.0)
+                for i in failed
+            )
+        ),
         latency_s=(
             _percentile(latencies, 50),
             _percentile(latencies, 90),
@@ -73,6 +80,11 @@ def figures(attempts: Iterable[Attempt], items: Iterable[Item]) -> Figures:
         ),
         latency_count=len(latencies),
     )
+
+
+def failed_outcome(outcome: str) -> bool:
+    """An item that ended so failed: not ok, and not still waiting in a remote batch."""
+    return outcome not in ("ok", IN_BATCH)
 
 
 def outcome_rank(outcome: str) -> tuple[int, str]:
@@ -100,5 +112,6 @@ def by_model_size(loaded: LoadedReport) -> list[tuple[str, str, Figures]]:
 
 
 def failed_items(loaded: LoadedReport) -> list[Item]:
-    """Items whose final outcome is not ok, in ledger order."""
-    return [item for item in loaded.items if item.final.outcome != "ok"]
+    """Items whose final outcome is not ok (an item waiting in a batch has not failed), in
+    ledger order."""
+    return [item for item in loaded.items if failed_outcome(item.final.outcome)]

@@ -21,6 +21,7 @@ _COLORS = {
     "unavailable": "#b0bec5", "connect_error": "#cfd8dc", "http_error": "#f9a825",
     "server_error": "#8e24aa", "interrupted": "#5d4037", "over_budget": "#546e7a",
     "blocked": "#78909c",
+    "in_batch": "#1565c0",
 }  # fmt: skip
 
 

@@ -1,5 +1,6 @@
-"""What a job will cost before it runs (`plan`): requests and dollars per model and size, and per
-combination of each item's matrix."""
+"""What a job will cost before it runs: requests and dollars per model and size (`plan`), in
+the job's own mode and in both modes, sync (list prices) and batch (Google's Batch API, half);
+and per combination of each item's matrix."""
 
 from __future__ import annotations
 
@@ -15,32 +16,71 @@ from batchbanana.plan.inputs import ImageInput, optimize_lossless
 from batchbanana.plan.job import Job, WorkItem
 from batchbanana.plan.variations import MATRIX_FIELDS
 from batchbanana.rules.media import request_body_bytes
-from batchbanana.rules.pricing import money
+from batchbanana.rules.pricing import BATCH_DISCOUNT, book_rule, money, price_rule
+
+BATCH_NOTE = "Google's Batch API: half the list price, results within 24 hours"
 
 
 @dataclass(frozen=True, slots=True)
 class EstimateRow:
-    """Items of one model and size, and what they cost."""
+    """Items of one model and size, and what they cost: `price_usd` and `estimate_usd` in the
+    job's own mode, then in each mode (batch None where batch mode is not available)."""
 
     model: str
     image_size: str
     items: int
     price_usd: float
     estimate_usd: float
+    sync_price_usd: float
+    sync_estimate_usd: float
+    batch_price_usd: float | None
+    batch_estimate_usd: float | None
+
+
+def batch_available(job: Job) -> bool:
+    """Batch mode is Google's Batch API: only a job with `auth: google` can use it."""
+    return job.auth == "google"
+
+
+def _mode_prices(job: Job, item: WorkItem) -> tuple[float, float]:
+    """(sync, batch) price of one request: a batch job's items carry batch prices already, so
+    its list price is the manifest's rule before the discount."""
+    if job.mode != "batch":
+        return item.price.estimate_usd(item.image_size), item.price.for_batch().estimate_usd(
+            item.image_size
+        )
+    batch = item.price.estimate_usd(item.image_size)
+    rule = price_rule(job.price_book, job.pricing, item.model, item.image_size)
+    sync = rule.estimate_usd(item.image_size) if rule is not None else batch / BATCH_DISCOUNT
+    return sync, batch
 
 
 def estimate_rows(job: Job) -> list[EstimateRow]:
     """Requests and estimated cost per model x size, in the order they first appear."""
     counts: dict[tuple[str, str], int] = defaultdict(int)
-    prices: dict[tuple[str, str], float] = {}
+    prices: dict[tuple[str, str], tuple[float, float, float]] = {}
     for item in job.items:
         key = (item.model, item.image_size)
         counts[key] += 1
-        prices[key] = item.price.estimate_usd(item.image_size)
-    return [
-        EstimateRow(model, size, count, prices[(model, size)], money(count * prices[(model, size)]))
-        for (model, size), count in counts.items()
-    ]
+        prices[key] = (item.price.estimate_usd(item.image_size), *_mode_prices(job, item))
+    rows = []
+    batch = batch_available(job)
+    for (model, size), count in counts.items():
+        own, sync, half = prices[(model, size)]
+        rows.append(
+            EstimateRow(
+                model,
+                size,
+                count,
+                own,
+                money(count * own),
+                sync,
+                money(count * sync),
+                half if batch else None,
+                money(count * half) if batch else None,
+            )
+        )
+    return rows
 
 
 def _usd(amount: float) -> str:
@@ -132,23 +172,69 @@ def describe_chains(job: Job) -> list[str]:
     ]
 
 
+def _cell(amount: float | None, width: int) -> str:
+    return f"{'-' if amount is None else _usd(amount):>{width}}"
+
+
+def mode_lines(job: Job, rows: list[EstimateRow]) -> list[str]:
+    """One line on the job's mode and what the other mode would cost (or why batch mode is
+    not available: it needs Google's endpoint)."""
+    sync = money(sum(row.sync_estimate_usd for row in rows))
+    if not batch_available(job):
+        line = (
+            f"mode {job.mode}: batch mode needs auth: google and Google's endpoint (auth:"
+            f" {job.auth}: API易 and other bearer endpoints serve synchronous calls only)"
+        )
+        google = [book_rule("google", row.model, row.image_size) for row in rows]
+        if all(rule is not None for rule in google):
+            there = money(
+                sum(
+                    row.items * rule.for_batch().estimate_usd(row.image_size)
+                    for row, rule in zip(rows, google, strict=True)
+                    if rule is not None
+                )
+            )
+            line += f"; at Google's batch prices (price_book: google) it would cost {_usd(there)}"
+        return [line]
+    batch = money(sum(row.batch_estimate_usd or 0.0 for row in rows))
+    saved = _usd(money(sync - batch))
+    if job.mode == "batch":
+        return [
+            f"mode batch: price and estimate are batch prices ({BATCH_NOTE});"
+            f" mode sync would cost {_usd(sync)}, so batch saves {saved}"
+        ]
+    return [f"mode sync: mode: batch would cost {_usd(batch)} ({BATCH_NOTE}), saving {saved}"]
+
+
 def render_plan(job: Job) -> str:
     """The text `batchbanana plan` prints."""
     rows = estimate_rows(job)
     total = money(sum(row.estimate_usd for row in rows))
+    sync_total = money(sum(row.sync_estimate_usd for row in rows))
+    batch_total = (
+        money(sum(row.batch_estimate_usd or 0.0 for row in rows)) if batch_available(job) else None
+    )
     lines = [
         f"job {job.name}: {len(job.items)} item(s), {len(job.items)} request(s) if every one"
         f" succeeds first time",
-        f"endpoint {job.endpoint}, price book {job.price_book}, concurrency {job.concurrency}",
+        f"endpoint {job.endpoint}, price book {job.price_book}, concurrency {job.concurrency},"
+        f" mode {job.mode}",
         "",
-        f"{'model':<32} {'size':>4} {'items':>7} {'price':>9} {'estimate':>11}",
+        f"{'model':<32} {'size':>4} {'items':>7} {'price':>9} {'estimate':>11}"
+        f" {'sync price':>11} {'sync est.':>11} {'batch price':>11} {'batch est.':>11}",
     ]
     for row in rows:
         lines.append(
             f"{row.model:<32} {row.image_size:>4} {row.items:>7} {_usd(row.price_usd):>9}"
-            f" {_usd(row.estimate_usd):>11}"
+            f" {_usd(row.estimate_usd):>11} {_usd(row.sync_price_usd):>11}"
+            f" {_usd(row.sync_estimate_usd):>11} {_cell(row.batch_price_usd, 11)}"
+            f" {_cell(row.batch_estimate_usd, 11)}"
         )
-    lines.append(f"{'total':<32} {'':>4} {len(job.items):>7} {'':>9} {_usd(total):>11}")
+    lines.append(
+        f"{'total':<32} {'':>4} {len(job.items):>7} {'':>9} {_usd(total):>11}"
+        f" {'':>11} {_usd(sync_total):>11} {'':>11} {_cell(batch_total, 11)}"
+    )
+    lines.extend(mode_lines(job, rows))
     lines.append(
         "worst case: the same; `run` never re-sends a billed or possibly billed attempt"
         " (429/503/no-connection retries are free)"
@@ -164,9 +250,14 @@ def render_plan(job: Job) -> str:
         decision = decide(job.items, state)  # exactly what `run` would decide
         done, owed, left = len(decision.done), len(decision.to_send), len(decision.left_for_retry)
         owed_usd = sum(item.price.estimate_usd(item.image_size) for item in decision.to_send)
+        waiting = (
+            f", {len(decision.in_batch)} waiting in a remote batch (`run` re-attaches)"
+            if decision.in_batch
+            else ""
+        )
         lines.append(
             f"ledger {job.ledger_path}: {done} ok already, {owed} to send"
-            f" (${money(owed_usd):.4f}), {left} left for `batchbanana retry`;"
+            f" (${money(owed_usd):.4f}), {left} left for `batchbanana retry`{waiting};"
             f" spent so far ${state.spent_usd:.4f}, possibly ${state.possibly_spent_usd:.4f}"
         )
     return "\n".join(lines) + "\n"

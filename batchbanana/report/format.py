@@ -11,6 +11,8 @@ from batchbanana.report.runs import Run
 # to right, the figures line up on the right.
 RUN_COLUMNS = ("started", "command", "wall", "requests", "refused (429/503)", "per ok")
 RUN_TEXT_COLUMNS = 2
+# With a run in batch mode among them, a `mode` column follows `command`.
+MODE_RUN_COLUMNS = (*RUN_COLUMNS[:RUN_TEXT_COLUMNS], "mode", *RUN_COLUMNS[RUN_TEXT_COLUMNS:])
 RUNS_NOTE = "refused: turned away for load, 429 rate quota / 503 overloaded; per ok: refused per ok"
 
 
@@ -23,9 +25,9 @@ def usd(amount: float | None) -> str:
     return f"${whole}.{fraction.ljust(2, '0')}"
 
 
-def count_text(number: int, noun: str) -> str:
-    """ "1 item", "2 items"."""
-    return f"{number} {noun}" + ("" if number == 1 else "s")
+def count_text(number: int, noun: str, plural: str | None = None) -> str:
+    """ "1 item", "2 items" ("1 batch", "2 batches" with `plural`)."""
+    return f"{number} {noun if number == 1 else plural or noun + 's'}"
 
 
 def iso_text(moment: datetime | None) -> str | None:
@@ -52,12 +54,27 @@ def duration_text(seconds: float | None) -> str:
     return f"{minutes // 60}h{minutes % 60:02d}m"
 
 
-def run_cells(run: Run) -> tuple[str, ...]:
-    """One run under RUN_COLUMNS: refusals for load with their 429s and 503s, and per ok result."""
+def shows_mode(found: list[Run]) -> bool:
+    """Runs are shown with their mode when any was in batch mode: a sync job's report looks as
+    it always did."""
+    return any(run.mode != "sync" for run in found)
+
+
+def run_columns(with_mode: bool) -> tuple[tuple[str, ...], int]:
+    """The runs' column titles, and how many of them are text (read left to right)."""
+    if with_mode:
+        return MODE_RUN_COLUMNS, RUN_TEXT_COLUMNS + 1
+    return RUN_COLUMNS, RUN_TEXT_COLUMNS
+
+
+def run_cells(run: Run, with_mode: bool = False) -> tuple[str, ...]:
+    """One run under RUN_COLUMNS (MODE_RUN_COLUMNS `with_mode`): refusals for load with their
+    429s and 503s, and per ok result."""
     per_ok = run.refused_per_ok
     return (
         clock_text(run.started),
         run.command or "-",
+        *((run.mode,) if with_mode else ()),
         duration_text(run.wall_s),
         str(run.requests),
         f"{run.refused} ({run.refused_429}/{run.refused_503})",

@@ -22,16 +22,17 @@ from batchbanana.report.aggregate import (
 )
 from batchbanana.report.charts import outcome_color, outcomes_svg, spend_svg
 from batchbanana.report.format import (
-    RUN_COLUMNS,
-    RUN_TEXT_COLUMNS,
     RUNS_NOTE,
     item_label,
     one_line,
     run_cells,
+    run_columns,
     seconds_text,
+    shows_mode,
     usd,
 )
 from batchbanana.report.loading import Attempt, LoadedReport
+from batchbanana.report.modes import BatchRow, batch_rows, batch_summary
 from batchbanana.report.runs import Run, runs
 
 _CSS = """
@@ -86,6 +87,9 @@ def render_html(loaded: LoadedReport, output_path: Path | None) -> str:
         ("Retry would cost", usd(total.retry_cost_usd)),
         ("Warnings", len(loaded.warnings)),
     ]
+    batches = batch_summary(loaded)
+    if batches is not None:
+        summary.insert(4, ("Batch mode", batches.text()))
     parts.append("</p><h2>Summary</h2><dl>")
     parts.extend(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in summary)
     parts.append("</dl><h3>Items by final outcome</h3><table>")
@@ -107,6 +111,7 @@ def render_html(loaded: LoadedReport, output_path: Path | None) -> str:
         )
     parts.append("</table>")
     parts.extend(_runs_html(runs(loaded)))
+    parts.extend(_batches_html(batch_rows(loaded)))
     parts.append("<h2>Spend and outcomes over time</h2>")
     parts.append(spend_svg(loaded.attempts))
     parts.append(outcomes_svg(loaded.attempts))
@@ -121,13 +126,33 @@ def _runs_html(found: list[Run]) -> list[str]:
     parts = [f"<h3>Runs</h3><p>{_e(RUNS_NOTE)}</p>"]
     if not found:
         return [*parts, "<p>None.</p>"]
-    parts.append("<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in RUN_COLUMNS) + "</tr>")
+    with_mode = shows_mode(found)
+    columns, text_columns = run_columns(with_mode)
+    parts.append("<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in columns) + "</tr>")
     for run in found:
         cells = (
-            f"<td{'' if i < RUN_TEXT_COLUMNS else ' class=n'}>{_e(c)}</td>"
-            for i, c in enumerate(run_cells(run))
+            f"<td{'' if i < text_columns else ' class=n'}>{_e(c)}</td>"
+            for i, c in enumerate(run_cells(run, with_mode))
         )
         parts.append("<tr>" + "".join(cells) + "</tr>")
+    return [*parts, "</table>"]
+
+
+def _batches_html(rows: list[BatchRow]) -> list[str]:
+    """One row per remote batch (none, no section): its state and what became of its requests."""
+    if not rows:
+        return []
+    heads = ("batch", "state", "model", "size", "input", "requests", "results", "waiting", "spent")
+    parts = ["<h3>Batches</h3><table><tr>", *(f"<th>{_e(h)}</th>" for h in heads), "</tr>"]
+    for row in rows:
+        text = (row.name or row.key, row.state, row.model, row.image_size, row.input)
+        counts = (row.requests, row.results, row.waiting, usd(row.spent_usd))
+        parts.append(
+            "<tr>"
+            + "".join(f"<td>{_e(cell or '-')}</td>" for cell in text)
+            + "".join(f"<td class=n>{_e(cell)}</td>" for cell in counts)
+            + "</tr>"
+        )
     return [*parts, "</table>"]
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from batchbanana.report.html import render_html
 from batchbanana.report.loading import LoadedReport
-from batchbanana.report.text import as_csv, as_json, as_table
+from batchbanana.report.table import as_table
+from batchbanana.report.text import as_csv, as_json
 
 FORMATS = ("table", "json", "csv", "html")
 

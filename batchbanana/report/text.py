@@ -1,4 +1,4 @@
-"""The report as text: a table for people, JSON and CSV for tools (the page is html.py).
+"""The report for tools: JSON and CSV (the table for people is table.py, the page html.py).
 
 Everything shown comes from aggregate.py's figures, which come only from the ledgers' own lines.
 """
@@ -18,24 +18,11 @@ from batchbanana.report.aggregate import (
     figures,
     outcome_rank,
 )
-from batchbanana.report.format import (
-    RUN_COLUMNS,
-    RUN_TEXT_COLUMNS,
-    RUNS_NOTE,
-    count_text,
-    iso_text,
-    item_label,
-    one_line,
-    run_cells,
-    seconds_text,
-    usd,
-)
-from batchbanana.report.loading import Item, LoadedReport
+from batchbanana.report.format import iso_text
+from batchbanana.report.loading import Attempt, LoadedReport
+from batchbanana.report.modes import BatchRow, batch_rows, by_mode, saved_usd
 from batchbanana.report.runs import Run, runs
 from batchbanana.rules.pricing import money
-
-TABLE_FAILURES = 20
-TABLE_RUNS = 20  # the latest; a job retried every night for months has many
 
 
 def _row_json(figs: Figures) -> dict[str, Any]:
@@ -91,6 +78,7 @@ def as_json(loaded: LoadedReport) -> dict[str, Any]:
                 "model": item.final.model,
                 "image_size": item.final.image_size,
                 "attempts": item.results,
+                "mode": item.final.mode,
             }
             for item in failed_items(loaded)
         ],
@@ -102,6 +90,36 @@ def as_json(loaded: LoadedReport) -> dict[str, Any]:
         ],
         "warnings": len(loaded.warnings),
         "runs": [_run_json(run, loaded) for run in runs(loaded)],
+        "by_mode": [
+            {
+                "mode": mode,
+                "attempts": f.attempts,
+                "items": f.items,
+                "spent_usd": f.spent_usd,
+                "possibly_spent_usd": f.possibly_spent_usd,
+            }
+            for mode, f in by_mode(loaded)
+        ],
+        "batch_saved_usd": saved_usd(loaded.attempts),
+        "batches": [_batch_json(row, loaded) for row in batch_rows(loaded)],
+    }
+
+
+def _batch_json(row: BatchRow, loaded: LoadedReport) -> dict[str, Any]:
+    return {
+        "batch_key": row.key,
+        "name": row.name,
+        "state": row.state,
+        "requests": row.requests,
+        "input": row.input,
+        "model": row.model,
+        "image_size": row.image_size,
+        "ledger": str(loaded.ledgers[row.ledger]),
+        "results": row.results,
+        "waiting": row.waiting,
+        "spent_usd": row.spent_usd,
+        "saved_usd": row.saved_usd,
+        "stats": row.stats,
     }
 
 
@@ -109,6 +127,7 @@ def _run_json(run: Run, loaded: LoadedReport) -> dict[str, Any]:
     return {
         "run_id": run.run_id,
         "command": run.command,
+        "mode": run.mode,
         "ledger": str(loaded.ledgers[run.ledger]),
         "started": iso_text(run.started),
         "wall_s": run.wall_s,
@@ -124,7 +143,15 @@ CSV_COLUMNS = (
     "model", "image_size", "items", "attempts", "images", "spent_usd", "possibly_spent_usd",
     "free_retries", "failed_items", "retry_cost_usd", "cost_per_image_usd",
     "latency_p50_s", "latency_p90_s", "latency_p99_s",
+    "batch_attempts", "batch_spent_usd", "batch_saved_usd",
 )  # fmt: skip
+
+
+def _batch_cells(attempts: list[Attempt]) -> list[Any]:
+    """A CSV row's batch mode columns: its batch results, what they cost and saved."""
+    batch = [a for a in attempts if a.mode == "batch" and not a.dangling]
+    spent = money(math.fsum(a.price_usd for a in batch if a.billed == "yes"))
+    return [len(batch), spent, saved_usd(batch)]
 
 
 def as_csv(loaded: LoadedReport) -> str:
@@ -133,95 +160,12 @@ def as_csv(loaded: LoadedReport) -> str:
     writer.writerow(CSV_COLUMNS)
     rows = [(m, s, f) for m, s, f in by_model_size(loaded)]
     rows.append(("TOTAL", "", figures(loaded.attempts, loaded.items)))
+    per_row: dict[tuple[str, str], list[Attempt]] = defaultdict(list)
+    for attempt in loaded.attempts:
+        per_row[(attempt.model, attempt.image_size)].append(attempt)
+    per_row[("TOTAL", "")] = list(loaded.attempts)
     for model, size, figs in rows:
         values = [model, size, *_row_json(figs).values(), *figs.latency_s]
+        values += _batch_cells(per_row[(model, size)])
         writer.writerow(["" if value is None else value for value in values])
     return buffer.getvalue()
-
-
-def _retry_lines(loaded: LoadedReport, failed: list[Item]) -> list[str]:
-    per_ledger: dict[int, list[Item]] = defaultdict(list)
-    for item in failed:
-        per_ledger[item.final.ledger].append(item)
-    return [
-        f"  batchbanana retry {loaded.ledgers[index]}   # {count_text(len(group), 'item')}, about "
-        + usd(money(math.fsum(i.final.price_usd for i in group)))
-        for index, group in sorted(per_ledger.items())
-    ]
-
-
-def _run_lines(found: list[Run]) -> list[str]:
-    if not found:
-        return []
-    rows = [RUN_COLUMNS, *(run_cells(run) for run in found)]
-    widths = [max(len(row[column]) for row in rows) for column in range(len(RUN_COLUMNS))]
-    return [
-        "  "
-        + "  ".join(
-            cell.ljust(width) if column < RUN_TEXT_COLUMNS else cell.rjust(width)
-            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in rows
-    ]
-
-
-def as_table(loaded: LoadedReport) -> str:
-    total = figures(loaded.attempts, loaded.items)
-    several_jobs = len({item.final.group for item in loaded.items}) > 1
-    out = [
-        f"batchbanana report: {count_text(len(loaded.ledgers), 'ledger')},"
-        f" {count_text(total.items, 'item')}"
-    ]
-    for job in loaded.jobs:
-        out.append(f"  {job.ledger}" + (f"  (job '{job.name}')" if job.name else ""))
-    out.append("")
-    out.append("Items by final outcome:")
-    out.extend(f"  {outcome:<14}{count:>8}" for outcome, count in total.outcomes)
-    if not total.outcomes:
-        out.append("  (none)")
-    p50, p90, p99 = total.latency_s
-    out += [
-        "",
-        f"Attempts:                  {total.attempts}",
-        f"Spent:                     {usd(total.spent_usd)}",
-        f"Possibly spent:            {usd(total.possibly_spent_usd)}"
-        "  (billed unknown, or in flight when stopped)",
-        f"Retried at no charge:      {total.free_retries}",
-        f"Cost per delivered image:  {usd(total.cost_per_image_usd)}"
-        f"  ({count_text(total.images, 'image')} delivered)",
-        f"Latency of ok attempts:    p50 {seconds_text(p50)}  p90 {seconds_text(p90)}"
-        f"  p99 {seconds_text(p99)}  (n={total.latency_count})",
-        "",
-        "By model and size:",
-        f"  {'model':<32}{'size':<6}{'items':>7}{'attempts':>10}{'images':>8}"
-        f"{'spent':>14}{'possibly':>12}",
-    ]
-    for model, size, figs in by_model_size(loaded):
-        out.append(
-            f"  {model:<32}{size:<6}{figs.items:>7}{figs.attempts:>10}{figs.images:>8}"
-            f"{usd(figs.spent_usd):>14}{usd(figs.possibly_spent_usd):>12}"
-        )
-    out += ["", f"Runs ({RUNS_NOTE}):"]
-    found = runs(loaded)
-    if len(found) > TABLE_RUNS:
-        out.append(f"  {len(found) - TABLE_RUNS} earlier runs left out (see --format json)")
-    out.extend(_run_lines(found[-TABLE_RUNS:]) or ["  (none)"])
-    failed = failed_items(loaded)
-    out += ["", f"Failed items ({len(failed)}):"]
-    shown = failed[:TABLE_FAILURES]
-    width = max((len(item_label(item, several_jobs)) for item in shown), default=0)
-    for item in shown:
-        out.append(
-            f"  {item_label(item, several_jobs):<{width}}  {item.final.outcome:<13}"
-            f"{usd(item.final.price_usd):>10}  {one_line(item.final.error, 120)}"
-        )
-    if len(failed) > TABLE_FAILURES:
-        out.append(f"  ... and {len(failed) - TABLE_FAILURES} more (see --format json or csv)")
-    if failed:
-        out += ["", f"Retry would cost about {usd(total.retry_cost_usd)}:"]
-        out.extend(_retry_lines(loaded, failed))
-    else:
-        out.append("  (none)")
-    if loaded.warnings:
-        out += ["", f"Warnings: {len(loaded.warnings)} (printed above on stderr)"]
-    return "\n".join(out) + "\n"

@@ -163,8 +163,9 @@ class BatchRun:
                         w.stats.get("succeeded", 0) + w.stats.get("failed", 0) for w in self.waiting
                     )
                 )
-                states = ", ".join(sorted({w.state.value.lower() for w in self.waiting})) or "done"
-                bar.set_postfix_str(f"{len(self.waiting)} batch(es) {states}")
+                states = ", ".join(sorted({w.state.value.lower() for w in self.waiting}))
+                shown = f"{len(self.waiting)} batch(es) {states}" if states else "all collected"
+                bar.set_postfix_str(shown)
                 if not self.waiting or self.stop_reason:
                     break
                 delay = poll_delay_s(polls, self.job.batch.poll_s, self.job.batch.max_poll_s)

@@ -31,6 +31,11 @@ def print_summary(
         f"  spent ${totals.run_spent_usd:.4f} this run; ledger total ${totals.spent_usd:.4f}"
         f" spent, ${totals.possibly_spent_usd:.4f} possibly spent",
     ]
+    if job.mode == "batch" and totals.run_spent_usd:
+        # Batch prices are half the list price: what was paid is also what was saved.
+        lines.append(
+            f"  batch mode saved ${totals.run_spent_usd:.4f} against the list price this run"
+        )
     if totals.free_retries:
         lines.append(
             f"  {totals.free_retries} request(s) retried at no charge (429/503/no connection)"
