@@ -142,38 +142,47 @@ def median_measure(runs: list[Measure]) -> Measure:
     )
 
 
-def startup_figures() -> list[str]:
-    """How start-up grows with the job: plan of a 100,000-row CSV, and a run that resumes a
-    ledger whose 100,000 items are all done already (nothing is sent)."""
+STARTUP_SIZES = (100_000, 1_000_000)
+
+
+def startup_figures(sizes: tuple[int, ...] = STARTUP_SIZES) -> list[str]:
+    """How start-up grows with the job: plan of an N-row CSV, and a run that resumes a ledger
+    whose N items are all done already (nothing is sent), at each size."""
+    lines = []
+    for size in sizes:
+        with tempfile.TemporaryDirectory(prefix="bb-bench-scale-") as tmp:
+            manifest = write_rows_job(Path(tmp), size)
+            plan = measured([sys.executable, "-m", "batchbanana", "plan", str(manifest)])
+            lines.append(
+                f"plan of a {size:,}-row items_file: {plan.wall_s:.2f} s,"
+                f" peak RSS {plan.peak_rss_mb:.0f} MB"
+            )
+            write_done_ledger(manifest, Path(tmp) / "out" / "ledger.jsonl")
+            resume = measured(
+                [sys.executable, "-m", "batchbanana", "run", str(manifest), "--no-progress"]
+            )
+            lines.append(
+                f"resume of a {size:,}-item ledger (all ok, nothing sent): {resume.wall_s:.2f} s,"
+                f" peak RSS {resume.peak_rss_mb:.0f} MB"
+            )
+    return lines
+
+
+def write_rows_job(folder: Path, size: int) -> Path:
+    """A manifest whose items_file has `size` rows (an id and a prompt each)."""
     import csv
 
-    lines = []
-    with tempfile.TemporaryDirectory(prefix="bb-bench-scale-") as tmp:
-        folder = Path(tmp)
-        with (folder / "rows.csv").open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["id", "prompt"])
-            for n in range(100_000):
-                writer.writerow([f"row{n}", f"a product shot number {n}, studio light"])
-        manifest = folder / "big.yaml"
-        manifest.write_text(
-            "version: 1\nendpoint: simulate\nmodel: gemini-3.1-flash-image-preview\n"
-            "output_dir: out\nitems_file: rows.csv\n"
-        )
-        plan = measured([sys.executable, "-m", "batchbanana", "plan", str(manifest)])
-        lines.append(
-            f"plan of a 100,000-row items_file: {plan.wall_s:.2f} s,"
-            f" peak RSS {plan.peak_rss_mb:.0f} MB"
-        )
-        write_done_ledger(manifest, folder / "out" / "ledger.jsonl")
-        resume = measured(
-            [sys.executable, "-m", "batchbanana", "run", str(manifest), "--no-progress"]
-        )
-        lines.append(
-            f"resume of a 100,000-item ledger (all ok, nothing sent): {resume.wall_s:.2f} s,"
-            f" peak RSS {resume.peak_rss_mb:.0f} MB"
-        )
-    return lines
+    with (folder / "rows.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "prompt"])
+        for n in range(size):
+            writer.writerow([f"row{n}", f"a product shot number {n}, studio light"])
+    manifest = folder / "big.yaml"
+    manifest.write_text(
+        "version: 1\nendpoint: simulate\nmodel: gemini-3.1-flash-image-preview\n"
+        "output_dir: out\nitems_file: rows.csv\n"
+    )
+    return manifest
 
 
 def write_done_ledger(manifest: Path, ledger: Path) -> None:
@@ -195,7 +204,11 @@ def main() -> None:
     """Run every workload and print the table."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--only", help="run only workloads whose name starts with this (W1...)")
+    parser.add_argument(
+        "--only",
+        help="run only workloads whose name starts with this (W1...), or `startup` for the"
+        " plan and resume figures",
+    )
     args = parser.parse_args()
     rows = []
     kept: list[Path] = []
@@ -216,7 +229,7 @@ def main() -> None:
         print()
         for line in batch_rows(args.runs):
             print(line)
-    if not args.only:
+    if not args.only or args.only == "startup":
         print()
         for line in startup_figures():
             print(line)

@@ -64,12 +64,12 @@ def _judged_chains(items: Sequence[WorkItem], state: LedgerState) -> list[WorkIt
     def ok(base: str) -> bool:
         if base in judged:
             return _verdict(judged[base], state) == _DONE
-        history = state.items.get(base)  # not an item of this run: as the ledger left it
-        return history is not None and history.current().outcome == Outcome.OK.value
+        row = state.row_of(base)  # not an item of this run: as the ledger left it
+        return row is not None and state.latest_pair(row).outcome == Outcome.OK.value
 
     def output_of(base: str) -> str | None:
-        history = state.items.get(base)
-        return history.output if history is not None else None
+        row = state.row_of(base)
+        return state.output_at(row) if row is not None else None
 
     for item in chain_order([item for item in items if item.images and bases(item)]):
         if all(ok(base) for base in bases(item)):
@@ -82,8 +82,8 @@ def _verdict(item: WorkItem, state: LedgerState) -> str:
     """send, done, or the latest outcome of an item left for `retry`."""
     if item.images and bases(item):
         return _SEND  # waits in the run for the items whose outputs it uses
-    history = state.items.get(item.id)
-    pair = history.by_fingerprint.get(item.fingerprint) if history else None
+    row = state.row_of(item.id)
+    pair = state.pair_at(row, item.fingerprint) if row is not None else None
     if pair is None or (pair.outcome is None and pair.in_flight_attempt is None):
         return _SEND
     if pair.in_flight_attempt is not None and pair.in_batch is not None:
@@ -94,7 +94,7 @@ def _verdict(item: WorkItem, state: LedgerState) -> str:
         return _DONE
     if pair.billed == Billed.NO.value:
         return _SEND
-    if history is not None and history.fingerprint != item.fingerprint:
+    if row is not None and not state.is_latest(row, item.fingerprint):
         # Edited back to an earlier version that failed: an edit is new work. (`retry`
         # only sees the ledger's latest version, so leaving it would strand the item.)
         return _SEND

@@ -95,8 +95,8 @@ def failed_items(
 ) -> list[tuple[WorkItem, str]]:
     """(item, its latest outcome) for every item whose latest outcome is a failure."""
     chosen: list[tuple[WorkItem, str]] = []
-    for item_id, history in state.items.items():
-        pair = history.current()
+    for row, item_id in enumerate(state.ids):
+        pair = state.latest_pair(row)
         if pair.in_batch is not None and pair.in_flight_attempt is not None:
             continue  # waiting in a remote batch: `run` re-attaches to it, nothing failed yet
         outcome = pair.outcome or (Outcome.INTERRUPTED.value if pair.in_flight_attempt else None)
@@ -104,6 +104,7 @@ def failed_items(
             continue
         if only is not None and outcome not in only:
             continue
+        history = state.history_at(row)
         spec = Spec.from_json(history.spec)
         if spec.prompt is None:
             raise UserError(f"item '{item_id}': the ledger has no usable spec to send it again")

@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
 
-from batchbanana.ledger.fields import Json, as_dict, as_text, field_names, read_fields
+from batchbanana.ledger.fields import (
+    Json,
+    as_dict,
+    as_float,
+    as_int,
+    as_text,
+    field_names,
+    read_fields,
+)
 from batchbanana.rules.outcomes import Billed, Outcome, billed
 
 # The outcome of a result line whose own outcome cannot be read (never "ok").
@@ -234,3 +242,47 @@ def parse_line(record: Mapping[str, Any]) -> LedgerLine | None:
     names no item)."""
     kind = _KINDS.get(as_text(record.get("event")) or "")
     return kind.from_json(record) if kind is not None else None
+
+
+# What replaying needs of a `sent` or `result` line: (is it `sent`, item, attempt, fingerprint,
+# price_usd, spec, batch_key (sent), outcome (result; "" for sent), billed, output), each read as
+# SentLine.from_json and ResultLine.from_json read it, without building the whole line (a
+# million-item ledger has two million of them).
+Step = tuple[
+    bool, str, int | None, str | None, float | None, Json | None, str | None, str,
+    Billed | None, str | None,
+]  # fmt: skip
+_BILLED_MARKS: dict[Any, Billed] = {kind.value: kind for kind in Billed}
+
+
+def read_step(record: Mapping[str, Any]) -> Step | None:
+    """The Step of a `sent` or `result` record; None for another kind, or one naming no item."""
+    get = record.get
+    event, item = get("event"), get("item")
+    sent = event == "sent"
+    if not (sent or event == "result") or not isinstance(item, str):
+        return None
+    attempt, fingerprint, spec = get("attempt"), get("fingerprint"), get("spec")
+    if type(attempt) is not int:
+        attempt = as_int(attempt)
+    if type(fingerprint) is not str:
+        fingerprint = as_text(fingerprint)
+    if type(spec) is not dict:
+        spec = as_dict(spec)
+    price = as_float(get("price_usd"))
+    if sent:
+        return (True, item, attempt, fingerprint, price, spec, as_text(get("batch_key")), "",
+                None, None)  # fmt: skip
+    outcome, mark, output = get("outcome"), get("billed"), get("output")
+    return (
+        False,
+        item,
+        attempt,
+        fingerprint,
+        price,
+        spec,
+        None,
+        outcome if isinstance(outcome, str) and outcome else UNREADABLE_OUTCOME,
+        _BILLED_MARKS.get(mark) if isinstance(mark, str) else None,
+        output if type(output) is str else as_text(output),
+    )

@@ -59,7 +59,8 @@ class JobRunner:
         self.totals = RunTotals(
             spent_usd=state.spent_usd, possibly_spent_usd=state.possibly_spent_usd
         )
-        self.attempts = {item_id: history.attempts for item_id, history in state.items.items()}
+        self.state = state
+        self.attempts: dict[str, int] = {}  # this run's, over the ledger's (state.attempts_of)
         self.run_attempts: dict[str, int] = {}
         self.images = EncodedImageCache(
             optimize=job.optimize_inputs == "lossless", downloads=settings.downloads
@@ -80,7 +81,7 @@ class JobRunner:
 
     # -- one attempt ----------------------------------------------------------------------------
     def _next_attempt(self, item: WorkItem) -> int:
-        number = self.attempts.get(item.id, 0) + 1
+        number = self.attempts.get(item.id, self.state.attempts_of(item.id)) + 1
         self.attempts[item.id] = number
         self.run_attempts[item.id] = self.run_attempts.get(item.id, 0) + 1
         return number

@@ -98,7 +98,7 @@ class BatchRun:
 
     # -- submit ---------------------------------------------------------------------------------
     async def submit(self, api: BatchApi, items: list[WorkItem]) -> None:
-        attempts = {item_id: history.attempts for item_id, history in self.state.items.items()}
+        attempts = {item.id: self.state.attempts_of(item.id) for item in items}
         committed = self.state.spent_usd + self.state.possibly_spent_usd
         submitter = Submitter(
             self.job,

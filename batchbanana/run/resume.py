@@ -48,10 +48,7 @@ def record_dangling(writer: LedgerWriter, state: LedgerState) -> int:
                 error="the process stopped with this request in flight (found at next start)",
             )
         )
-        pair = history.by_fingerprint[print_id]
-        pair.in_flight_attempt = None
-        pair.outcome = Outcome.INTERRUPTED.value
-        pair.billed = Billed.UNKNOWN.value
+        state.close_in_flight(item_id, print_id, Outcome.INTERRUPTED.value, Billed.UNKNOWN)
         count += 1
     return count
 
