@@ -27,6 +27,7 @@ _BILLS: tuple[Billed | None, ...] = (None, Billed.YES, Billed.NO, Billed.UNKNOWN
 _BILL_CODE: dict[str | None, int] = {bill: code for code, bill in enumerate(_BILLS)}
 EVER_SENT = 1  # a flag: the item has a `sent` line
 _RARE = 255  # an outcome code past the table: the name is in `_rare_outcomes`
+_OK = Outcome.OK.value
 _HUGE = 2**62  # an attempt number from here on is kept outside the column
 
 
@@ -97,6 +98,16 @@ class ItemColumns:
         if not _STANDARD(fingerprint):
             return False
         return self._prints[32 * row : 32 * row + 32] == bytes.fromhex(fingerprint[7:])
+
+    def is_done(self, row: int, digest: bytes) -> bool:
+        """True when the item in `row` is ok under the fingerprint `sha256:` + digest's hex (its
+        latest one), with nothing in flight."""
+        return (
+            self._outcomes[row] == self._name_codes.get(_OK)
+            and row not in self._flights
+            and row not in self._odd_prints
+            and self._prints[32 * row : 32 * row + 32] == digest
+        )
 
     def pair_at(self, row: int, fingerprint: str) -> AttemptState | None:
         """The state of (the item in `row`, `fingerprint`), or None if the ledger has none."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -15,13 +16,15 @@ from batchbanana.plan.chains import check_chains
 from batchbanana.plan.checker import Checker
 from batchbanana.plan.expand import expand_items
 from batchbanana.plan.inputs import pillow_available
-from batchbanana.plan.items_file import RawItem, read_items_file
-from batchbanana.plan.job import SIMULATE, Job, WorkItem
+from batchbanana.plan.items_file import read_items_file
+from batchbanana.plan.job import SIMULATE, Job
 from batchbanana.plan.load import LoadedManifest, load_manifest
-from batchbanana.plan.manifest import Manifest
+from batchbanana.plan.manifest import Item, Manifest
 from batchbanana.plan.matrix import check_top_level_matrix
+from batchbanana.plan.plain_rows import PlainRow, RawItem, raw_item
 from batchbanana.plan.problems import Problem, item_label
 from batchbanana.plan.variants import check_top_level
+from batchbanana.plan.workitems import WorkItems
 from batchbanana.rules.pricing import PriceRule
 
 
@@ -85,16 +88,17 @@ def build_job(
     _check_mode(loaded, mode, mode_override is not None, checker)
     pricing = _pricing(loaded.manifest)
     check_top_level(loaded.manifest, loaded.lines.line_of, checker)
-    raw_items = _raw_items(loaded, checker)
-    items = [raw.item for raw in raw_items]
-    check_top_level_matrix(loaded.manifest, items, loaded.lines.line_of, checker)
-    work = expand_items(raw_items, loaded.manifest, pricing, loaded.base_dir, checker)
-    check_chains(work, raw_items, checker)
+    seen: list[Item] | None = [] if loaded.manifest.matrix is not None else None
+    raw_items = _raw_items(loaded, checker, seen)
+    expansion = expand_items(raw_items, loaded.manifest, pricing, loaded.base_dir, checker)
+    check_top_level_matrix(loaded.manifest, seen or (), loaded.lines.line_of, checker)
+    work = expansion.items
+    check_chains(work, expansion.unexpanded, checker)
     if not work and not checker.problems:
         checker.add(None, "", "items", "the job has no items")
     _raise_problems(checker, loaded.source)
     if mode == "batch":
-        work = [dataclasses.replace(item, price=item.price.for_batch()) for item in work]
+        work = work.with_prices(lambda rule: rule.for_batch())
     job = _job(loaded, endpoint, pricing, work, concurrency_override, budget_override)
     return dataclasses.replace(job, mode=mode)
 
@@ -135,19 +139,26 @@ def _check_optimizer(loaded: LoadedManifest, checker: Checker) -> None:
         )
 
 
-def _raw_items(loaded: LoadedManifest, checker: Checker) -> list[RawItem]:
-    """The manifest's items, then the items_file's rows, each with where it was written."""
-    raw_items = [
-        RawItem(
+def _raw_items(
+    loaded: LoadedManifest, checker: Checker, seen: list[Item] | None
+) -> Iterator[RawItem | PlainRow]:
+    """The manifest's items, then the items_file's rows, each with where it was written, as
+    they are read; with `seen`, each item is also added to it (and comes as a RawItem)."""
+    for index, item in loaded.items:
+        raw = RawItem(
             item,
             loaded.source,
             loaded.lines.line_of(("items", index)),
             item_label({"id": item.id} if item.id else None, index),
         )
-        for index, item in loaded.items
-    ]
-    raw_items.extend(read_items_file(loaded, checker.problems))
-    return raw_items
+        if seen is not None:
+            seen.append(item)
+        yield raw
+    for entry in read_items_file(loaded, checker.problems):
+        if seen is not None:
+            entry = raw_item(entry) if isinstance(entry, tuple) else entry
+            seen.append(entry.item)
+        yield entry
 
 
 def _pricing(manifest: Manifest) -> dict[str, PriceRule]:
@@ -176,7 +187,7 @@ def _job(
     loaded: LoadedManifest,
     endpoint: str,
     pricing: dict[str, PriceRule],
-    work: list[WorkItem],
+    work: WorkItems,
     concurrency_override: int | None,
     budget_override: float | None,
 ) -> Job:
@@ -204,7 +215,7 @@ def _job(
         rate_limit_rpm=manifest.rate_limit_rpm,
         price_book=manifest.price_book,
         pricing=pricing,
-        items=tuple(work),
+        items=work,
         allow_insecure_http=manifest.allow_insecure_http,
         optimize_inputs=manifest.optimize_inputs,
         batch=manifest.batch,

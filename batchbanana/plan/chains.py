@@ -29,16 +29,16 @@ import difflib
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from batchbanana.plan.checker import Checker
 from batchbanana.plan.inputs import ImageInput, ImageProblem, inspect_file
-from batchbanana.plan.items_file import RawItem
 from batchbanana.plan.job import WorkItem
 from batchbanana.plan.manifest import ID_PATTERN
 from batchbanana.plan.problems import Problem
+from batchbanana.plan.workitems import Shape, WorkItems
 from batchbanana.rules.media import body_size_problem, request_body_bytes
 
 ITEM_PREFIX = "item:"
@@ -59,7 +59,12 @@ def reference_problem(reference: str, plain: bool) -> str | None:
 
 def bases(item: WorkItem) -> tuple[str, ...]:
     """The ids of the items whose output `item` uses and does not have yet, once each."""
-    return tuple(dict.fromkeys(image.reference for image in item.images if image.kind == "item"))
+    return uses(item.images)
+
+
+def uses(images: Sequence[ImageInput]) -> tuple[str, ...]:
+    """The ids of the items whose outputs these images are (not read yet), once each."""
+    return tuple(dict.fromkeys(image.reference for image in images if image.kind == "item"))
 
 
 def chain_order(items: Sequence[WorkItem]) -> list[WorkItem]:
@@ -84,16 +89,17 @@ def chain_order(items: Sequence[WorkItem]) -> list[WorkItem]:
     return ordered
 
 
-def check_chains(items: Sequence[WorkItem], raw_items: Iterable[RawItem], checker: Checker) -> None:
+def check_chains(items: WorkItems, unexpanded: set[str], checker: Checker) -> None:
     """Every `item:` reference names an item of the job other than itself, and no item uses its
     own output through others (a cycle); each problem is added to `checker` where it was written.
-    """
-    ids = {item.id for item in items}
+    `unexpanded`: the ids as written of the items that made no work item."""
+    if not any(_refers(shape) for shape, _ in items.shape_counts()):
+        return  # no item uses another's output (most jobs)
+    ids = set(items.ids)
     # Items the manifest names but that did not expand (they have problems of their own): a
     # reference to them is not "unknown". An item a matrix expanded has no id of its own.
     combined = {item.variant_of: item.id for item in reversed(items) if item.variant_of}
-    written = {raw.item.id for raw in raw_items if raw.item.id and raw.item.repeat == 1}
-    named = ids | (written - set(combined))
+    named = ids | (unexpanded - set(combined))
     found: dict[str, Problem] = {}
 
     def add(image: ImageInput, message: str) -> None:
@@ -117,6 +123,10 @@ def check_chains(items: Sequence[WorkItem], raw_items: Iterable[RawItem], checke
             " cannot use its own output, directly or through others",
         )
     checker.problems.extend(found.values())
+
+
+def _refers(shape: Shape) -> bool:
+    return any(image.kind == "item" for image in shape.images)
 
 
 def _hint(image: ImageInput, ids: set[str], combined: dict[str, str]) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from batchbanana.plan.inputs import ImageInput, ImageProblem, inspect_file
-from batchbanana.plan.items_file import RawItem
+from batchbanana.plan.plain_rows import RawItem
 from batchbanana.plan.problems import Problem
 
 

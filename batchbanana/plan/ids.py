@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchbanana.plan.checker import Checker
-from batchbanana.plan.items_file import RawItem
 from batchbanana.plan.job import derived_id
+from batchbanana.plan.plain_rows import RawItem
 
 MAX_ID_LENGTH = 128
 _OTHER = re.compile(r"[^A-Za-z0-9._]+")
@@ -87,19 +87,31 @@ def combination_ids(
 class IdBook:
     """The ids given so far (and where), and how often each derived id has been made."""
 
-    first_use: dict[str, tuple[str, int | None]] = field(default_factory=dict)
+    # id -> where it was first used: its line when in `common` (the file most ids come from)
+    first_use: dict[str, int | tuple[str, int | None]] = field(default_factory=dict)
     derived_count: dict[str, int] = field(default_factory=dict)
+    common: str | None = None  # the items_file, whose rows are most of a large job
 
     def claim(self, item_id: str, raw: RawItem, checker: Checker) -> bool:
         """Take `item_id` for `raw`; False (and a problem) when an earlier item has it."""
+        if self.claim_at(item_id, raw.source, raw.line):
+            return True
+        first = self.first_use[item_id]
+        first_source, first_line = (self.common or "", first) if isinstance(first, int) else first
+        at = f"{first_source}:{first_line}" if first_line else first_source
+        checker.add_item(
+            raw, "id", f"duplicate id {item_id!r} (first used at {at}); ids must be unique"
+        )
+        return False
+
+    def claim_at(self, item_id: str, source: str, line: int | None) -> bool:
+        """Take `item_id` for the item at this source and line; False when it is taken."""
         if item_id in self.first_use:
-            first_source, first_line = self.first_use[item_id]
-            at = f"{first_source}:{first_line}" if first_line else first_source
-            checker.add_item(
-                raw, "id", f"duplicate id {item_id!r} (first used at {at}); ids must be unique"
-            )
             return False
-        self.first_use[item_id] = (raw.source, raw.line)
+        if line is not None and source == self.common:
+            self.first_use[item_id] = line
+        else:
+            self.first_use[item_id] = (source, line)
         return True
 
     def derived(self, meaning: dict[str, Any]) -> str:

@@ -10,33 +10,26 @@ from __future__ import annotations
 
 import codecs
 import csv
-import io
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 from pydantic import ValidationError
 
 from batchbanana.plan.load import LoadedManifest
 from batchbanana.plan.manifest import ITEM_KEYS, Item
+from batchbanana.plan.plain_rows import PlainRow, RawItem, plain_layout, plain_row
 from batchbanana.plan.problems import Problem, problems_from_validation
 from batchbanana.plan.yaml_lines import LineMap
 
 
-@dataclass(slots=True)
-class RawItem:
-    """An item before expansion, with where it came from."""
-
-    item: Item
-    source: str
-    line: int | None
-    where: str
-
-
-def read_items_file(loaded: LoadedManifest, problems: list[Problem]) -> Iterator[RawItem]:
-    """The items of the manifest's .csv or .jsonl items file, in order; each problem (naming the
-    file and line) is added to `problems` and its row skipped."""
+def read_items_file(
+    loaded: LoadedManifest, problems: list[Problem]
+) -> Iterator[RawItem | PlainRow]:
+    """The items of the manifest's .csv or .jsonl items file, in order, read as the file is;
+    each problem (naming the file and line) is added to `problems` and its row skipped. A CSV
+    row that nothing varies comes as a PlainRow (plan/plain.py plans it in bulk)."""
     display = loaded.manifest.items_file
     if not display:
         return
@@ -58,10 +51,20 @@ def read_items_file(loaded: LoadedManifest, problems: list[Problem]) -> Iterator
     if read_rows is None:
         about_the_setting("use a .csv or .jsonl file")
         return
-    text = _decoded(data, display, loaded.manifest.items_file_encoding, problems)
-    if text is not None:
-        rows = _Rows(display, tuple(loaded.manifest.vars), problems)
-        yield from read_rows(io.StringIO(text, newline=""), rows)
+    encoding = loaded.manifest.items_file_encoding
+    if _decoded(data, display, encoding, problems) is None:
+        return
+    del data  # read again as a stream: a million rows are never all in memory at once
+    if codecs.lookup(encoding).name == "utf-8":
+        encoding = "utf-8-sig"  # Excel's "CSV UTF-8" starts with a byte-order mark
+    rows = _Rows(display, tuple(loaded.manifest.vars), problems)
+    try:
+        handle = path.open(encoding=encoding, newline="")
+    except OSError as exc:
+        about_the_setting(f"cannot read ({exc.strerror})")
+        return
+    with handle:
+        yield from read_rows(handle, rows)
 
 
 def _decoded(data: bytes, display: str, encoding: str, problems: list[Problem]) -> str | None:
@@ -105,9 +108,9 @@ _VARS_HINT = (
 )
 
 
-def _csv_rows(handle: io.StringIO, rows: _Rows) -> Iterator[RawItem]:
-    reader = csv.DictReader(handle)
-    header = reader.fieldnames or []
+def _csv_rows(handle: TextIO, rows: _Rows) -> Iterator[RawItem | PlainRow]:
+    reader = csv.reader(handle)
+    header = next(reader, None) or []
     columns = [key for key in ITEM_KEYS if key not in _NOT_COLUMNS] + list(rows.variables)
     unknown = [name for name in header if name not in columns]
     if unknown:
@@ -122,17 +125,36 @@ def _csv_rows(handle: io.StringIO, rows: _Rows) -> Iterator[RawItem]:
             )
         )
         return
+    layout = plain_layout(header)
     start = 2
-    for row in reader:
-        line = start
-        start = reader.line_num + 1
-        values = _csv_values(row, rows.display, line, rows.problems)
+    for row, line_num in _records(reader):
+        line = start  # as csv.DictReader counted (a blank line before a row is its line)
+        start = line_num + 1
+        plain = layout and len(row) == len(header) and plain_row(row, layout, rows.display, line)
+        if plain:
+            yield plain
+            continue
+        record: dict[str | None, Any] = dict(zip(header, row, strict=False))
+        if len(row) > len(header):
+            record[None] = row[len(header) :]
+        values = _csv_values(record, rows.display, line, rows.problems)
         if values is not None:
             yield from _validated(values, line, rows)
 
 
+def _records(reader: Any) -> Iterator[tuple[list[str], int]]:
+    """Each record and the line number csv.DictReader gives it (blank records are skipped)."""
+    for row in reader:
+        line_num = reader.line_num
+        while row == []:
+            row = next(reader, None)
+            if row is None:
+                return
+        yield row, line_num
+
+
 def _csv_values(
-    row: dict[str | Any, str | Any], display: str, line: int, problems: list[Problem]
+    row: dict[str | None, Any], display: str, line: int, problems: list[Problem]
 ) -> dict[str, Any] | None:
     """A row's non-empty cells as item fields (lists split on ';'), or None if it is too long."""
     values: dict[str, Any] = {}
@@ -149,7 +171,7 @@ def _csv_values(
     return values
 
 
-def _jsonl_rows(handle: io.StringIO, rows: _Rows) -> Iterator[RawItem]:
+def _jsonl_rows(handle: TextIO, rows: _Rows) -> Iterator[RawItem | PlainRow]:
     display, problems = rows.display, rows.problems
     for number, text in enumerate(handle, start=1):
         if not text.strip():
@@ -165,7 +187,7 @@ def _jsonl_rows(handle: io.StringIO, rows: _Rows) -> Iterator[RawItem]:
         yield from _validated(values, number, rows)
 
 
-_READERS: dict[str, Callable[[io.StringIO, _Rows], Iterator[RawItem]]] = {
+_READERS: dict[str, Callable[[TextIO, _Rows], Iterator[RawItem | PlainRow]]] = {
     ".csv": _csv_rows,
     ".jsonl": _jsonl_rows,
 }

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from batchbanana.plan.manifest import BatchSettings, RetrySettings, Timeouts
 from batchbanana.rules.pricing import PriceRule
 
 SIMULATE = "simulate"  # the endpoint that means the built-in simulator
+DEFAULT_MODEL = "gemini-3-pro-image-preview"
 DEFAULT_IMAGE_SIZE = "1K"
 DEFAULT_MODALITIES = ("TEXT", "IMAGE")
 
@@ -88,6 +91,46 @@ def fingerprint(
     return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True, slots=True)
+class FingerprintTemplate:
+    """`fingerprint` for the requests that differ only in their prompt and seed, made faster:
+    the canonical JSON around them is written once (keys in sorted order: aspect_ratio,
+    image_size, images, model, prompt, response_modalities, seed, system_prompt)."""
+
+    head: str
+    middle: str
+    tail: str
+
+    @classmethod
+    def of(
+        cls,
+        model: str,
+        image_size: str,
+        aspect_ratio: str | None,
+        system_prompt: str | None,
+        response_modalities: tuple[str, ...],
+        images: tuple[ImageInput, ...],
+    ) -> FingerprintTemplate:
+        """The template of requests with these fields."""
+        meanings = [image.meaning() for image in images]
+        return cls(
+            f'{{"aspect_ratio":{_canonical(aspect_ratio)},"image_size":{_canonical(image_size)},'
+            f'"images":{_canonical(meanings)},"model":{_canonical(model)},"prompt":',
+            f',"response_modalities":{_canonical(list(response_modalities))}',
+            f',"system_prompt":{_canonical(system_prompt)}}}',
+        )
+
+    def digest(self, prompt: str, seed: int | None) -> bytes:
+        """The sha256 digest `fingerprint` would give (as bytes) for this prompt and seed."""
+        seeded = self.middle if seed is None else f'{self.middle},"seed":{seed!r}'
+        text = self.head + encode_basestring(prompt) + seeded + self.tail
+        return hashlib.sha256(text.encode("utf-8")).digest()
+
+
 def derived_id(meaning: dict[str, Any]) -> str:
     """A short, stable id from an item's meaning, so inserting a row shifts no other id."""
     canonical = json.dumps(meaning, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
@@ -114,7 +157,7 @@ class Job:
     rate_limit_rpm: float | None
     price_book: str
     pricing: dict[str, PriceRule]
-    items: tuple[WorkItem, ...]
+    items: Sequence[WorkItem]  # a WorkItems when planned from a manifest
     allow_insecure_http: bool = False
     optimize_inputs: str = "none"
     mode: str = "sync"  # "batch": Google's Batch API at half price (items priced accordingly)

@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from batchbanana.plan.checker import Checker
-from batchbanana.plan.items_file import RawItem
 from batchbanana.plan.manifest import Item, Manifest
+from batchbanana.plan.plain_rows import RawItem
 from batchbanana.plan.templates import Template, parse_template
 from batchbanana.plan.variations import MATRIX_FIELDS, MatrixValue
 from batchbanana.plan.yaml_lines import Loc

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from batchbanana.plan.checker import Checker
 from batchbanana.plan.ids import value_label
-from batchbanana.plan.items_file import RawItem
 from batchbanana.plan.manifest import ID_PATTERN, ITEM_KEYS, Manifest
 from batchbanana.plan.matrix import Axis, Combination, combinations, item_axes
+from batchbanana.plan.plain_rows import RawItem
 from batchbanana.plan.templates import Template, parse_template
 from batchbanana.plan.yaml_lines import Loc
 

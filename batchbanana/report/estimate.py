@@ -11,10 +11,11 @@ from pathlib import Path
 
 from batchbanana.ledger.owed import decide
 from batchbanana.ledger.replay import scan_ledger
-from batchbanana.plan.chains import bases
+from batchbanana.plan.chains import uses
 from batchbanana.plan.inputs import ImageInput, optimize_lossless
-from batchbanana.plan.job import Job, WorkItem
+from batchbanana.plan.job import Job
 from batchbanana.plan.variations import MATRIX_FIELDS
+from batchbanana.plan.workitems import Shape, prompts_and_shapes, shapes_of
 from batchbanana.rules.media import request_body_bytes
 from batchbanana.rules.pricing import BATCH_DISCOUNT, book_rule, money, price_rule
 
@@ -42,7 +43,7 @@ def batch_available(job: Job) -> bool:
     return job.auth == "google"
 
 
-def _mode_prices(job: Job, item: WorkItem) -> tuple[float, float]:
+def _mode_prices(job: Job, item: Shape) -> tuple[float, float]:
     """(sync, batch) price of one request: a batch job's items carry batch prices already, so
     its list price is the manifest's rule before the discount."""
     if job.mode != "batch":
@@ -59,10 +60,10 @@ def estimate_rows(job: Job) -> list[EstimateRow]:
     """Requests and estimated cost per model x size, in the order they first appear."""
     counts: dict[tuple[str, str], int] = defaultdict(int)
     prices: dict[tuple[str, str], tuple[float, float, float]] = {}
-    for item in job.items:
-        key = (item.model, item.image_size)
-        counts[key] += 1
-        prices[key] = (item.price.estimate_usd(item.image_size), *_mode_prices(job, item))
+    for shape, count in shapes_of(job.items):
+        key = (shape.model, shape.image_size)
+        counts[key] += count
+        prices[key] = (shape.price.estimate_usd(shape.image_size), *_mode_prices(job, shape))
     rows = []
     batch = batch_available(job)
     for (model, size), count in counts.items():
@@ -91,17 +92,18 @@ def describe_inputs(job: Job) -> list[str]:
     """Input images: how many, how big, the largest request body, and any lossless saving."""
     files: dict[str, ImageInput] = {}
     urls: set[str] = set()
-    largest = 0
-    for item in job.items:
-        body = request_body_bytes(item.prompt, (image.encoded_size() for image in item.images))
-        for image in item.images:
+    for shape, _ in shapes_of(job.items):
+        for image in shape.images:
             if image.kind == "file":
                 files[image.reference] = image
             elif image.kind == "url":
                 urls.add(image.reference)
-        largest = max(largest, body)
     if not files and not urls:
         return []
+    largest = 0
+    for prompt, shape in prompts_and_shapes(job.items):
+        body = request_body_bytes(prompt, (image.encoded_size() for image in shape.images))
+        largest = max(largest, body)
     total_mb = sum(image.size_bytes or 0 for image in files.values()) / 1e6
     lines = [
         f"inputs: {len(files)} distinct local image(s), {total_mb:.2f} MB (each read and encoded"
@@ -123,51 +125,62 @@ _COMBINATIONS_SHOWN = 24  # per item: a longer list would drown the plan
 def describe_matrices(job: Job) -> list[str]:
     """Each item a matrix expanded: its lists, combinations, items and cost, and (when there are
     few) the cost of each combination of the generation fields it varies."""
-    expanded: dict[str, list[WorkItem]] = {}
-    for item in job.items:
-        if item.variant_of is not None:
-            expanded.setdefault(item.variant_of, []).append(item)
+    expanded: dict[str, list[tuple[Shape, int]]] = {}
+    for shape, count in shapes_of(job.items):
+        if shape.variant_of is not None:
+            expanded.setdefault(shape.variant_of, []).append((shape, count))
     if not expanded:
         return []
-    count = sum(len(items) for items in expanded.values())
+    count = sum(number for shapes in expanded.values() for _, number in shapes)
     lines = ["", f"matrices: {len(expanded)} item(s) expanded into {count} item(s)"]
-    for shown, (name, items) in enumerate(expanded.items()):
+    for shown, (name, shapes) in enumerate(expanded.items()):
         if shown == _MATRICES_SHOWN:
             lines.append(f"... and {len(expanded) - shown} more item(s) with a matrix")
             break
-        lines.extend(_matrix_lines(name, items))
+        lines.extend(_matrix_lines(name, shapes))
     return lines
 
 
-def _matrix_lines(name: str, items: list[WorkItem]) -> list[str]:
+def _matrix_lines(name: str, shapes: list[tuple[Shape, int]]) -> list[str]:
     axes: dict[str, dict[str, None]] = {}
-    rows: dict[str, list[WorkItem]] = {}
-    for item in items:
-        for key, value in item.matrix:
+    rows: dict[str, list[tuple[Shape, int]]] = {}
+    for shape, count in shapes:
+        for key, value in shape.matrix:
             axes.setdefault(key, {})[value] = None
-        fields = " ".join(f"{key}={value}" for key, value in item.matrix if key in MATRIX_FIELDS)
-        rows.setdefault(fields, []).append(item)
+        fields = " ".join(f"{key}={value}" for key, value in shape.matrix if key in MATRIX_FIELDS)
+        rows.setdefault(fields, []).append((shape, count))
     combinations = math.prod(len(values) for values in axes.values())
     lists = " x ".join(f"{key} {len(values)}" for key, values in axes.items())
-    total = money(sum(item.price.estimate_usd(item.image_size) for item in items))
-    lines = [
-        f"{name}: {lists} = {combinations} combination(s), {len(items)} item(s), {_usd(total)}"
-    ]
+    items = sum(count for _, count in shapes)
+    total = money(sum(_cost(shape, count) for shape, count in shapes))
+    lines = [f"{name}: {lists} = {combinations} combination(s), {items} item(s), {_usd(total)}"]
     if "" not in rows and len(rows) <= _COMBINATIONS_SHOWN:
         for fields, members in rows.items():
-            cost = money(sum(item.price.estimate_usd(item.image_size) for item in members))
-            lines.append(f"  {fields:<60} {len(members):>7} {_usd(cost):>11}")
+            cost = money(sum(_cost(shape, count) for shape, count in members))
+            number = sum(count for _, count in members)
+            lines.append(f"  {fields:<60} {number:>7} {_usd(cost):>11}")
     return lines
+
+
+def _cost(shape: Shape, count: int) -> float:
+    """What `count` requests of this shape cost, added one by one as the items are."""
+    price = shape.price.estimate_usd(shape.image_size)
+    return sum(price for _ in range(count)) if count < 1000 else price * count
 
 
 def describe_chains(job: Job) -> list[str]:
     """How many items use another item's output (`item:<id>`) and so wait for it."""
-    users = [item for item in job.items if bases(item)]
+    users = 0
+    used: set[str] = set()
+    for shape, count in shapes_of(job.items):
+        found = uses(shape.images)
+        if found:
+            users += count
+            used.update(found)
     if not users:
         return []
-    used = {base for item in users for base in bases(item)}
     return [
-        f"chains: {len(users)} item(s) use the output of {len(used)} other item(s) (item:<id>);"
+        f"chains: {users} item(s) use the output of {len(used)} other item(s) (item:<id>);"
         " each is sent once the items it uses are ok, and is blocked if one is not"
     ]
 
@@ -249,7 +262,10 @@ def render_plan(job: Job) -> str:
         state, _ = scan_ledger(job.ledger_path)
         decision = decide(job.items, state)  # exactly what `run` would decide
         done, owed, left = len(decision.done), len(decision.to_send), len(decision.left_for_retry)
-        owed_usd = sum(item.price.estimate_usd(item.image_size) for item in decision.to_send)
+        owed_usd = sum(
+            shape.price.estimate_usd(shape.image_size) * count
+            for shape, count in shapes_of(decision.to_send)
+        )
         waiting = (
             f", {len(decision.in_batch)} waiting in a remote batch (`run` re-attaches)"
             if decision.in_batch

@@ -257,7 +257,7 @@ class BatchRun:
                     self.say(f"re-attached to {found} unfinished batch(es) of this job")
                 again = [
                     item
-                    for item in self.job.items
+                    for item in (self.job.items if self.reowed else ())
                     if item.id in self.reowed
                     and item not in items
                     and self.state.items[item.id].fingerprint == item.fingerprint

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -257,15 +257,17 @@ def existing_outputs(output_dir: Path, item_ids: Iterable[str]) -> list[Path]:
     return sorted(output_dir / name for name in names if output_owner(name) in wanted)
 
 
-def remove_stale_temps(output_dir: Path, item_ids: Iterable[str]) -> int:
+def remove_stale_temps(output_dir: Path, item_ids: Callable[[], Container[str]]) -> int:
     """Delete temporary files a killed run of this job left behind; returns how many.
 
-    Only this job's items' temporaries are touched: another job may share the folder."""
-    ids = set(item_ids)
+    Only this job's items' temporaries are touched (`item_ids()`, asked only when there are
+    some): another job may share the folder."""
     removed = 0
     if not output_dir.is_dir():
         return 0
-    for entry in output_dir.glob(f".*{TEMP_MARK}*{TEMP_SUFFIX}"):
+    stale = list(output_dir.glob(f".*{TEMP_MARK}*{TEMP_SUFFIX}"))
+    ids = item_ids() if stale else ()
+    for entry in stale:
         owner = entry.name[1:].partition(TEMP_MARK)[0]
         if owner in ids:
             try:

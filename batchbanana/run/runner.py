@@ -25,6 +25,7 @@ from batchbanana.ledger.records import JobLine
 from batchbanana.ledger.replay import LedgerState
 from batchbanana.ledger.writer import LedgerWriter
 from batchbanana.plan.job import Job, WorkItem
+from batchbanana.plan.workitems import WorkItems
 from batchbanana.rules.outcomes import Outcome
 from batchbanana.rules.pricing import money
 from batchbanana.run.attempts import JobRunner
@@ -119,14 +120,20 @@ def run_restoring_signals(function: Callable[..., Any], *args: Any) -> RunResult
     return result
 
 
-def _close_dangling(writer: LedgerWriter, state: LedgerState, stderr: TextIO) -> None:
-    """Record the requests a stopped run left in flight as interrupted, and say so."""
+def _close_dangling(writer: LedgerWriter, state: LedgerState, stderr: TextIO) -> int:
+    """Record the requests a stopped run left in flight as interrupted, and say so; how many."""
     recovered = record_dangling(writer, state)
     if recovered:
         stderr.write(
             f"batchbanana: {recovered} request(s) were in flight when the last run stopped;"
             " recorded as interrupted (billed unknown)\n"
         )
+    return recovered
+
+
+def _ids(items: Sequence[WorkItem]) -> Sequence[str]:
+    """The items' ids (read from the columns of a WorkItems)."""
+    return items.ids if isinstance(items, WorkItems) else [item.id for item in items]
 
 
 def run_job(
@@ -142,7 +149,7 @@ def run_job(
     try:
         decision = decide(job.items, state)
         check_foreign_files(job, decision.to_send, state)
-        remove_stale_temps(job.output_dir, {item.id for item in job.items} | {COLLECT_OWNER})
+        remove_stale_temps(job.output_dir, lambda: {*_ids(job.items), COLLECT_OWNER})
         remove_stale_downloads(job.output_dir, job.ledger_path)
         # URL images to inline are fetched and checked before the run is recorded or paid for.
         with inline_downloads(
@@ -150,8 +157,8 @@ def run_job(
         ) as settings.downloads:
             run_id = new_run_id()
             writer.append_sync(job_record(job, settings, run_id))
-            _close_dangling(writer, state, stderr)
-            decision = decide(job.items, state)
+            if _close_dangling(writer, state, stderr):
+                decision = decide(job.items, state)  # those items are judged anew
             if decision.done:
                 stderr.write(
                     f"batchbanana: {len(decision.done)} item(s) already ok in the ledger; not"
@@ -224,7 +231,7 @@ def retry_ledger(
             stderr.write("batchbanana: retry cancelled; nothing was sent\n")
             return EXIT_FAILED
         prepare_output_dir(job.output_dir)
-        remove_stale_temps(job.output_dir, {item.id for item in job.items})
+        remove_stale_temps(job.output_dir, lambda: set(_ids(job.items)))
         remove_stale_downloads(job.output_dir, job.ledger_path)
         settings = RunSettings.for_job(job, api_key, show_progress, command="retry")
         with inline_downloads(job.output_dir, job.ledger_path, job.items) as settings.downloads:
