@@ -220,7 +220,8 @@ def main() -> None:
     finally:
         for folder in kept:
             shutil.rmtree(folder, ignore_errors=True)
-    print_table(rows)
+    if rows:
+        print_table(rows)
     if not args.only or args.only.startswith(("W4", "W5")):
         print()
         for line in limit_rows(args.runs, args.only):
