@@ -4,16 +4,25 @@ output is not there yet, per-line errors with gRPC codes."""
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from batchbanana.ledger.writer import LedgerWriter
+from batchbanana.rules.pricing import PriceRule
+from batchbanana.run import answers
+from batchbanana.run.batch_collect import COLLECT_OWNER, Collector, Member
+from batchbanana.run.batch_stream import jsonl_responses
 from batchbanana.simulator import RunningSimulator
 from tests.conftest import results, run_subprocess
 from tests.test_batch_mode_e2e import (
     KEY_ENV,
     Writer,
+    assert_bill_matches,
     batch_manifest,
     bill,
     items,
@@ -48,3 +57,63 @@ def test_a_batch_is_found_by_display_name_past_a_page_holding_large_inline_resul
     assert [line["outcome"] for line in results(ledger)] == ["ok", "ok"]
     spent = sum(money(path)[0] for path in (ledger, tmp_path / "big" / "ledger.jsonl"))
     assert bill(sim)["billed_usd"] == pytest.approx(spent)
+
+
+def test_a_write_failure_while_collecting_leaves_the_rest_of_the_batch_to_collect_next_run(
+    make_simulator: Callable[..., RunningSimulator], write_manifest: Writer, tmp_path: Path
+) -> None:
+    # Every image of the batch fails to be written (as on a full disk): sync mode would stop at
+    # the first; the batch must not burn every other paid answer as a write_error.
+    sim = make_simulator(price_book="google", batch_pending_s=1.5, batch_running_s=0.1)
+    manifest = batch_manifest(write_manifest, sim, items(5))
+    out = tmp_path / "out"
+    ledger = out / "ledger.jsonl"
+    process = start_run(manifest)
+    wait_for(ledger, '"event": "batch"')
+    for n in range(5):
+        (out / f"p{n}.png").mkdir()  # the image's final name cannot be written
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    first = results(ledger)
+    assert [line["outcome"] for line in first] == ["write_error"]
+    for n in range(5):
+        (out / f"p{n}.png").rmdir()
+    again = run_subprocess("run", str(manifest), "--no-progress", env=KEY_ENV)
+    assert again.returncode == 1, again.stderr  # the write_error stays for `retry`
+    latest = {line["item"]: line["outcome"] for line in results(ledger)}
+    assert sorted(latest.values()) == ["ok"] * 4 + ["write_error"]
+    assert len(sim_batches(sim)) == 1  # collected from the same batch, nothing sent again
+    assert_bill_matches(ledger, sim)
+
+
+def _collector(tmp_path: Path, ids: list[str]) -> tuple[Collector, LedgerWriter]:
+    writer = LedgerWriter(tmp_path / "ledger.jsonl")
+    writer.open()
+    rule = PriceRule(per_request_usd=0.067)
+    members = {(i, 1): Member(i, 1, f"fp-{i}", rule, "1K", {"prompt": i}) for i in ids}
+    return Collector("batches/b1", members, tmp_path, writer, lambda text: text), writer
+
+
+def _answer(data: bytes) -> dict[str, Any]:
+    part = {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(data).decode()}}
+    return {"candidates": [{"content": {"parts": [part]}, "finishReason": "STOP"}]}
+
+
+def test_an_image_that_cannot_be_spilled_stops_the_collection_and_leaves_its_requests_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 2000  # over SPILL_BYTES: goes to a file
+    path = tmp_path / "responses.jsonl"
+    path.write_text(
+        "".join(json.dumps({"key": f"i{n}#1", "response": _answer(image)}) + "\n" for n in range(3))
+    )
+    missing = tmp_path / "gone"  # as on a full disk: the temporary file cannot be made
+    monkeypatch.setattr(answers, "temp_path", lambda folder, owner, label: missing / label)
+    collector, writer = _collector(tmp_path, ["i0", "i1", "i2"])
+    collector.take(jsonl_responses(path, tmp_path, COLLECT_OWNER))  # no exception
+    writer.close()
+    assert collector.stopped
+    assert "could not write" in (collector.collected.stop_reason or "")
+    assert len(collector.members) == 3  # nothing recorded: the next `run` collects them
+    assert results(tmp_path / "ledger.jsonl") == []

@@ -195,8 +195,9 @@ class BatchRun:
             batch.created = epoch_s(status.create_time) or batch.created
             if status.state.finished:
                 with anyio.CancelScope(shield=True):
-                    await self._collect(api, batch, status, path)
-                self.waiting.remove(batch)
+                    collected = await self._collect(api, batch, status, path)
+                if collected:
+                    self.waiting.remove(batch)
             elif self._overdue(batch) and not batch.cancel_asked:
                 hours = self.job.batch.max_wait_h
                 self.say(
@@ -215,7 +216,9 @@ class BatchRun:
 
     async def _collect(
         self, api: BatchApi, batch: Waiting, status: BatchStatus, saved: Path
-    ) -> None:
+    ) -> bool:
+        """Collect a finished batch; False if an image could not be written: the job stops and
+        the requests not reached stay open for the next `run` (the provider keeps them)."""
         collector = Collector(
             batch.name, batch.requests, self.job.output_dir, self.writer, self.scrub
         )
@@ -234,10 +237,19 @@ class BatchRun:
             await anyio.to_thread.run_sync(
                 lambda: collector.take(inline_responses(saved, folder, owner))
             )
+        if collector.stopped:
+            self._add(collector.collected)
+            batch.requests = dict(collector.members)
+            self._stop(
+                f"{collector.collected.stop_reason}; {len(batch.requests)} answer(s) of"
+                f" {batch.name} not collected: `batchbanana run` again collects them"
+            )
+            return False
         collected = await anyio.to_thread.run_sync(collector.finish, status.state)
         self._add(collected)
         if collected.stop_reason:
             self._stop(collected.stop_reason)
+        return True
 
     def _add(self, collected: Collected) -> None:
         for name, count in collected.outcomes.items():
@@ -270,7 +282,7 @@ class BatchRun:
         if self.waiting:
             names = ", ".join(w.name for w in self.waiting)
             self.say(
-                f"still running at the provider: {names}; `batchbanana run"
+                f"not collected yet, left at the provider: {names}; `batchbanana run"
                 f" {self.job.manifest_path}` again re-attaches and collects them"
             )
             self.totals.outcomes["in_batch"] = sum(len(w.requests) for w in self.waiting)

@@ -78,22 +78,27 @@ class _Element:
 def jsonl_responses(path: Path, folder: Path, prefix: str) -> Iterator[Response]:
     """Each response of a JSONL responses file (a JSON line never holds a raw newline)."""
     element: _Element | None = None
-    with path.open("rb") as handle:
-        while chunk := handle.read(READ_BYTES):
-            while chunk:
-                end = chunk.find(b"\n")
-                piece = chunk if end < 0 else chunk[:end]
-                if piece.strip() or element is not None:
-                    element = element or _Element(folder, prefix)
-                    element.stream.feed(piece)
-                if end < 0:
-                    break
-                chunk = chunk[end + 1 :]
-                if element is not None:
-                    yield element.finish()
-                    element = None
-    if element is not None:
-        yield element.finish()
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(READ_BYTES):
+                while chunk:
+                    end = chunk.find(b"\n")
+                    piece = chunk if end < 0 else chunk[:end]
+                    if piece.strip() or element is not None:
+                        element = element or _Element(folder, prefix)
+                        element.stream.feed(piece)
+                    if end < 0:
+                        break
+                    chunk = chunk[end + 1 :]
+                    if element is not None:
+                        done, element = element, None
+                        yield done.finish()
+        if element is not None:
+            done, element = element, None
+            yield done.finish()
+    finally:
+        if element is not None:  # stopped inside a response (an image that cannot be written)
+            element.stream.discard()
 
 
 class _OperationReader:
