@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from batchbanana.ledger.writer import LedgerWriter
+from batchbanana.rules.batch import BatchState
 from batchbanana.rules.pricing import PriceRule
 from batchbanana.run import answers
 from batchbanana.run.batch_collect import COLLECT_OWNER, Collector, Member
@@ -117,3 +118,29 @@ def test_an_image_that_cannot_be_spilled_stops_the_collection_and_leaves_its_req
     assert "could not write" in (collector.collected.stop_reason or "")
     assert len(collector.members) == 3  # nothing recorded: the next `run` collects them
     assert results(tmp_path / "ledger.jsonl") == []
+
+
+@pytest.mark.parametrize(
+    ("error", "outcome", "billed"),
+    [
+        ({"code": 8, "message": "Resource exhausted", "status": "RESOURCE_EXHAUSTED"},
+         "rate_limited", "no"),
+        ({"code": 14, "message": "The service is currently unavailable."}, "unavailable", "no"),
+        ({"code": 3, "message": "Request contains an invalid argument."}, "http_error", "no"),
+        ({"code": 13, "message": "An internal error has occurred."}, "server_error", "unknown"),
+        ({"code": 503, "message": "Overloaded", "status": "UNAVAILABLE"}, "unavailable", "no"),
+        ({"message": "no code", "status": "RESOURCE_EXHAUSTED"}, "rate_limited", "no"),
+    ],
+)  # fmt: skip
+def test_a_response_lines_error_is_classified_by_its_code_grpc_or_http(
+    tmp_path: Path, error: dict[str, Any], outcome: str, billed: str
+) -> None:
+    # Google's batch lines carry a google.rpc.Status: its code is the gRPC one (13 INTERNAL...).
+    path = tmp_path / "responses.jsonl"
+    path.write_text(json.dumps({"key": "i0#1", "error": error}) + "\n")
+    collector, writer = _collector(tmp_path, ["i0"])
+    collector.take(jsonl_responses(path, tmp_path, COLLECT_OWNER))
+    collector.finish(BatchState.SUCCEEDED)
+    writer.close()
+    (line,) = results(tmp_path / "ledger.jsonl")
+    assert (line["outcome"], line["billed"]) == (outcome, billed)

@@ -21,7 +21,7 @@ from batchbanana.errors import SinkError, describe_error
 from batchbanana.ledger.records import ResultLine
 from batchbanana.ledger.writer import LedgerWriter
 from batchbanana.rules.answer import Answer
-from batchbanana.rules.batch import BatchState
+from batchbanana.rules.batch import BatchState, error_http_status
 from batchbanana.rules.error_answer import parse_error
 from batchbanana.rules.outcomes import Billed, Outcome, billed, classify_answer, classify_error
 from batchbanana.rules.pricing import PriceRule, money
@@ -134,8 +134,7 @@ class Collector:
         answer = response.answer
         if response.error is not None:
             error = response.error
-            code = error.get("code")
-            status = code if isinstance(code, int) and not isinstance(code, bool) else 500
+            status = error_http_status(error)
             verdict = classify_error(status, parse_error(json.dumps({"error": error}).encode()))
             outcome, message = verdict.outcome, verdict.error
             fields["http_status"] = status
