@@ -18,7 +18,7 @@ from batchbanana.rules.pricing import PriceRule
 from batchbanana.run import answers
 from batchbanana.run.batch_collect import COLLECT_OWNER, Collector, Member
 from batchbanana.run.batch_stream import jsonl_responses
-from batchbanana.simulator import RunningSimulator
+from batchbanana.simulator import RunningSimulator, batch_handlers, operations
 from tests.conftest import results, run_subprocess
 from tests.test_batch_mode_e2e import (
     KEY_ENV,
@@ -144,3 +144,31 @@ def test_a_response_lines_error_is_classified_by_its_code_grpc_or_http(
     writer.close()
     (line,) = results(tmp_path / "ledger.jsonl")
     assert (line["outcome"], line["billed"]) == (outcome, billed)
+
+
+def test_a_batch_that_succeeded_before_its_results_are_there_is_waited_for_not_lost(
+    make_simulator: Callable[..., RunningSimulator],
+    write_manifest: Writer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Google may say SUCCEEDED a while before the operation names its output: those answers
+    # are paid for; recording them server_error (billed unknown) leaves them for `retry`.
+    late = {"gets": 3}
+
+    def operation_pieces(batch: Any) -> list[Any]:
+        if batch.done and late["gets"] > 0:
+            late["gets"] -= 1
+            document = {"name": batch.name, "metadata": operations._metadata(batch), "done": True}
+            return [json.dumps(document).encode()]
+        return operations.operation_pieces(batch)
+
+    monkeypatch.setattr(batch_handlers, "operation_pieces", operation_pieces)
+    sim = make_simulator(price_book="google", batch_pending_s=0.05, batch_running_s=0.1)
+    manifest = batch_manifest(write_manifest, sim, items(3))
+    done = run_subprocess("run", str(manifest), "--no-progress", env=KEY_ENV)
+    assert late["gets"] == 0
+    assert done.returncode == 0, done.stderr
+    ledger = tmp_path / "out" / "ledger.jsonl"
+    assert [line["outcome"] for line in results(ledger)] == ["ok"] * 3
+    assert_bill_matches(ledger, sim)

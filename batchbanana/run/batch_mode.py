@@ -21,9 +21,16 @@ from batchbanana.ledger.records import BatchLine
 from batchbanana.ledger.replay import LedgerState
 from batchbanana.ledger.writer import LedgerWriter
 from batchbanana.plan.job import Job, WorkItem
-from batchbanana.rules.batch import BatchState, BatchStatus, batch_status, poll_delay_s
+from batchbanana.rules.batch import BatchStatus, batch_status, poll_delay_s
 from batchbanana.run.batch_api import BatchApi
-from batchbanana.run.batch_attach import Waiting, epoch_s, open_batches, waiting_for
+from batchbanana.run.batch_attach import (
+    Waiting,
+    epoch_s,
+    open_batches,
+    output_pending,
+    overdue,
+    waiting_for,
+)
 from batchbanana.run.batch_collect import COLLECT_OWNER, Collected, Collector
 from batchbanana.run.batch_stream import inline_responses, jsonl_responses, saved_operation
 from batchbanana.run.batch_submit import Submitted, Submitter
@@ -193,12 +200,16 @@ class BatchRun:
                 )
             batch.state, batch.stats = status.state, status.stats
             batch.created = epoch_s(status.create_time) or batch.created
-            if status.state.finished:
+            told = batch.output_missing_since is not None
+            if status.state.finished and output_pending(batch, status, time.monotonic()):
+                if not told:  # its answers are paid for: wait for the output to be named
+                    self.say(f"{batch.name} ended {status.state.value}; waiting for its results")
+            elif status.state.finished:
                 with anyio.CancelScope(shield=True):
                     collected = await self._collect(api, batch, status, path)
                 if collected:
                     self.waiting.remove(batch)
-            elif self._overdue(batch) and not batch.cancel_asked:
+            elif overdue(batch, self.job.batch.max_wait_h) and not batch.cancel_asked:
                 hours = self.job.batch.max_wait_h
                 self.say(
                     f"{batch.name} still pending after {hours:g} h (batch.max_wait_h):"
@@ -209,10 +220,6 @@ class BatchRun:
         finally:
             with contextlib.suppress(OSError):
                 path.unlink(missing_ok=True)
-
-    def _overdue(self, batch: Waiting) -> bool:
-        age_h = (time.time() - batch.created) / 3600
-        return batch.state is BatchState.PENDING and age_h > self.job.batch.max_wait_h
 
     async def _collect(
         self, api: BatchApi, batch: Waiting, status: BatchStatus, saved: Path
