@@ -172,3 +172,26 @@ def test_a_batch_that_succeeded_before_its_results_are_there_is_waited_for_not_l
     ledger = tmp_path / "out" / "ledger.jsonl"
     assert [line["outcome"] for line in results(ledger)] == ["ok"] * 3
     assert_bill_matches(ledger, sim)
+
+
+def test_items_of_a_batch_found_never_created_are_sent_again_within_the_budget(
+    make_simulator: Callable[..., RunningSimulator], write_manifest: Writer, tmp_path: Path
+) -> None:
+    # The budget covers the job once. The first run died between the `sent` lines and the
+    # create: the batch never existed, so its requests cost nothing and fit the budget again.
+    first = make_simulator(price_book="google", batch_pending_s=5, batch_running_s=0.1)
+    manifest = batch_manifest(write_manifest, first, items(3), budget_usd=0.25)
+    ledger = tmp_path / "out" / "ledger.jsonl"
+    process = start_run(manifest)
+    wait_for(ledger, '"event": "batch"')
+    process.kill()
+    process.communicate(timeout=10)
+    kept = [line for line in ledger.read_text().splitlines() if '"event": "batch"' not in line]
+    ledger.write_text("\n".join(kept) + "\n")
+    fresh = make_simulator(price_book="google", batch_pending_s=0.05, batch_running_s=0.05)
+    again = run_subprocess("run", str(manifest), "--no-progress", "--endpoint", fresh.url,
+                           env=KEY_ENV)  # fmt: skip
+    assert "never created" in ledger.read_text()
+    latest = {line["item"]: line["outcome"] for line in results(ledger)}
+    assert latest == {"p0": "ok", "p1": "ok", "p2": "ok"}, again.stderr
+    assert again.returncode == 0, again.stderr

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from batchbanana.errors import BadResponse, BatchCallError
 from batchbanana.ledger.records import BatchLine
-from batchbanana.ledger.replay import LedgerState
+from batchbanana.ledger.replay import LedgerState, scan_ledger
 from batchbanana.ledger.writer import LedgerWriter
 from batchbanana.plan.job import Job, WorkItem
 from batchbanana.rules.batch import BatchStatus, batch_status, poll_delay_s
@@ -98,25 +98,21 @@ class BatchRun:
         closed as not billed, their items owed again. Returns how many were re-attached."""
         found = await open_batches(self.job, self.state, self.writer, api, self.scrub)
         self.waiting.extend(found.waiting)
-        for collected in found.closed:
-            self._add(collected)
+        if closed := sum(sum(c.outcomes.values()) for c in found.closed):  # not this run's
+            self.say(f"{closed} request(s) were in a batch never created: not billed, sent again")
         self.reowed.update(found.reowed)
         return len(found.waiting)
 
     # -- submit ---------------------------------------------------------------------------------
     async def submit(self, api: BatchApi, items: list[WorkItem]) -> None:
         attempts = {item_id: history.attempts for item_id, history in self.state.items.items()}
-        committed = self.state.spent_usd + self.state.possibly_spent_usd
-        submitter = Submitter(
-            self.job,
-            self.writer,
-            api,
-            self.run_id,
-            attempts,
-            BudgetMeter(self.settings.budget_usd),
-            lambda: committed,
-            self.settings.downloads,
-        )
+        money = self.state
+        if self.reowed:  # batches found never created: their requests no longer count
+            money, _ = await anyio.to_thread.run_sync(scan_ledger, self.job.ledger_path)
+        committed = money.spent_usd + money.possibly_spent_usd
+        budget = BudgetMeter(self.settings.budget_usd)
+        submitter = Submitter(self.job, self.writer, api, self.run_id, attempts, budget,
+                              lambda: committed, self.settings.downloads)  # fmt: skip
         self._submitter = submitter
         if self.stop_reason:
             submitter.stopping = True
