@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -195,3 +196,19 @@ def test_items_of_a_batch_found_never_created_are_sent_again_within_the_budget(
     latest = {line["item"]: line["outcome"] for line in results(ledger)}
     assert latest == {"p0": "ok", "p1": "ok", "p2": "ok"}, again.stderr
     assert again.returncode == 0, again.stderr
+
+
+def test_a_sync_run_while_items_wait_in_a_remote_batch_does_not_exit_0(
+    make_simulator: Callable[..., RunningSimulator], write_manifest: Writer, tmp_path: Path
+) -> None:
+    sim = make_simulator(price_book="google", batch_pending_s=30, batch_running_s=0.1)
+    manifest = batch_manifest(write_manifest, sim, items(2))
+    ledger = tmp_path / "out" / "ledger.jsonl"
+    process = start_run(manifest)
+    wait_for(ledger, '"event": "batch"')
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=20)
+    sync = run_subprocess("run", str(manifest), "--no-progress", "--mode", "sync", env=KEY_ENV)
+    assert "wait in a remote batch" in sync.stderr
+    assert sync.returncode == 1, sync.stderr  # 0 is "every item ok": none is yet
+    assert results(ledger) == [] and bill(sim)["billed_requests"] == 0
