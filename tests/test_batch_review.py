@@ -12,11 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from batchbanana.cli.commands import main
+from batchbanana.errors import ImageProblem
 from batchbanana.ledger.writer import LedgerWriter
 from batchbanana.rules.batch import BatchState
 from batchbanana.rules.pricing import PriceRule
-from batchbanana.run import answers
+from batchbanana.run import answers, batch_submit
 from batchbanana.run.batch_collect import COLLECT_OWNER, Collector, Member
 from batchbanana.run.batch_stream import jsonl_responses
 from batchbanana.simulator import RunningSimulator, batch_handlers, operations
@@ -212,3 +215,23 @@ def test_a_sync_run_while_items_wait_in_a_remote_batch_does_not_exit_0(
     assert "wait in a remote batch" in sync.stderr
     assert sync.returncode == 1, sync.stderr  # 0 is "every item ok": none is yet
     assert results(ledger) == [] and bill(sim)["billed_requests"] == 0
+
+
+def test_an_input_image_changed_after_validation_stops_batch_mode_without_a_traceback(
+    make_simulator: Callable[..., RunningSimulator],
+    write_manifest: Writer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def changed(item: Any, images: Any) -> bytes:
+        raise ImageProblem("ref.png: changed on disk since the job was validated")
+
+    monkeypatch.setattr(batch_submit, "request_body", changed)
+    monkeypatch.setenv("BATCHBANANA_API_KEY", "test-key-not-real")
+    sim = make_simulator(price_book="google", batch_pending_s=0.05, batch_running_s=0.05)
+    manifest = batch_manifest(write_manifest, sim, items(2))
+    result = CliRunner().invoke(main, ["run", str(manifest), "--no-progress"])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == 1, result.stderr
+    assert "changed on disk" in result.stderr
+    assert results(tmp_path / "out" / "ledger.jsonl") == [] and sim_batches(sim) == []

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from batchbanana.rules.answer import camel_or_snake
+from batchbanana.rules.outcomes import Outcome
 
 INLINE_LIMIT_BYTES = 20 * 1000 * 1000  # Google: an inline batch's whole create body under 20 MB
 FILE_LIMIT_BYTES = 2 * 1000 * 1000 * 1000  # Google: an input file of at most 2 GB
@@ -273,3 +274,15 @@ def poll_delay_s(polls: int, first_s: float, max_s: float) -> float:
     """The wait before poll number `polls` + 1: `first_s`, growing by half each time to `max_s`
     (a batch takes minutes to hours: polling faster only spends quota)."""
     return float(min(max_s, first_s * 1.5 ** max(0, polls)))
+
+
+def not_created_outcome(status: int | None, sent: bool) -> Outcome:
+    """How the requests of a create that provably made no batch end (status None: no answer;
+    `sent`: the body may have gone out): none is billed."""
+    if status == 429:
+        return Outcome.RATE_LIMITED
+    if status is None:
+        return Outcome.CONNECT_ERROR if not sent else Outcome.UNAVAILABLE
+    if 400 <= status < 500:
+        return Outcome.HTTP_ERROR
+    return Outcome.UNAVAILABLE
