@@ -235,3 +235,17 @@ def test_an_input_image_changed_after_validation_stops_batch_mode_without_a_trac
     assert result.exit_code == 1, result.stderr
     assert "changed on disk" in result.stderr
     assert results(tmp_path / "out" / "ledger.jsonl") == [] and sim_batches(sim) == []
+
+
+def test_an_unreadable_response_leaves_no_temporary_image_behind(tmp_path: Path) -> None:
+    good = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 2000).decode()
+    parts = [
+        {"inlineData": {"mimeType": "image/png", "data": good}},  # spilled to a temporary file
+        {"inlineData": {"mimeType": "image/png", "data": "not*base64"}},
+    ]
+    line = {"key": "i0#1", "response": {"candidates": [{"content": {"parts": parts}}]}}
+    path = tmp_path / "responses.jsonl"
+    path.write_text(json.dumps(line) + "\n")
+    (response,) = jsonl_responses(path, tmp_path, COLLECT_OWNER)
+    assert response.answer is None and response.problem
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["responses.jsonl"]

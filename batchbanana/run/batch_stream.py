@@ -69,10 +69,13 @@ class _Element:
 
     def finish(self) -> Response:
         try:
-            return self.stream.finish_with(_read_response)
+            response = self.stream.finish_with(_read_response)
         except BadResponse as exc:
             self.stream.discard()
             return Response(None, problem=str(exc))
+        if response.answer is None:  # unreadable after some of its images were decoded
+            self.stream.discard()
+        return response
 
 
 def jsonl_responses(path: Path, folder: Path, prefix: str) -> Iterator[Response]:
