@@ -17,9 +17,10 @@ from click.testing import CliRunner
 from batchbanana.cli.commands import main
 from batchbanana.errors import ImageProblem
 from batchbanana.ledger.writer import LedgerWriter
-from batchbanana.rules.batch import BatchState
+from batchbanana.rules.batch import BatchState, BatchStatus
 from batchbanana.rules.pricing import PriceRule
 from batchbanana.run import answers, batch_submit
+from batchbanana.run.batch_attach import OUTPUT_GRACE_S, Waiting, output_pending
 from batchbanana.run.batch_collect import COLLECT_OWNER, Collector, Member
 from batchbanana.run.batch_stream import jsonl_responses
 from batchbanana.simulator import RunningSimulator, batch_handlers, operations
@@ -249,3 +250,21 @@ def test_an_unreadable_response_leaves_no_temporary_image_behind(tmp_path: Path)
     (response,) = jsonl_responses(path, tmp_path, COLLECT_OWNER)
     assert response.answer is None and response.problem
     assert sorted(p.name for p in tmp_path.iterdir()) == ["responses.jsonl"]
+
+
+@pytest.mark.parametrize(
+    ("state", "stats", "pending"),
+    [
+        (BatchState.SUCCEEDED, {"failed": 2}, True),
+        (BatchState.CANCELLED, {"succeeded": 1, "failed": 0}, True),
+        (BatchState.FAILED, {"succeeded": 0, "failed": 3}, False),  # nothing paid: close now
+        (BatchState.EXPIRED, {}, False),
+    ],
+)
+def test_a_finished_batch_without_output_is_waited_for_only_when_answers_were_paid(
+    state: BatchState, stats: dict[str, int], pending: bool
+) -> None:
+    status = BatchStatus("batches/b", "k", state, stats, None, False)
+    batch = Waiting("k", "batches/b", state, {}, 0.0, stats)
+    assert output_pending(batch, status, 100.0) is pending
+    assert output_pending(batch, status, 100.0 + OUTPUT_GRACE_S) is False

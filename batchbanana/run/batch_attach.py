@@ -60,12 +60,12 @@ def epoch_s(text: str | None) -> float | None:
 
 def output_pending(batch: Waiting, status: BatchStatus, now: float) -> bool:
     """Whether a finished batch that names no output yet should have one (it SUCCEEDED, or its
-    counts say it answered some requests): then it is polled again, for up to OUTPUT_GRACE_S
-    from `now` first seen so, rather than its paid requests closed as never answered."""
+    counts say some requests succeeded, answers that are paid for): then it is polled again, for
+    up to OUTPUT_GRACE_S from `now` first seen so, rather than its requests closed unanswered.
+    A batch that FAILED with nothing succeeded is closed at once (failed requests cost nothing)."""
     if status.responses_file or status.has_inline_output:
         return False
-    answered = status.stats.get("succeeded", 0) + status.stats.get("failed", 0)
-    if status.state is not BatchState.SUCCEEDED and not answered:
+    if status.state is not BatchState.SUCCEEDED and not status.stats.get("succeeded", 0):
         return False
     if batch.output_missing_since is None:
         batch.output_missing_since = now
