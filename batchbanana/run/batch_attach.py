@@ -10,15 +10,25 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
-from batchbanana.ledger.records import BatchLine
-from batchbanana.ledger.replay import InFlight, LedgerState
+from batchbanana.ledger.records import BatchLine, SentLine
+from batchbanana.ledger.replay import InFlight, LedgerState, iter_records
 from batchbanana.ledger.writer import LedgerWriter
 from batchbanana.plan.job import Job
 from batchbanana.rules.batch import BatchState, BatchStatus
 from batchbanana.rules.pricing import PriceRule
 from batchbanana.run.batch_api import BatchApi
 from batchbanana.run.batch_collect import Collected, Collector, Member
+
+# How long a batch that ended with answers may go without naming its output before its
+# requests are closed as unanswered (Google may report SUCCEEDED before the output is there).
+OUTPUT_GRACE_S = 1800.0
+
+
+# How long a batch whose create answer was lost may stay unlisted before it counts as never created
+# (a provider's list can lag its creates; a kill between create and record is found at once).
+NOT_LISTED_GRACE_S = 300.0
 
 
 @dataclass(slots=True)
@@ -32,6 +42,7 @@ class Waiting:
     created: float  # epoch seconds, for batch.max_wait_h
     stats: dict[str, int]
     cancel_asked: bool = False
+    output_missing_since: float | None = None  # finished, its output not named yet (monotonic)
 
 
 @dataclass(slots=True)
@@ -41,6 +52,19 @@ class Found:
     waiting: list[Waiting] = field(default_factory=list)
     closed: list[Collected] = field(default_factory=list)
     reowed: set[str] = field(default_factory=set)
+    unresolved: list[tuple[str, float]] = field(default_factory=list)  # (key, seconds to wait)
+
+
+def _sent_at(ledger: Path, key: str) -> float | None:
+    """When the last `sent` line of batch `key` was written (epoch seconds), from the ledger."""
+    latest: float | None = None
+    for record in iter_records(ledger, []):
+        if record.get("event") == "sent" and record.get("batch_key") == key:
+            line = SentLine.from_json(record)
+            when = epoch_s(line.ts if line is not None else None)
+            if when is not None:
+                latest = when if latest is None else max(latest, when)
+    return latest
 
 
 def epoch_s(text: str | None) -> float | None:
@@ -51,6 +75,25 @@ def epoch_s(text: str | None) -> float | None:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
+
+
+def output_pending(batch: Waiting, status: BatchStatus, now: float) -> bool:
+    """Whether a finished batch that names no output yet should have one (it SUCCEEDED, or its
+    counts say some requests succeeded, answers that are paid for): then it is polled again, for
+    up to OUTPUT_GRACE_S from `now` first seen so, rather than its requests closed unanswered.
+    A batch that FAILED with nothing succeeded is closed at once (failed requests cost nothing)."""
+    if status.responses_file or status.has_inline_output:
+        return False
+    if status.state is not BatchState.SUCCEEDED and not status.stats.get("succeeded", 0):
+        return False
+    if batch.output_missing_since is None:
+        batch.output_missing_since = now
+    return now - batch.output_missing_since < OUTPUT_GRACE_S
+
+
+def overdue(batch: Waiting, max_wait_h: float) -> bool:
+    """Still pending past batch.max_wait_h: to cancel (its items stay owed)."""
+    return batch.state is BatchState.PENDING and (time.time() - batch.created) / 3600 > max_wait_h
 
 
 def waiting_for(key: str, status: BatchStatus, members: dict[tuple[str, int], Member]) -> Waiting:
@@ -101,6 +144,12 @@ async def open_batches(
                           note="found again by its display name")
             )  # fmt: skip
             found.waiting.append(waiting_for(key, status, members))
+            continue
+        age_s = time.time() - (_sent_at(job.ledger_path, key) or 0.0)
+        if age_s < NOT_LISTED_GRACE_S:
+            # A create whose answer was lost may not be listed yet: closing it now could pay
+            # for the same requests twice. Ask again once the provider has had time.
+            found.unresolved.append((key, NOT_LISTED_GRACE_S - age_s))
             continue
         collector = Collector(key, members, job.output_dir, writer, scrub)
         why = f"batch {key} was never created (the provider lists no batch by that name)"

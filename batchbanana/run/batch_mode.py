@@ -14,21 +14,28 @@ from typing import TextIO
 
 import anyio
 import anyio.to_thread
-from tqdm import tqdm
 
 from batchbanana.errors import BadResponse, BatchCallError
 from batchbanana.ledger.records import BatchLine
-from batchbanana.ledger.replay import LedgerState
+from batchbanana.ledger.replay import LedgerState, scan_ledger
 from batchbanana.ledger.writer import LedgerWriter
 from batchbanana.plan.job import Job, WorkItem
 from batchbanana.rules.batch import BatchState, BatchStatus, batch_status, poll_delay_s
 from batchbanana.run.batch_api import BatchApi
-from batchbanana.run.batch_attach import Waiting, epoch_s, open_batches, waiting_for
+from batchbanana.run.batch_attach import (
+    Waiting,
+    epoch_s,
+    open_batches,
+    output_pending,
+    overdue,
+    waiting_for,
+)
 from batchbanana.run.batch_collect import COLLECT_OWNER, Collected, Collector
 from batchbanana.run.batch_stream import inline_responses, jsonl_responses, saved_operation
 from batchbanana.run.batch_submit import Submitted, Submitter
 from batchbanana.run.meters import BudgetMeter
 from batchbanana.run.outputs import temp_path
+from batchbanana.run.progress import BatchProgress
 from batchbanana.run.settings import RunSettings
 from batchbanana.run.signals import watch_stop_signals
 from batchbanana.run.totals import RunTotals
@@ -61,6 +68,7 @@ class BatchRun:
         self._wake = anyio.Event()
         self._submitter: Submitter | None = None
         self._scope: anyio.CancelScope | None = None
+        self._polling = anyio.CancelScope()  # the poll under way (its collection is shielded)
         self.reowed: set[str] = set()  # items of batches found never created: owed again
 
     def say(self, text: str) -> None:
@@ -77,6 +85,7 @@ class BatchRun:
 
     def _on_signal(self, name: str, again: bool) -> None:
         self.interrupted = True
+        self._polling.cancel()
         if again and self._scope is not None:
             self.say(f"{name} again: aborting (a batch being created is found by name next run)")
             self._scope.cancel()
@@ -91,25 +100,27 @@ class BatchRun:
         closed as not billed, their items owed again. Returns how many were re-attached."""
         found = await open_batches(self.job, self.state, self.writer, api, self.scrub)
         self.waiting.extend(found.waiting)
-        for collected in found.closed:
-            self._add(collected)
+        if closed := sum(sum(c.outcomes.values()) for c in found.closed):  # not this run's
+            self.say(f"{closed} request(s) were in a batch never created: not billed, sent again")
         self.reowed.update(found.reowed)
+        for key, wait_s in found.unresolved:
+            self._stop(
+                f"batch {key} is not listed at the provider yet (its create's answer was lost);"
+                f" run again in {wait_s / 60:.0f} min or later: it is then found, or its"
+                " requests are sent again"
+            )
         return len(found.waiting)
 
     # -- submit ---------------------------------------------------------------------------------
     async def submit(self, api: BatchApi, items: list[WorkItem]) -> None:
         attempts = {item.id: self.state.attempts_of(item.id) for item in items}
-        committed = self.state.spent_usd + self.state.possibly_spent_usd
-        submitter = Submitter(
-            self.job,
-            self.writer,
-            api,
-            self.run_id,
-            attempts,
-            BudgetMeter(self.settings.budget_usd),
-            lambda: committed,
-            self.settings.downloads,
-        )
+        money = self.state
+        if self.reowed:  # batches found never created: their requests no longer count
+            money, _ = await anyio.to_thread.run_sync(scan_ledger, self.job.ledger_path)
+        committed = money.spent_usd + money.possibly_spent_usd
+        budget = BudgetMeter(self.settings.budget_usd)
+        submitter = Submitter(self.job, self.writer, api, self.run_id, attempts, budget,
+                              lambda: committed, self.settings.downloads)  # fmt: skip
         self._submitter = submitter
         if self.stop_reason:
             submitter.stopping = True
@@ -129,43 +140,31 @@ class BatchRun:
 
     # -- wait and collect -----------------------------------------------------------------------
     async def wait(self, api: BatchApi) -> None:
-        total = sum(len(w.requests) for w in self.waiting)
-        bar = tqdm(
-            total=total,
-            unit="req",
-            desc="batch",
-            file=self.stderr,
-            disable=not self.settings.show_progress or not total,
-            dynamic_ncols=True,
+        bar = BatchProgress(
+            sum(len(w.requests) for w in self.waiting), self.settings.show_progress, self.stderr
         )
         polls, failures = 0, 0
         try:
             while self.waiting and not self.stop_reason:
                 for batch in list(self.waiting):
                     try:
-                        await self._poll(api, batch)
+                        with anyio.CancelScope() as self._polling:  # a Ctrl-C ends a poll
+                            await self._poll(api, batch)
                         failures = 0
                     except (BatchCallError, BadResponse) as exc:
+                        if isinstance(exc, BatchCallError) and exc.status == 404:
+                            await self._gone(batch, exc)
+                            continue
                         failures += 1
                         if failures >= MAX_POLL_FAILURES:
                             self._stop(
                                 f"cannot read batch {batch.name}'s state ({exc});"
                                 " `batchbanana run` again re-attaches"
                             )
-                        break
+                        continue  # the other batches are polled all the same
                     if self.stop_reason:
                         break
-                done = sum(len(w.requests) for w in self.waiting)
-                bar.n = (
-                    total
-                    - done
-                    + sum(
-                        w.stats.get("succeeded", 0) + w.stats.get("failed", 0) for w in self.waiting
-                    )
-                )
-                states = ", ".join(sorted({w.state.value.lower() for w in self.waiting}))
-                shown = f"{len(self.waiting)} batch(es) {states}" if states else "all collected"
-                bar.set_postfix_str(shown)
+                bar.show(self.waiting)
                 if not self.waiting or self.stop_reason:
                     break
                 delay = poll_delay_s(polls, self.job.batch.poll_s, self.job.batch.max_poll_s)
@@ -174,6 +173,18 @@ class BatchRun:
                     await self._wake.wait()
         finally:
             bar.close()
+
+    async def _gone(self, batch: Waiting, exc: BatchCallError) -> None:
+        """The provider no longer has the batch (deleted, or expired long ago): its answers can
+        never be collected and may have been paid for, so its requests are billed unknown."""
+        why = f"batch {batch.name} is gone at the provider ({exc}); it may have been billed"
+        self.say(why + ": its requests are left for `retry`")
+        collector = Collector(
+            batch.name, batch.requests, self.job.output_dir, self.writer, self.scrub
+        )
+        self._add(await anyio.to_thread.run_sync(collector.finish, BatchState.UNKNOWN, why))
+        self.writer.append_sync(BatchLine(batch_key=batch.key, name=batch.name, state="NOT_FOUND"))
+        self.waiting.remove(batch)
 
     async def _poll(self, api: BatchApi, batch: Waiting) -> None:
         path = temp_path(self.job.output_dir, COLLECT_OWNER, "operation")
@@ -194,11 +205,16 @@ class BatchRun:
                 )
             batch.state, batch.stats = status.state, status.stats
             batch.created = epoch_s(status.create_time) or batch.created
-            if status.state.finished:
+            told = batch.output_missing_since is not None
+            if status.state.finished and output_pending(batch, status, time.monotonic()):
+                if not told:  # its answers are paid for: wait for the output to be named
+                    self.say(f"{batch.name} ended {status.state.value}; waiting for its results")
+            elif status.state.finished:
                 with anyio.CancelScope(shield=True):
-                    await self._collect(api, batch, status, path)
-                self.waiting.remove(batch)
-            elif self._overdue(batch) and not batch.cancel_asked:
+                    collected = await self._collect(api, batch, status, path)
+                if collected:
+                    self.waiting.remove(batch)
+            elif overdue(batch, self.job.batch.max_wait_h) and not batch.cancel_asked:
                 hours = self.job.batch.max_wait_h
                 self.say(
                     f"{batch.name} still pending after {hours:g} h (batch.max_wait_h):"
@@ -210,13 +226,11 @@ class BatchRun:
             with contextlib.suppress(OSError):
                 path.unlink(missing_ok=True)
 
-    def _overdue(self, batch: Waiting) -> bool:
-        age_h = (time.time() - batch.created) / 3600
-        return batch.state is BatchState.PENDING and age_h > self.job.batch.max_wait_h
-
     async def _collect(
         self, api: BatchApi, batch: Waiting, status: BatchStatus, saved: Path
-    ) -> None:
+    ) -> bool:
+        """Collect a finished batch; False if an image could not be written: the job stops and
+        the requests not reached stay open for the next `run` (the provider keeps them)."""
         collector = Collector(
             batch.name, batch.requests, self.job.output_dir, self.writer, self.scrub
         )
@@ -235,10 +249,19 @@ class BatchRun:
             await anyio.to_thread.run_sync(
                 lambda: collector.take(inline_responses(saved, folder, owner))
             )
+        if collector.stopped:
+            self._add(collector.collected)
+            batch.requests = dict(collector.members)
+            self._stop(
+                f"{collector.collected.stop_reason}; {len(batch.requests)} answer(s) of"
+                f" {batch.name} not collected: `batchbanana run` again collects them"
+            )
+            return False
         collected = await anyio.to_thread.run_sync(collector.finish, status.state)
         self._add(collected)
         if collected.stop_reason:
             self._stop(collected.stop_reason)
+        return True
 
     def _add(self, collected: Collected) -> None:
         for name, count in collected.outcomes.items():
@@ -271,7 +294,7 @@ class BatchRun:
         if self.waiting:
             names = ", ".join(w.name for w in self.waiting)
             self.say(
-                f"still running at the provider: {names}; `batchbanana run"
+                f"not collected yet, left at the provider: {names}; `batchbanana run"
                 f" {self.job.manifest_path}` again re-attaches and collects them"
             )
             self.totals.outcomes["in_batch"] = sum(len(w.requests) for w in self.waiting)

@@ -7,8 +7,6 @@ name, the batch key; a batch is never created twice for the same requests.
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +14,7 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
-from batchbanana.errors import BatchCallError
+from batchbanana.errors import BatchCallError, ImageProblem, describe_error
 from batchbanana.ledger.records import BatchLine, ResultLine, SentLine
 from batchbanana.ledger.writer import LedgerWriter
 from batchbanana.plan.inputs import EncodedImageCache
@@ -27,9 +25,11 @@ from batchbanana.rules.batch import (
     Member,
     Split,
     batch_key,
+    create_may_have_made,
     file_create_body,
     inline_create_body,
     inline_entry,
+    not_created_outcome,
     request_key,
     request_line,
     split_batches,
@@ -101,7 +101,12 @@ class Submitter:
         for item in items:
             attempt = self.attempts.get(item.id, 0) + 1
             key = request_key(item.id, attempt)
-            size = len(await anyio.to_thread.run_sync(self._body, item))
+            try:
+                size = len(await anyio.to_thread.run_sync(self._body, item))
+            except (OSError, ImageProblem) as exc:  # nothing written, nothing sent
+                self._not_made(f"item '{item.id}'", exc)
+                self.report.unsent.extend(items)
+                return []
             by_key[key] = item
             members.append(Member(key, item.model, item.image_size, size))
         mode = self.job.batch.input
@@ -167,22 +172,22 @@ class Submitter:
                 item.id, attempt, item.fingerprint, item.price, item.image_size, item.spec()
             )
         source = "inline"
-        if split.inline:
-            entries = [
-                inline_entry(request_key(item.id, attempt), self._body(item))
-                for item, attempt in numbered
-            ]
-            body = inline_create_body(key, split.model, entries)
-            del entries
-        else:
-            try:
+        try:
+            if split.inline:
+                entries = [
+                    inline_entry(request_key(item.id, attempt), self._body(item))
+                    for item, attempt in numbered
+                ]
+                body = inline_create_body(key, split.model, entries)
+                del entries
+            else:
                 source = await self._upload(key, numbered)
-            except BatchCallError as exc:  # nothing is billed for an upload: the items wait
-                self.report.stop_reason = f"could not upload batch {key}'s requests: {exc}"
-                self.report.unsent.extend(items)
-                self._give_back(items)
-                return None
-            body = file_create_body(key, split.model, source)
+                body = file_create_body(key, split.model, source)
+        except (BatchCallError, OSError, ImageProblem) as exc:  # not sent: the items wait
+            self._not_made(f"batch {key}", exc)
+            self.report.unsent.extend(items)
+            self._give_back(items)
+            return None
         for item, attempt in numbered:
             self.writer.append(
                 SentLine(
@@ -210,6 +215,14 @@ class Submitter:
                 )
                 self.stopping = True
                 return None
+            if found is None and create_may_have_made(exc.status, exc.sent):
+                # Not listed yet is no proof (a list may lag a create): its `sent` lines stay open.
+                self.report.stop_reason = (
+                    f"batch {key}: the create's outcome is unclear ({exc}), and it is not listed"
+                    " yet; `run` again in a few minutes finds it, or sends its requests again"
+                )
+                self.stopping = True
+                return None
             if found is None:
                 self._not_created(key, requests, exc)
                 return None
@@ -227,22 +240,28 @@ class Submitter:
         )
         return Submitted(key, status, requests)
 
+    def _not_made(self, what: str, exc: Exception) -> None:
+        """Requests not made (an input changed since validation: the job stops) or uploaded."""
+        why = exc if isinstance(exc, BatchCallError) else describe_error(exc)
+        self.report.stop_reason = f"{what}: could not prepare or upload the requests: {why}"
+        self.stopping = self.stopping or not isinstance(exc, BatchCallError)
+
     def _give_back(self, items: list[WorkItem]) -> None:
         for item in items:
             self.budget.release(item.price.ceiling_usd(item.image_size, len(item.images)))
             self.attempts[item.id] -= 1
 
     async def _after_failed_create(self, key: str, exc: BatchCallError) -> BatchStatus | None:
-        """Whether a create that failed made the batch anyway: only a clear refusal says no;
-        otherwise the provider's list, by display name, decides."""
-        if (exc.status is not None and 400 <= exc.status < 500) or not exc.sent:
+        """The batch a failed create made anyway, if the provider's list, by display name, has
+        it; None without asking when a clear refusal came back or nothing was sent."""
+        if not create_may_have_made(exc.status, exc.sent):
             return None
         return await self.api.find(key)
 
     def _not_created(
         self, key: str, requests: dict[tuple[str, int], Request], exc: BatchCallError
     ) -> None:
-        outcome = _create_outcome(exc)
+        outcome = not_created_outcome(exc.status, exc.sent)
         for request in requests.values():
             price = request.price.estimate_usd(request.image_size)
             self.writer.append(
@@ -269,31 +288,9 @@ class Submitter:
             self.stopping = True
 
     async def _upload(self, key: str, numbered: list[tuple[WorkItem, int]]) -> str:
+        lines = (request_line(request_key(item.id, at), self._body(item)) for item, at in numbered)
         path = temp_path(self.job.output_dir, COLLECT_OWNER, "requests")
-
-        def write() -> int:
-            with path.open("wb") as handle:
-                for item, attempt in numbered:
-                    handle.write(request_line(request_key(item.id, attempt), self._body(item)))
-                return handle.tell()
-
-        try:
-            size = await anyio.to_thread.run_sync(write)
-            return await self.api.upload(path, size, key)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-
-
-def _create_outcome(exc: BatchCallError) -> Outcome:
-    """How a create that provably made no batch ends for its requests: none is billed."""
-    if exc.status == 429:
-        return Outcome.RATE_LIMITED
-    if exc.status is None:
-        return Outcome.CONNECT_ERROR if not exc.sent else Outcome.UNAVAILABLE
-    if 400 <= exc.status < 500:
-        return Outcome.HTTP_ERROR
-    return Outcome.UNAVAILABLE
+        return await self.api.upload_lines(path, key, lines)
 
 
 __all__ = ["BatchState", "Path", "SubmitReport", "Submitted", "Submitter"]
