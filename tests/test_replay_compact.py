@@ -1,6 +1,7 @@
 """The compact replay (ledger/state.py) against the plain one it replaced: for any sequence of
-records, the same per-item histories, money, requests in flight and batches; and the fast line
-reader against json.loads, line for line."""
+records, the same per-item histories, money, requests in flight and batches; decide() reading
+those columns against decide() item by item; and the fast line reader against json.loads, line
+for line."""
 
 from __future__ import annotations
 
@@ -13,9 +14,13 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from batchbanana.ledger.owed import decide
 from batchbanana.ledger.records import SentLine, parse_line
 from batchbanana.ledger.replay import AttemptState, _loaded, iter_records, replay
+from batchbanana.plan.job import WorkItem
+from batchbanana.plan.workitems import WorkItems
 from batchbanana.rules.outcomes import Billed, Outcome
+from batchbanana.rules.pricing import PriceRule
 
 # -- the replay as it was before the state was held compactly (the reference) -----------------
 
@@ -214,3 +219,27 @@ def test_torn_and_garbage_lines_are_skipped_with_their_numbers(tmp_path: Path) -
     assert list(iter_records(path, warnings)) == [{"event": "job"}]
     assert [warning.split(":", 2)[1] for warning in warnings] == ["2", "3", "4", "5"]
     assert warnings[-1].endswith("torn (cut off mid-write)")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(_record, max_size=25),
+    st.lists(
+        st.tuples(st.sampled_from(["a", "b", "out", "x.y", "new"]), st.sampled_from(_PRINTS)),
+        max_size=6,
+        unique_by=lambda pair: pair[0],
+    ),
+)
+def test_deciding_from_columns_agrees_with_deciding_item_by_item(
+    records: list[dict[str, Any]], wanted: list[tuple[str, str]]
+) -> None:
+    rule = PriceRule(per_request_usd=0.02)
+    items = WorkItems(
+        WorkItem(item_id, "p", (), "m", "1K", None, None, ("IMAGE",), rule, fingerprint=print_id)
+        for item_id, print_id in wanted
+    )
+    state = replay(records)
+    fast, slow = decide(items, state), decide(list(items), state)
+    for name in ("to_send", "done", "in_batch"):
+        assert list(getattr(fast, name)) == list(getattr(slow, name)), name
+    assert fast.left_for_retry == slow.left_for_retry

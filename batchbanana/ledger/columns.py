@@ -1,10 +1,10 @@
-"""The rows of a replayed ledger, in columns: a million items in tens of MB (state.py reads
-them as ItemHistory snapshots).
+"""The rows of a replayed ledger, in columns: a million items in about 200 MB, most of it their
+ids (state.py reads them as ItemHistory snapshots).
 
 A row per item id holds its latest fingerprint's state: the highest attempt number, the
 fingerprint as its 32-byte digest (another form as it is), the outcome and billed marks as codes,
-the `sent` line's price, and the output as a pattern that the job's outputs share (`<dir>/` id
-`.png`). What few items have (a request in flight, a spec kept for `retry`, other fingerprints)
+the `sent` line's price, and the output as a pattern that the job's outputs share (outputs.py).
+What few items have (a request in flight, a spec kept for `retry`, other fingerprints)
 sits in small maps by row. `fold` applies a ledger's `sent` and `result` lines in order, read
 by records.read_step.
 """
@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import re
 from array import array
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from batchbanana.ledger.outputs import OutputColumn
 from batchbanana.ledger.records import read_step
 from batchbanana.rules.outcomes import Billed, Outcome
 
@@ -28,6 +29,7 @@ _BILL_CODE: dict[str | None, int] = {bill: code for code, bill in enumerate(_BIL
 EVER_SENT = 1  # a flag: the item has a `sent` line
 _RARE = 255  # an outcome code past the table: the name is in `_rare_outcomes`
 _OK = Outcome.OK.value
+_NO_DIGEST = bytes(32)
 _HUGE = 2**62  # an attempt number from here on is kept outside the column
 
 
@@ -63,10 +65,7 @@ class ItemColumns:
         self._sent_prices = array("d")  # the price on the latest `sent` line
         self._flights: dict[int, tuple[int, str | None]] = {}  # (attempt, batch key) in flight
         self._specs: dict[int, Json] = {}
-        self._output_forms = bytearray()  # 0: see `_outputs`; k: `_forms[k - 1]` around the id
-        self._forms: list[tuple[str, str]] = []
-        self._form_codes: dict[tuple[str, str], int] = {}
-        self._outputs: dict[int, str] = {}
+        self._outputs = OutputColumn()
         self._others: dict[int, dict[str, AttemptState | None]] = {}  # None: the latest one
 
     def row_of(self, item_id: str) -> int | None:
@@ -99,15 +98,32 @@ class ItemColumns:
             return False
         return self._prints[32 * row : 32 * row + 32] == bytes.fromhex(fingerprint[7:])
 
-    def is_done(self, row: int, digest: bytes) -> bool:
-        """True when the item in `row` is ok under the fingerprint `sha256:` + digest's hex (its
-        latest one), with nothing in flight."""
-        return (
-            self._outcomes[row] == self._name_codes.get(_OK)
-            and row not in self._flights
-            and row not in self._odd_prints
-            and self._prints[32 * row : 32 * row + 32] == digest
-        )
+    def sort_out(
+        self, ids: Iterable[str], digests: bytes | bytearray, odd: Container[int]
+    ) -> tuple[array[int], array[int], list[int]]:
+        """For a job's items (their ids, their fingerprints' digests, 32 bytes each, and the
+        indices of those whose fingerprint is of another form): the indices of the items the
+        ledger never named, of those ok under that very fingerprint (nothing in flight), and of
+        the others (to judge one by one)."""
+        rows_get, prints, outcomes = self._rows.get, self._prints, self._outcomes
+        flights, odd_prints = self._flights, self._odd_prints
+        ok = self._name_codes.get(_OK)
+        unknown, done, others = array("q"), array("q"), []
+        for index, item_id in enumerate(ids):
+            row = rows_get(item_id)
+            if row is None:
+                unknown.append(index)
+            elif (
+                outcomes[row] == ok
+                and row not in flights
+                and row not in odd_prints
+                and index not in odd
+                and digests[32 * index : 32 * index + 32] == prints[32 * row : 32 * row + 32]
+            ):
+                done.append(index)
+            else:
+                others.append(index)
+        return unknown, done, others
 
     def pair_at(self, row: int, fingerprint: str) -> AttemptState | None:
         """The state of (the item in `row`, `fingerprint`), or None if the ledger has none."""
@@ -118,11 +134,7 @@ class ItemColumns:
 
     def output_at(self, row: int) -> str | None:
         """The first image of the item's latest ok result."""
-        form = self._output_forms[row]
-        if form == 0:
-            return self._outputs.get(row)
-        prefix, suffix = self._forms[form - 1]
-        return prefix + self.ids[row] + suffix
+        return self._outputs.get(row, self.ids[row])
 
     def latest_pair(self, row: int) -> AttemptState:
         """The state of the latest fingerprint of the item in `row`."""
@@ -154,13 +166,16 @@ class ItemColumns:
             self._rows[item_id] = row
             self.ids.append(item_id)
             self._attempts.append(0)
-            self._prints.extend(bytes(32))
-            self._set_print(row, fingerprint)
+            if _STANDARD(fingerprint):
+                self._prints += bytes.fromhex(fingerprint[7:])
+            else:
+                self._prints += _NO_DIGEST
+                self._odd_prints[row] = fingerprint
             self._outcomes.append(0)
             self._billed.append(0)
             self._flags.append(0)
             self._sent_prices.append(0.0)
-            self._output_forms.append(0)
+            self._outputs.add_row()
         elif not self.is_latest(row, fingerprint):
             self._switch(row, fingerprint)
         return row
@@ -208,18 +223,10 @@ class ItemColumns:
         """Apply each `sent` and `result` record in order (read by records.read_step); any other
         record is handed to `other`. Money is summed in `spent_usd` and `possibly_spent_usd`,
         unrounded, without the prices of requests still in flight (`pending_prices`)."""
-        rows, attempts, flights, specs = (
-            self._rows,
-            self._attempts,
-            self._flights,
-            self._specs,
-        )
-        outcomes, billed_codes, flags, sent_prices = (
-            self._outcomes,
-            self._billed,
-            self._flags,
-            self._sent_prices,
-        )
+        rows, attempts, flights, specs = self._rows, self._attempts, self._flights, self._specs
+        outcomes, billed_codes, flags = self._outcomes, self._billed, self._flags
+        sent_prices, codes, rare = self._sent_prices, self._name_codes, self._rare_outcomes
+        outputs, ids = self._outputs, self.ids
         ok, yes, unknown = Outcome.OK.value, Billed.YES, Billed.UNKNOWN
         spent = possibly = 0.0
         last_item, last_print, last_row = "", "", -1
@@ -260,10 +267,15 @@ class ItemColumns:
             flight = flights.get(row)
             if flight is not None and flight[0] == attempt:
                 del flights[row]
-            self.set_outcome(row, outcome, billed)
+            code = codes.get(outcome)
+            if code is not None and not rare:  # else (a new name) as set_outcome does
+                outcomes[row] = code
+                billed_codes[row] = _BILL_CODE[billed]
+            else:
+                self.set_outcome(row, outcome, billed)
             if outcome == ok:
                 specs.pop(row, None)  # only `retry` needs specs, and only of failed items
-                self._set_output(row, output)
+                outputs.set(row, ids[row], output)
             elif spec is not None:
                 specs[row] = spec
             if billed is yes:
@@ -273,20 +285,3 @@ class ItemColumns:
         self.spent_usd += spent
         self.possibly_spent_usd += possibly
 
-    def _set_output(self, row: int, output: str | None) -> None:
-        self._outputs.pop(row, None)
-        self._output_forms[row] = 0
-        if output is None:
-            return
-        item_id = self.ids[row]
-        at = output.rfind(item_id)
-        if at >= 0:
-            form = (output[:at], output[at + len(item_id) :])
-            code = self._form_codes.get(form)
-            if code is None and len(self._forms) < 255:
-                self._forms.append(form)
-                code = self._form_codes[form] = len(self._forms)
-            if code is not None:
-                self._output_forms[row] = code
-                return
-        self._outputs[row] = output

@@ -57,24 +57,21 @@ def decide(items: Sequence[WorkItem], state: LedgerState) -> Decision:
 
 
 def _decided(items: WorkItems, state: LedgerState) -> Decision:
-    """decide() for a job's WorkItems with no edit chains, reading the columns: an item done in
-    the ledger is judged without building it."""
-    found: dict[str, array[int]] = {_SEND: array("q"), _IN_BATCH: array("q"), _DONE: array("q")}
+    """decide() for a job's WorkItems with no edit chains, reading the columns: an item the
+    ledger never named, or ok under its very fingerprint, is judged without building it."""
+    unknown, done, others = state.sort_out(items.ids, items.digests, items.odd_indices)
+    found: dict[str, array[int]] = {_SEND: unknown, _IN_BATCH: array("q"), _DONE: done}
     left: list[tuple[WorkItem, str]] = []
-    send, done = found[_SEND], found[_DONE]
-    for index, item_id in enumerate(items.ids):
-        row = state.row_of(item_id)
-        if row is None:
-            send.append(index)
-        elif items.is_standard(index) and state.is_done(row, items.digest_at(index)):
-            done.append(index)
+    for index in others:
+        item = items[index]
+        verdict = _verdict(item, state)
+        if verdict in found:
+            found[verdict].append(index)
         else:
-            item = items[index]
-            verdict = _verdict(item, state)
-            if verdict in found:
-                found[verdict].append(index)
-            else:
-                left.append((item, verdict))
+            left.append((item, verdict))
+    send = found[_SEND]
+    if others and unknown:
+        send = array("q", sorted(send))  # in the job's order
     return Decision(items.pick(send), items.pick(done), left, items.pick(found[_IN_BATCH]))
 
 

@@ -269,7 +269,9 @@ def read_step(record: Mapping[str, Any]) -> Step | None:
         fingerprint = as_text(fingerprint)
     if type(spec) is not dict:
         spec = as_dict(spec)
-    price = as_float(get("price_usd"))
+    price = get("price_usd")
+    if type(price) is not float or price - price != 0.0:  # not a finite float: read it
+        price = as_float(price)
     if sent:
         return (True, item, attempt, fingerprint, price, spec, as_text(get("batch_key")), "",
                 None, None)  # fmt: skip

@@ -1,10 +1,10 @@
-"""A job's work items held compactly: a million of them in a few hundred bytes each.
+"""A job's work items held compactly: about a hundred bytes an item for most jobs' items.
 
 What many items share (their images, model, size, ratio, system prompt, modalities, price, matrix
 combination) is one Shape; per item only its id, prompt, seed, shape and fingerprint (as its
 32-byte digest) are kept, in columns. A WorkItem is built when one is read (iterating builds them
 one at a time); the passes over a whole job that must stay fast read the columns instead (`ids`,
-`shape_counts`, `is_standard`, `digest_at`).
+`shape_counts`, `digests`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import overload
 
@@ -157,17 +157,16 @@ class WorkItems(Sequence[WorkItem]):
             return odd
         return "sha256:" + self._digests[32 * index : 32 * index + 32].hex()
 
-    def is_standard(self, index: int) -> bool:
-        """True when the item's fingerprint is `sha256:<hex>`, held as `digest_at(index)`."""
-        return index not in self._odd_prints
+    @property
+    def digests(self) -> bytes | bytearray:
+        """Every item's fingerprint digest, 32 bytes each (zeros where `odd_indices` says the
+        fingerprint is of another form); not to be changed."""
+        return self._digests
 
-    def digest_at(self, index: int) -> bytes:
-        """The 32-byte digest of a standard fingerprint."""
-        return bytes(self._digests[32 * index : 32 * index + 32])
-
-    def shape_at(self, index: int) -> Shape:
-        """The shape of the item at `index`."""
-        return self._shapes[index]
+    @property
+    def odd_indices(self) -> Container[int]:
+        """The indices of the items whose fingerprint is not `sha256:<hex>`."""
+        return self._odd_prints
 
     def shape_counts(self) -> list[tuple[Shape, int]]:
         """Each distinct Shape object and how many items have it, in order of first use."""
