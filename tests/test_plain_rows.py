@@ -1,10 +1,11 @@
 """Plain items_file rows (plan/plain_rows.py, plan/plain.py) against the Item model's way: any
-rows plan to the same work items, in the same order, with the same ids and fingerprints, or to
-the same problems; and the fingerprint template against `fingerprint`."""
+CSV or .jsonl rows plan to the same work items, in the same order, with the same ids and
+fingerprints, or to the same problems; and the fingerprint template against `fingerprint`."""
 
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ def _plan(folder: Path, fast: bool, monkeypatch: pytest.MonkeyPatch) -> Any:
     with monkeypatch.context() as patch:
         if not fast:
             patch.setattr(items_file, "plain_layout", lambda header: None)
+            patch.setattr(items_file, "plain_json_row", lambda *row: None)
         try:
             job = load_job(folder / "job.yaml")
         except UserError as exc:
@@ -78,6 +80,42 @@ def test_plain_rows_plan_as_the_item_model_plans_them(
             writer.writerow([row[name] for name in columns])
     (folder / "job.yaml").write_text(
         f"version: 1\nendpoint: simulate\nitems_file: rows.csv\n{manifest}", encoding="utf-8"
+    )
+    assert _plan(folder, True, monkeypatch) == _plan(folder, False, monkeypatch)
+
+
+_JSON_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-1, 9), st.just(7.0), st.just([]))
+
+
+def _rarely_odd(usual: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Mostly the usual text values, sometimes another JSON value (null, a number...)."""
+    return st.integers(0, 4).flatmap(lambda pick: _JSON_VALUES if pick == 0 else usual)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=_FIXTURES)
+@given(
+    columns=st.lists(st.sampled_from([*_CELLS, "colour"]), min_size=1, max_size=5, unique=True),
+    data=st.data(),
+    manifest=st.sampled_from([*_MANIFESTS, "vars: {colour: red}\n"]),
+)
+def test_plain_jsonl_rows_plan_as_the_item_model_plans_them(
+    columns: list[str],
+    data: st.DataObject,
+    manifest: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    folder = tmp_path_factory.mktemp("plain")
+    colour = st.sampled_from(["blue", ""])
+    columns = ["prompt", *(name for name in columns if name != "prompt")]
+    cell = {name: _rarely_odd(_CELLS.get(name, colour)) for name in columns}
+    rows = data.draw(
+        st.lists(st.fixed_dictionaries({name: cell[name] for name in columns}), max_size=6)
+    )
+    lines = [json.dumps(row) for row in rows]
+    (folder / "rows.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (folder / "job.yaml").write_text(
+        f"version: 1\nendpoint: simulate\nitems_file: rows.jsonl\n{manifest}", encoding="utf-8"
     )
     assert _plan(folder, True, monkeypatch) == _plan(folder, False, monkeypatch)
 
@@ -123,3 +161,27 @@ def test_the_fingerprint_template_gives_the_fingerprint(
     template = FingerprintTemplate.of(model, size, ratio, system, modalities, inputs)
     expected = fingerprint(model, prompt, size, ratio, system, modalities, inputs, seed)
     assert "sha256:" + template.digest(prompt, seed).hex() == expected
+
+
+def test_jsonl_rows_of_every_plain_field_plan_the_same_both_ways(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = [
+        {"prompt": "a fox"},
+        {"id": "b", "prompt": "a fox", "seed": 3, "model": ""},
+        {"id": "c", "prompt": " ", "system_prompt": "", "aspect_ratio": "16:9", "seed": " 4 "},
+        {"id": "d", "prompt": "x", "image_size": "2K", "model": "gemini-3.1-flash-image-preview"},
+        {"prompt": "a fox"},  # the same meaning again: its derived id gets -2
+        {"id": "b", "prompt": "a duplicate"},
+    ]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (tmp_path / "job.yaml").write_text("version: 1\nendpoint: simulate\nitems_file: rows.jsonl\n")
+    fast = _plan(tmp_path, True, monkeypatch)
+    assert fast == _plan(tmp_path, False, monkeypatch)
+    assert fast[0] == "problems" and "duplicate id 'b' (first used at rows.jsonl:2)" in fast[1][0]
+    del rows[-1]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    fast = _plan(tmp_path, True, monkeypatch)
+    assert fast == _plan(tmp_path, False, monkeypatch)
+    assert [item.id for item, _ in fast][1:4] == ["b", "c", "d"]
+    assert fast[4][0].id == fast[0][0].id + "-2"

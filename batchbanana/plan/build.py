@@ -1,6 +1,7 @@
 """Manifest -> job: check the job-level settings (endpoint, optimiser), gather the items (the
-manifest's, then the items_file's rows), expand them into work items, check the edit chains
-between them, and raise every problem found in the whole manifest together; or build the Job.
+manifest's, then the items_file's rows, as they are read), expand them into work items, check the
+edit chains between them, and raise every problem found in the whole manifest together; or build
+the Job.
 """
 
 from __future__ import annotations

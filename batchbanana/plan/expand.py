@@ -2,7 +2,7 @@
 their generation fields (the combination's, else the item's own, else the manifest's, else the
 defaults) checked against the model's rules and priced, their ids (given, or derived from the
 item's meaning; labelled by combination; numbered for `repeat`; unique across the job), their
-seeds and their fingerprints."""
+seeds and their fingerprints; held in a WorkItems as they come (plain rows in bulk, plain.py)."""
 
 from __future__ import annotations
 

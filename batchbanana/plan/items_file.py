@@ -4,6 +4,8 @@ Columns (or keys) are those of `items`, and the variables declared in the top-le
 cells fill the row's `{{name}}` placeholders; in a CSV, `images` and `response_modalities` are
 ';'-separated and an empty cell takes the default. The file is UTF-8 (a byte-order mark is fine)
 unless `items_file_encoding` names another encoding. Every problem names the file and its line.
+The rows are read as the file is, never all at once; a CSV row that nothing varies comes as a
+PlainRow (plain_rows.py), any other as a RawItem read by the Item model.
 """
 
 from __future__ import annotations
@@ -19,7 +21,13 @@ from pydantic import ValidationError
 
 from batchbanana.plan.load import LoadedManifest
 from batchbanana.plan.manifest import ITEM_KEYS, Item
-from batchbanana.plan.plain_rows import PlainRow, RawItem, plain_layout, plain_row
+from batchbanana.plan.plain_rows import (
+    PlainRow,
+    RawItem,
+    plain_json_row,
+    plain_layout,
+    plain_row,
+)
 from batchbanana.plan.problems import Problem, problems_from_validation
 from batchbanana.plan.yaml_lines import LineMap
 
@@ -184,7 +192,11 @@ def _jsonl_rows(handle: TextIO, rows: _Rows) -> Iterator[RawItem | PlainRow]:
         if not isinstance(values, dict):
             problems.append(Problem(display, number, "", "", "not a JSON object"))
             continue
-        yield from _validated(values, number, rows)
+        plain = plain_json_row(values, rows.variables, display, number)
+        if plain:
+            yield plain
+        else:
+            yield from _validated(values, number, rows)
 
 
 _READERS: dict[str, Callable[[TextIO, _Rows], Iterator[RawItem | PlainRow]]] = {

@@ -2,9 +2,10 @@
 an items_file row that nothing varies, checked here as the Item model would check it, without
 building one (a million rows plan in seconds; plan/plain.py plans them).
 
-A row is plain when its cells are only among PLAIN_COLUMNS and each passes the very checks the
-Item model makes (no NUL, an id of the id's form, a size as written in the rules, a ratio, a
-seed), with no placeholder anywhere. Any other row is read by the Item model as before, so a
+A row is plain when its cells (or a .jsonl row's keys) are only among PLAIN_COLUMNS and each
+passes the very checks the Item model makes (no NUL, an id of the id's form, a size as written in
+the rules, a ratio, a seed), with no placeholder anywhere; a .jsonl value must be null or text
+(a seed also a whole number). Any other row is read by the Item model as before, so a
 plain row and the same row read by the model make the same item (tests/test_plain_rows.py).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from batchbanana.plan.manifest import ID_PATTERN, Item
 from batchbanana.plan.values import check_ratio, coerce_seed
@@ -35,6 +37,7 @@ PlainRow = tuple[
 ]
 PLAIN_COLUMNS = ("id", "prompt", "model", "image_size", "aspect_ratio", "system_prompt", "seed")
 _SIZES = frozenset(ALL_SIZES)
+_PLAIN = frozenset(PLAIN_COLUMNS)
 
 
 def plain_layout(header: Sequence[str]) -> tuple[int, ...] | None:
@@ -73,6 +76,41 @@ def plain_row(row: list[str], layout: tuple[int, ...], display: str, line: int) 
         if seed is not None:
             number = coerce_seed(seed)
     except ValueError:
+        return None
+    return (display, line, item_id, prompt, model, image_size, aspect_ratio, system_prompt, number)
+
+
+def plain_json_row(
+    values: dict[str, Any], variables: Sequence[str], display: str, line: int
+) -> PlainRow | None:
+    """A .jsonl row as a PlainRow, or None when it is not plain. Its values are JSON's: a field
+    is plain when it is null (or absent), or text the model keeps as it is (a seed may also be a
+    whole number); any other type is left to the model."""
+    if not values.keys() <= _PLAIN or any(name in values for name in variables):
+        return None
+    found: list[str | None] = []
+    for name in PLAIN_COLUMNS[:6]:
+        value = values.get(name)
+        if value is not None and (type(value) is not str or "\x00" in value):
+            return None
+        found.append(value)
+    item_id, prompt, model, image_size, aspect_ratio, system_prompt = found
+    seed = values.get("seed")
+    if prompt is None or not prompt or "{{" in prompt or len(prompt) > 1_000_000:
+        return None
+    if item_id is not None and ("{{" in item_id or not ID_PATTERN.match(item_id)):
+        return None
+    if image_size is not None and image_size not in _SIZES:
+        return None
+    if system_prompt is not None and "{{" in system_prompt:
+        return None
+    try:
+        if aspect_ratio is not None:
+            check_ratio(aspect_ratio)
+        number = coerce_seed(seed) if type(seed) in (str, int) else None
+    except ValueError:
+        return None
+    if seed is not None and number is None:
         return None
     return (display, line, item_id, prompt, model, image_size, aspect_ratio, system_prompt, number)
 
