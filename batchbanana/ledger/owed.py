@@ -14,6 +14,7 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from batchbanana.ledger.merge import ELSEWHERE
 from batchbanana.ledger.replay import LedgerState
 from batchbanana.plan.chains import bases, chain_order, resolve
 from batchbanana.plan.inputs import ImageInput, ImageProblem
@@ -90,6 +91,8 @@ def _verdict(item: WorkItem, state: LedgerState) -> str:
         return _IN_BATCH
     if pair.in_flight_attempt is not None:
         return Outcome.INTERRUPTED.value
+    if pair.outcome == ELSEWHERE:
+        return ELSEWHERE  # in flight in another ledger of the folder: its holder says how it ends
     if pair.outcome == Outcome.OK.value:
         return _DONE
     if pair.billed == Billed.NO.value:
