@@ -17,9 +17,11 @@ from batchbanana.cli.simulate import simulate
 from batchbanana.errors import UserError
 from batchbanana.plan.build import load_job
 from batchbanana.plan.manifest import json_schema
+from batchbanana.rules.shards import MAX_SHARDS, parse_shard
 from batchbanana.run.endpoint import resolve_api_key
 from batchbanana.run.runner import run_job
 from batchbanana.run.settings import RunSettings
+from batchbanana.run.shards import shard_job
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -38,7 +40,9 @@ def main() -> None:
 @click.option("--endpoint", help="Base URL to send to (overrides the manifest), or `simulate`.")
 @click.option("--concurrency", type=click.IntRange(1, 1024), help="Requests in flight at once.")
 @click.option(
-    "--budget", type=click.FloatRange(min=0), help="Hard cap in USD for the whole ledger."
+    "--budget",
+    type=click.FloatRange(min=0),
+    help="Hard cap in USD for the job's ledgers (with --shard: this shard's own).",
 )
 @click.option(
     "--mode",
@@ -47,6 +51,14 @@ def main() -> None:
     " answered within 24 h (needs auth: google). Overrides the manifest's mode.",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar (summaries still go to stderr).")
+@click.option(
+    "--shard",
+    metavar="K/N|auto",
+    help="Send only shard K of N (0 <= K < N): the items whose id hashes to K, into"
+    " ledger.shard-K-of-N.jsonl beside the job's ledger; the job's budget_usd is shared out"
+    " evenly (--budget: this shard's own). auto: from JOB_COMPLETION_INDEX + BATCHBANANA_SHARDS"
+    " (Kubernetes Indexed Job) or SLURM_ARRAY_TASK_ID + SLURM_ARRAY_TASK_COUNT (Slurm array).",
+)
 @user_errors
 def run(
     manifest: Path,
@@ -55,6 +67,7 @@ def run(
     budget: float | None,
     mode: str | None,
     no_progress: bool,
+    shard: str | None,
 ) -> None:
     """Validate MANIFEST, then run the job (resuming from its ledger if it exists).
 
@@ -66,26 +79,40 @@ def run(
     Example:
       export BATCHBANANA_API_KEY=...
       batchbanana run jobs/product-shots.yaml --concurrency 8 --budget 25
+      batchbanana run /jobs/job.yaml --shard auto --no-progress   # in a K8s/Slurm array
     """
-    job = load_job(manifest, endpoint, concurrency, budget, mode)
+    if shard is None:
+        job = load_job(manifest, endpoint, concurrency, budget, mode)
+        sharding = None
+    else:
+        chosen = parse_shard(shard, os.environ)
+        job, sharding = shard_job(load_job(manifest, endpoint, concurrency, None, mode), chosen,
+                                  budget)  # fmt: skip
     api_key = resolve_api_key(job.endpoint, job.api_key_env)
-    sys.exit(run_job(job, RunSettings.for_job(job, api_key, show_progress=not no_progress)))
+    settings = RunSettings.for_job(job, api_key, show_progress=not no_progress)
+    sys.exit(run_job(job, settings, sharding=sharding))
 
 
 @main.command()
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--shards",
+    type=click.IntRange(1, MAX_SHARDS),
+    help="Also print the items and estimated cost of each of N shards (run --shard K/N).",
+)
 @user_errors
-def plan(manifest: Path) -> None:
+def plan(manifest: Path, shards: int | None) -> None:
     """Validate and expand MANIFEST; print the item count and cost estimate. Sends nothing.
 
     \b
-    Example:
+    Examples:
       batchbanana plan jobs/demo.yaml
+      batchbanana plan jobs/demo.yaml --shards 4
     """
     from batchbanana.report.estimate import render_plan
 
     job = load_job(manifest)
-    click.echo(render_plan(job), nl=False)
+    click.echo(render_plan(job, shards), nl=False)
 
 
 @main.command()
@@ -103,7 +130,7 @@ main.add_command(simulate)  # in simulate.py: its options alone fill a module
 
 
 @main.command()
-@click.argument("ledgers", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("ledgers", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--format",
     "output_format",
@@ -121,19 +148,22 @@ main.add_command(simulate)  # in simulate.py: its options alone fill a module
 def report(ledgers: tuple[Path, ...], output_format: str, output: Path | None) -> None:
     """Cost and failure report of one or more ledgers (several nights or shards merge).
 
+    A LEDGER may be a file, a folder (every ledger*.jsonl in it: a sharded job's
+    ledgers) or a quoted glob pattern.
+
     \b
     Examples:
       batchbanana report out/demo/ledger.jsonl
       batchbanana report out/demo/ledger.jsonl --format json | jq .spent_usd
+      batchbanana report out/demo/ --format json        # every shard's ledger, merged
       batchbanana report night1.jsonl night2.jsonl --format html --output report.html
     """
+    from batchbanana.ledger.folder import expand_ledger_args
     from batchbanana.report.loading import load_report
     from batchbanana.report.render import render
 
-    for path in ledgers:
-        if not path.is_file():
-            raise UserError(f"{path}: no such ledger file")
-    loaded = load_report(list(ledgers), warn=lambda text: click.echo(text, err=True))
+    files = expand_ledger_args(ledgers)
+    loaded = load_report(files, warn=lambda text: click.echo(text, err=True))
     text = render(loaded, output_format, output)
     if output is None:
         click.echo(text, nl=not text.endswith("\n"))
@@ -146,7 +176,7 @@ def report(ledgers: tuple[Path, ...], output_format: str, output: Path | None) -
 
 
 @main.command()
-@click.argument("ledger", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("ledger", type=click.Path(path_type=Path))
 @click.option(
     "--only",
     metavar="OUTCOME[,OUTCOME...]",
@@ -154,11 +184,19 @@ def report(ledgers: tuple[Path, ...], output_format: str, output: Path | None) -
 )
 @click.option("--concurrency", type=click.IntRange(1, 1024), help="Requests in flight at once.")
 @click.option(
-    "--budget", type=click.FloatRange(min=0), help="Hard cap in USD for the whole ledger."
+    "--budget",
+    type=click.FloatRange(min=0),
+    help="Hard cap in USD for the job's ledgers (with --shard: this shard's own).",
 )
 @click.option("--endpoint", help="Send to this base URL instead of the one the ledger recorded.")
 @click.option("--yes", is_flag=True, help="Do not ask to confirm the cost (for scripts).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option(
+    "--shard",
+    metavar="K/N|auto",
+    help="With a folder: retry only shard K of N's items, appending to its ledger (shards of one"
+    " count retry side by side); --budget is then this shard's.",
+)
 @user_errors
 def retry(
     ledger: Path,
@@ -168,17 +206,23 @@ def retry(
     endpoint: str | None,
     yes: bool,
     no_progress: bool,
+    shard: str | None,
 ) -> None:
     """Pay again for failed items: re-run those whose latest outcome is a failure.
 
     Items are rebuilt from the LEDGER alone (the manifest may be gone) and the
-    new attempts are appended to it. On a terminal it asks to confirm the cost;
-    `--yes` skips that; with no terminal and no `--yes` it exits 2.
+    new attempts are appended to it. LEDGER may be a sharded job's folder: every
+    ledger*.jsonl in it is held and merged, and new attempts go to its
+    ledger.jsonl; with --shard K/N, only that shard's. The folder's other
+    ledgers are always read, so nothing ok elsewhere is paid for again. On a
+    terminal it asks to confirm the cost; `--yes` skips that; with no terminal
+    and no `--yes` it exits 2.
 
     \b
     Examples:
       batchbanana retry out/night/ledger.jsonl --only timeout,server_error
       batchbanana retry out/night/ledger.jsonl --yes --budget 10
+      batchbanana retry out/night/ --shard auto --yes        # in a K8s/Slurm array
     """
     from batchbanana.ledger.rebuild import parse_only
     from batchbanana.run.runner import retry_ledger
@@ -194,9 +238,11 @@ def retry(
             )
         return click.confirm(question, default=False, err=True)
 
+    chosen = parse_shard(shard, os.environ) if shard is not None else None
     sys.exit(
         retry_ledger(
             ledger,
+            shard=chosen,
             only=outcomes,
             concurrency=concurrency,
             budget_usd=budget,

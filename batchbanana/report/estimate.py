@@ -9,12 +9,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from batchbanana.ledger.folder import folder_ledgers, read_folder
 from batchbanana.ledger.owed import decide
-from batchbanana.ledger.replay import scan_ledger
 from batchbanana.plan.chains import bases
 from batchbanana.plan.inputs import ImageInput, optimize_lossless
 from batchbanana.plan.job import Job, WorkItem
 from batchbanana.plan.variations import MATRIX_FIELDS
+from batchbanana.report.shards import describe_shards
 from batchbanana.rules.media import request_body_bytes
 from batchbanana.rules.pricing import BATCH_DISCOUNT, book_rule, money, price_rule
 
@@ -206,8 +207,8 @@ def mode_lines(job: Job, rows: list[EstimateRow]) -> list[str]:
     return [f"mode sync: mode: batch would cost {_usd(batch)} ({BATCH_NOTE}), saving {saved}"]
 
 
-def render_plan(job: Job) -> str:
-    """The text `batchbanana plan` prints."""
+def render_plan(job: Job, shards: int | None = None) -> str:
+    """The text `batchbanana plan` prints (with `shards`, each of that many shards too)."""
     rows = estimate_rows(job)
     total = money(sum(row.estimate_usd for row in rows))
     sync_total = money(sum(row.sync_estimate_usd for row in rows))
@@ -245,8 +246,9 @@ def render_plan(job: Job) -> str:
     if job.budget_usd is not None:
         verdict = "fits" if total <= job.budget_usd else "does NOT fit"
         lines.append(f"budget ${job.budget_usd:.4f}: the estimate {verdict}")
-    if job.ledger_path.exists():
-        state, _ = scan_ledger(job.ledger_path)
+    decision = None
+    if job.ledger_path.exists() or folder_ledgers(job.ledger_path.parent):
+        state = read_folder(job.ledger_path, [])  # every ledger of the folder: shards too
         decision = decide(job.items, state)  # exactly what `run` would decide
         done, owed, left = len(decision.done), len(decision.to_send), len(decision.left_for_retry)
         owed_usd = sum(item.price.estimate_usd(item.image_size) for item in decision.to_send)
@@ -260,4 +262,6 @@ def render_plan(job: Job) -> str:
             f" (${money(owed_usd):.4f}), {left} left for `batchbanana retry`{waiting};"
             f" spent so far ${state.spent_usd:.4f}, possibly ${state.possibly_spent_usd:.4f}"
         )
+    if shards is not None:
+        lines.extend(describe_shards(job, shards, decision))
     return "\n".join(lines) + "\n"

@@ -25,9 +25,17 @@ from batchbanana.rules.batch import BatchState
 from batchbanana.rules.error_answer import parse_error
 from batchbanana.rules.outcomes import Billed, Outcome, billed, classify_answer, classify_error
 from batchbanana.rules.pricing import PriceRule, money
+from batchbanana.rules.shards import shard_of_ledger
 from batchbanana.run.batch_stream import Response
 
 COLLECT_OWNER = "batchbanana-collect"  # the owner of temporary files made while collecting
+
+
+def collect_owner(ledger: Path) -> str:
+    """Whose temporary files a run's batch downloads are: one name per ledger, so a shard that
+    starts never deletes the files of another shard collecting at the same time."""
+    shard = shard_of_ledger(ledger.name)
+    return COLLECT_OWNER if shard is None else f"{COLLECT_OWNER}-{shard.tag}"
 
 
 @dataclass(frozen=True, slots=True)

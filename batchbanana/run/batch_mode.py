@@ -24,7 +24,7 @@ from batchbanana.plan.job import Job, WorkItem
 from batchbanana.rules.batch import BatchState, BatchStatus, batch_status, poll_delay_s
 from batchbanana.run.batch_api import BatchApi
 from batchbanana.run.batch_attach import Waiting, epoch_s, open_batches, waiting_for
-from batchbanana.run.batch_collect import COLLECT_OWNER, Collected, Collector
+from batchbanana.run.batch_collect import Collected, Collector, collect_owner
 from batchbanana.run.batch_stream import inline_responses, jsonl_responses, saved_operation
 from batchbanana.run.batch_submit import Submitted, Submitter
 from batchbanana.run.meters import BudgetMeter
@@ -176,7 +176,7 @@ class BatchRun:
             bar.close()
 
     async def _poll(self, api: BatchApi, batch: Waiting) -> None:
-        path = temp_path(self.job.output_dir, COLLECT_OWNER, "operation")
+        path = temp_path(self.job.output_dir, collect_owner(self.job.ledger_path), "operation")
         try:
             await api.save_operation(batch.name, path, self.settings.rng)
             operation = await anyio.to_thread.run_sync(saved_operation, path)
@@ -220,7 +220,7 @@ class BatchRun:
         collector = Collector(
             batch.name, batch.requests, self.job.output_dir, self.writer, self.scrub
         )
-        folder, owner = self.job.output_dir, COLLECT_OWNER
+        folder, owner = self.job.output_dir, collect_owner(self.job.ledger_path)
         if status.responses_file:
             download = temp_path(folder, owner, "responses")
             try:
