@@ -13,16 +13,15 @@ from typing import Any
 import pytest
 
 from batchbanana.errors import UserError
+from batchbanana.ledger.fold import ELSEWHERE, fold
 from batchbanana.ledger.folder import (
+    FolderMoney,
     expand_ledger_args,
-    fold_ledgers,
     held_by_another,
     job_ledgers,
     read_folder,
 )
-from batchbanana.ledger.merge import ELSEWHERE
 from batchbanana.ledger.owed import decide
-from batchbanana.ledger.replay import scan_ledger
 from batchbanana.ledger.writer import LedgerWriter
 from batchbanana.plan.build import load_job
 from batchbanana.rules.shards import (
@@ -217,52 +216,75 @@ def _ledger(path: Path, *records: dict[str, Any]) -> Path:
     return path
 
 
-def _folded(own: Path) -> Any:
-    state, warnings = scan_ledger(own)
-    fold_ledgers(own, state, job_ledgers(own), warnings)
-    return state
+def _job(day: int) -> dict[str, Any]:
+    """A run's `job` line, started on day `day` of January 2025."""
+    return {"event": "job", "ts": f"2025-01-{day:02d}T00:00:00.000Z", "settings": {}}
 
 
-def test_ok_in_any_ledger_is_done(tmp_path: Path) -> None:
-    """An item ok in the unsharded ledger is done for a shard whose own ledger says over_budget,
-    however the files sort: the highest attempt is the latest."""
-    _ledger(tmp_path / "ledger.jsonl", _sent("x", 2), _result("x", 2, "ok", "yes"))
-    own = _ledger(tmp_path / "ledger.shard-0-of-2.jsonl", _result("x", 1, "over_budget", "no"))
-    state = _folded(own)
-    history = state.items["x"]
+def _folded(own: Path, keep: Any = None) -> Any:
+    folded = fold(own, job_ledgers(own), [], keep)
+    return folded
+
+
+def test_ok_in_another_ledger_is_done(tmp_path: Path) -> None:
+    """An item over budget in a shard's run, then ok in a later unsharded run, is done for the
+    shard's next run, although its own ledger, read alone, would owe it."""
+    own = _ledger(tmp_path / "ledger.shard-0-of-2.jsonl",
+                  _job(1), _result("x", 1, "over_budget", "no"))  # fmt: skip
+    _ledger(tmp_path / "ledger.jsonl", _job(2), _sent("x", 2), _result("x", 2, "ok", "yes"))
+    history = _folded(own).state.items["x"]
     assert history.attempts == 2 and history.current().outcome == "ok"
     assert history.output == "/out/x.png"
+
+
+def test_lines_fold_run_by_run_whatever_the_files_order(tmp_path: Path) -> None:
+    """Runs are folded in the order they started, not in the files' order: the later run's
+    outcome is the item's latest, wherever it was written."""
+    _ledger(tmp_path / "ledger.jsonl", _job(1), _sent("x", 1), _result("x", 1, "refused", "yes"))
+    own = _ledger(tmp_path / "ledger.shard-0-of-2.jsonl", _job(2),
+                  _sent("x", 2), _result("x", 2, "ok", "yes"))  # fmt: skip
+    assert _folded(own).state.items["x"].current().outcome == "ok"
+    _ledger(tmp_path / "ledger.jsonl", _job(3), _result("x", 3, "blocked", "no"))  # edge case
+    assert _folded(own).state.items["x"].current().outcome == "blocked"
 
 
 def test_billed_in_another_ledger_is_left_for_retry(tmp_path: Path) -> None:
     """A refusal recorded by another shard count is never sent again by `run` here; the next
     attempt number follows the highest anywhere."""
-    _ledger(
-        tmp_path / "ledger.shard-1-of-3.jsonl", _sent("x", 4), _result("x", 4, "refused", "yes")
-    )
-    own = _ledger(tmp_path / "ledger.jsonl", _sent("x", 1), _result("x", 1, "rate_limited", "no"))
-    state = _folded(own)
+    own = _ledger(tmp_path / "ledger.jsonl",
+                  _job(1), _sent("x", 1), _result("x", 1, "rate_limited", "no"))  # fmt: skip
+    _ledger(tmp_path / "ledger.shard-1-of-3.jsonl",
+            _job(2), _sent("x", 4), _result("x", 4, "refused", "yes"))  # fmt: skip
+    state = _folded(own).state
     assert state.items["x"].attempts == 4
     assert state.items["x"].current().outcome == "refused"
 
 
 def test_a_request_in_flight_elsewhere_is_never_sent_nor_closed_here(tmp_path: Path) -> None:
     """Another ledger's `sent` line without a result may be a live process's request: it is
-    neither owed nor closed as interrupted by a process that does not hold that ledger."""
-    _ledger(tmp_path / "ledger.shard-0-of-3.jsonl", _sent("x", 1))
-    own = _ledger(tmp_path / "ledger.jsonl", _sent("y", 1))  # our own crash
-    state = _folded(own)
+    neither owed nor closed as interrupted by a process that does not hold that ledger; its
+    price still counts as possibly spent, and its batch is not ours to re-attach."""
+    _ledger(tmp_path / "ledger.shard-0-of-3.jsonl", _job(1), _sent("x", 1),
+            {**_sent("z", 1), "batch_key": "bb-k"},
+            {"event": "batch", "batch_key": "bb-k", "name": "batches/1"})  # fmt: skip
+    own = _ledger(tmp_path / "ledger.jsonl", _job(2), _sent("y", 1))  # our own crash
+    folded = _folded(own)
+    state = folded.state
     assert state.items["x"].current().outcome == ELSEWHERE
+    assert state.items["z"].current().outcome == ELSEWHERE
     assert [entry.item for entry in state.in_flight()] == ["y"]  # only ours is closed
-    assert state.dangling() == [("y", FP, 1, 0.09)]
+    assert state.dangling() == [("y", FP, 1, 0.09)] and not state.open_batches()
+    assert state.possibly_spent_usd == pytest.approx(0.27)
+    (other,) = folded.others.values()
+    assert other.committed_usd == pytest.approx(0.18) and folded.own.committed_usd == 0.09
 
 
-def test_the_latest_fingerprint_comes_from_the_highest_attempt(tmp_path: Path) -> None:
-    """An item edited between runs of different ledgers takes its latest version from the
-    ledger with its highest attempt."""
-    _ledger(tmp_path / "ledger.jsonl", _sent("x", 1), _result("x", 1, "ok", "yes"))
+def test_the_latest_fingerprint_comes_from_the_latest_run(tmp_path: Path) -> None:
+    """An item edited between runs of different ledgers takes its latest version from the run
+    that wrote it last; its earlier version's ok stays known."""
+    _ledger(tmp_path / "ledger.jsonl", _job(1), _sent("x", 1), _result("x", 1, "ok", "yes"))
     _ledger(tmp_path / "ledger.shard-0-of-2.jsonl",
-            _sent("x", 2, FP2), _result("x", 2, "timeout", "yes", FP2))  # fmt: skip
+            _job(2), _sent("x", 2, FP2), _result("x", 2, "timeout", "yes", FP2))  # fmt: skip
     state = read_folder(tmp_path / "ledger.jsonl", [])
     assert state.items["x"].fingerprint == FP2
     assert state.items["x"].by_fingerprint[FP].outcome == "ok"
@@ -311,3 +333,16 @@ def test_a_lock_is_seen_by_a_probe(tmp_path: Path) -> None:
         writer.close()
     assert not held_by_another(tmp_path / "ledger.jsonl")
     assert not held_by_another(tmp_path / "missing.jsonl")
+
+
+def test_a_shard_holds_only_the_items_it_needs_but_counts_all_money(tmp_path: Path) -> None:
+    """Folding with `keep` leaves other shards' items out of the state (a shard of a
+    million-item job holds its share), while the money of every ledger is still tallied."""
+    _ledger(tmp_path / "ledger.jsonl", _job(1),
+            _sent("mine", 1), _result("mine", 1, "ok", "yes"),
+            _sent("theirs", 1), _result("theirs", 1, "ok", "yes"))  # fmt: skip
+    own = tmp_path / "ledger.shard-0-of-2.jsonl"
+    folded = _folded(own, keep={"mine"}.__contains__)
+    assert set(folded.state.items) == {"mine"}
+    money = FolderMoney.of(own, 0.0, folded.others)
+    assert money.spent_usd == pytest.approx(0.18) and money.others_usd == pytest.approx(0.18)

@@ -14,12 +14,12 @@ from __future__ import annotations
 import fcntl
 import glob
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from batchbanana.errors import LedgerLockedError, UserError
-from batchbanana.ledger.merge import merge_state
+from batchbanana.ledger.fold import Tally, fold
 from batchbanana.ledger.replay import LedgerState, scan_ledger
 from batchbanana.rules.shards import Shard, shard_of_ledger
 
@@ -98,13 +98,33 @@ def refuse_concurrent(own: Path, others: Iterable[Path]) -> None:
 
 @dataclass(slots=True)
 class FolderMoney:
-    """What the folder's other ledgers already record, in USD: spent and possibly spent in all
-    of them, and what each commits (spent + possibly) by shard of the own ledger's count."""
+    """What the folder's other ledgers commit, in USD: spent and possibly spent in all of them,
+    and spent + possibly by shard of the own ledger's count (the own one included) and in the
+    rest (the unsharded ledger, other counts)."""
 
     spent_usd: float = 0.0
     possibly_spent_usd: float = 0.0
     by_shard_usd: dict[int, float] = field(default_factory=dict)  # shards of own's count
     others_usd: float = 0.0  # committed in every ledger that is not a shard of own's count
+
+    @classmethod
+    def of(cls, own: Path, own_usd: float, others: Mapping[Path, Tally]) -> FolderMoney:
+        """The money of `others` (each ledger's Tally), beside `own`, which commits `own_usd`."""
+        money = cls()
+        shard = shard_of_ledger(own.name)
+        if shard is not None:
+            money.by_shard_usd[shard.index] = own_usd
+        for path, tally in others.items():
+            committed = tally.committed_usd
+            money.spent_usd += tally.spent_usd
+            money.possibly_spent_usd += committed - tally.spent_usd
+            other = shard_of_ledger(path.name)
+            if shard is not None and other is not None and other.count == shard.count:
+                money.by_shard_usd[other.index] = committed
+            else:
+                money.others_usd += committed
+        return money
+
 
     def count_in(self, state: LedgerState) -> None:
         """Add the other ledgers' money to `state`'s, which then counts the whole folder."""
@@ -112,37 +132,15 @@ class FolderMoney:
         state.possibly_spent_usd = round(state.possibly_spent_usd + self.possibly_spent_usd, 6)
 
 
-def fold_ledgers(
-    own: Path, state: LedgerState, others: Sequence[Path], warnings: list[str]
-) -> FolderMoney:
-    """Fold every other ledger into `state` (the replayed `own`; its money is left as it is),
-    and sum what they record."""
-    shard = shard_of_ledger(own.name)
-    money = FolderMoney()
-    if shard is not None:
-        money.by_shard_usd[shard.index] = state.spent_usd + state.possibly_spent_usd
-    for path in others:
-        theirs, read_warnings = scan_ledger(path)
-        warnings.extend(read_warnings)
-        money.spent_usd += theirs.spent_usd
-        money.possibly_spent_usd += theirs.possibly_spent_usd
-        committed = theirs.spent_usd + theirs.possibly_spent_usd
-        other = shard_of_ledger(path.name)
-        if shard is not None and other is not None and other.count == shard.count:
-            money.by_shard_usd[other.index] = committed
-        else:
-            money.others_usd += committed
-        merge_state(state, theirs)
-    return money
-
-
 def read_folder(own: Path, warnings: list[str]) -> LedgerState:
     """Every ledger of the folder of `own` (which may not exist yet) folded into one state that
     counts all their money, read without taking any lock (for `plan`: nothing is written)."""
-    state, read_warnings = scan_ledger(own)
-    warnings.extend(read_warnings)
-    fold_ledgers(own, state, job_ledgers(own), warnings).count_in(state)
-    return state
+    others = job_ledgers(own)
+    if not others:
+        state, read_warnings = scan_ledger(own)
+        warnings.extend(read_warnings)
+        return state
+    return fold(own, others, warnings).state
 
 
 def shard_ledger(job_ledger: Path, shard: Shard) -> Path:

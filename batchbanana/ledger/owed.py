@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from batchbanana.ledger.merge import ELSEWHERE
+from batchbanana.ledger.fold import ELSEWHERE
 from batchbanana.ledger.replay import LedgerState
 from batchbanana.plan.chains import bases, chain_order, resolve
 from batchbanana.plan.inputs import ImageInput, ImageProblem

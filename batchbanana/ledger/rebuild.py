@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from batchbanana.errors import UserError
 from batchbanana.ledger.fields import Spec
-from batchbanana.ledger.merge import ELSEWHERE
+from batchbanana.ledger.fold import ELSEWHERE
 from batchbanana.ledger.replay import LedgerState
 from batchbanana.plan.inputs import ImageInput, ImageProblem, inspect_file
 from batchbanana.plan.job import (

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from batchbanana.errors import ImageProblem
-from batchbanana.ledger.merge import ELSEWHERE
+from batchbanana.ledger.fold import ELSEWHERE
 from batchbanana.ledger.owed import decide
 from batchbanana.ledger.records import ResultLine
 from batchbanana.ledger.replay import LedgerState

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from batchbanana.errors import UserError, make_scrubber
-from batchbanana.ledger.folder import LEDGER_GLOB, FolderMoney, folder_ledgers
-from batchbanana.ledger.merge import merge_state
+from batchbanana.ledger.fold import fold
+from batchbanana.ledger.folder import LEDGER_GLOB, folder_ledgers
 from batchbanana.ledger.replay import LedgerState
 from batchbanana.ledger.writer import LedgerWriter
 from batchbanana.rules.shards import Shard, shard_of_ledger
@@ -109,7 +109,6 @@ def _open_folder(folder: Path, budget_usd: float | None, stderr: TextIO) -> Retr
         raise UserError(f"{folder}: no {LEDGER_GLOB} in this folder")
     held: list[LedgerWriter] = []
     try:
-        states: list[LedgerState] = []
         for path in others:
             writer, state = open_ledger(path, make_scrubber([]), stderr)
             held.append(writer)
@@ -119,17 +118,20 @@ def _open_folder(folder: Path, budget_usd: float | None, stderr: TextIO) -> Retr
                     f"batchbanana: {path.name}: {closed} request(s) were in flight when its last"
                     " run stopped; recorded as interrupted (billed unknown)\n"
                 )
-            states.append(state)
-        writer, state = open_ledger(own, make_scrubber([]), stderr)
+        writer = LedgerWriter(own, make_scrubber([]))
+        writer.open()
     except BaseException:
         for holder in held:
             holder.close()
         raise
-    money = FolderMoney()
-    for other in states:
-        money.spent_usd += other.spent_usd
-        money.possibly_spent_usd += other.possibly_spent_usd
-        merge_state(state, other)
-    money.count_in(state)
+    warnings: list[str] = []
+    try:
+        state = fold(own, others, warnings).state  # every item, all the money
+    except BaseException:
+        for holder in [writer, *held]:
+            holder.close()
+        raise
+    for warning in warnings:
+        stderr.write(f"batchbanana: warning: {warning}\n")
     budget = budget_usd if budget_usd is not None else _job_budget(state)
     return RetryLedgers(own, writer, state, lambda item_id: True, budget, held=held)

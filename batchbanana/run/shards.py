@@ -15,18 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from batchbanana.ledger.folder import (
-    FolderMoney,
-    fold_ledgers,
-    job_ledgers,
-    refuse_concurrent,
-    shard_ledger,
-)
-from batchbanana.ledger.replay import LedgerState
+from batchbanana.ledger.fold import fold
+from batchbanana.ledger.folder import FolderMoney, job_ledgers, refuse_concurrent, shard_ledger
+from batchbanana.ledger.replay import LedgerState, scan_ledger
 from batchbanana.ledger.writer import LedgerWriter
+from batchbanana.plan.chains import bases
 from batchbanana.plan.job import Job
 from batchbanana.rules.shards import Shard, shard_budget_usd
-from batchbanana.run.resume import open_ledger
 from batchbanana.run.settings import RunSettings
 
 
@@ -70,23 +65,36 @@ def open_with_folder(
     scrub: Callable[[str], str],
     stderr: TextIO,
     also: Iterable[Path] = (),
+    keep: Callable[[str], bool] | None = None,
     own_items: set[str] | None = None,
 ) -> tuple[LedgerWriter, LedgerState, FolderMoney]:
-    """Lock and replay the ledger at `path`, refuse to start beside a process that could send
-    the same items, and fold in every other ledger of its folder (and `also`). The state's money
-    is still the own ledger's; FolderMoney says what the others record. `own_items` is given
-    the ids of the items the own ledger holds."""
-    writer, state = open_ledger(path, scrub, stderr)
-    if own_items is not None:
-        own_items.update(state.items)
+    """Lock the ledger at `path`, refuse to start beside a process that could send the same
+    items, and replay it with every other ledger of its folder (and `also`) folded in
+    (ledger/fold.py). The state's money is the own ledger's; FolderMoney says what the others
+    commit. `keep` says which items of the others to hold (all if None); `own_items` is given
+    the ids of the items the own ledger names."""
+    writer = LedgerWriter(path, scrub)
+    writer.open()
     warnings: list[str] = []
     try:
         others = job_ledgers(path, also)
         refuse_concurrent(path, others)
-        money = fold_ledgers(path, state, others, warnings)
+        if others:
+            folded = fold(path, others, warnings, keep, own_items=own_items is not None)
+            state, own = folded.state, folded.own
+            state.spent_usd = round(own.spent_usd, 6)
+            state.possibly_spent_usd = round(own.committed_usd - own.spent_usd, 6)
+            money = FolderMoney.of(path, own.committed_usd, folded.others)
+            seen = folded.own_items or set()
+        else:  # the usual case: one ledger, read as it always was
+            state, warnings = scan_ledger(path)
+            money = FolderMoney.of(path, state.spent_usd + state.possibly_spent_usd, {})
+            seen = set(state.items) if own_items is not None else set()
     except BaseException:
         writer.close()
         raise
+    if own_items is not None:
+        own_items.update(seen)
     for warning in warnings:
         stderr.write(f"batchbanana: warning: {warning}\n")
     return writer, state, money
@@ -101,8 +109,13 @@ def open_job_ledgers(
 ) -> tuple[LedgerWriter, LedgerState]:
     """`run`'s ledger, with the folder folded in. Unsharded, the whole folder's money counts
     against the budget; a shard counts its own ledger against its share (set in `settings`)."""
-    also = [sharding.job_ledger] if sharding is not None else []
-    writer, state, money = open_with_folder(job.ledger_path, scrub, stderr, also)
+    if sharding is None:
+        also, keep = [], None
+    else:  # a shard holds its own items and the items they use, not the whole job's
+        wanted = {item.id for item in job.items}
+        wanted.update(base for item in job.items if item.images for base in bases(item))
+        also, keep = [sharding.job_ledger], wanted.__contains__
+    writer, state, money = open_with_folder(job.ledger_path, scrub, stderr, also, keep)
     if sharding is None:
         money.count_in(state)  # an unsharded run's budget counts the whole folder
         return writer, state

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from batchbanana.ledger.merge import ELSEWHERE
+from batchbanana.ledger.fold import ELSEWHERE
 from batchbanana.ledger.owed import Decision
 from batchbanana.plan.job import Job
 from batchbanana.rules.outcomes import Billed, Outcome, billed
