@@ -118,6 +118,7 @@ def open_job_ledgers(
     writer, state, money = open_with_folder(job.ledger_path, scrub, stderr, also, keep)
     if sharding is None:
         money.count_in(state)  # an unsharded run's budget counts the whole folder
+        settings.elsewhere_usd = money.spent_usd + money.possibly_spent_usd
         return writer, state
     settings.budget_usd = share = sharding.budget_usd(money)
     if share is None:
