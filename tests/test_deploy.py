@@ -98,7 +98,11 @@ def test_the_kubernetes_indexed_job_runs_n_shards() -> None:
     assert key == {"name": "batchbanana-key", "key": "BATCHBANANA_API_KEY"}
     assert "value" not in env["BATCHBANANA_API_KEY"]
     assert "kubectl create secret generic batchbanana-key" in README
-    pod = spec["template"]["spec"]
+    rules = {rule["action"]: rule for rule in spec["podFailurePolicy"]["rules"]}
+    assert rules["FailJob"]["onExitCodes"]["values"] == [2]  # bad input: every shard would fail
+    assert rules["FailIndex"]["onExitCodes"]["values"] == [1]  # a rerun would send nothing new
+    assert spec["backoffLimitPerIndex"] >= 1 and "backoffLimit" not in spec  # one shard's
+    pod = spec["template"]["spec"]  # failures never stop the others
     assert pod["restartPolicy"] == "Never"
     assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] == 10001
     assert pod["terminationGracePeriodSeconds"] > 600  # requests in flight finish on SIGTERM

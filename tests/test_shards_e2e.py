@@ -288,7 +288,31 @@ def test_shards_of_one_count_run_beside_each_other_but_not_beside_others(
     assert sent_by["ledger.shard-1-of-2.jsonl"] == sum(
         1 for n in range(6) if shard_of(f"i{n}", 2) == 1
     )
-    assert sent_by.get("ledger.jsonl", 0) == sent_by.get("ledger.shard-0-of-3.jsonl", 0) == 0
+    assert set(sent_by) == {"ledger.shard-0-of-2.jsonl", "ledger.shard-1-of-2.jsonl"}  # the
+    # refused runs left no ledger of their own behind
+
+
+def test_retry_of_the_whole_folder_waits_for_running_shards(
+    cli: Cli, write_manifest: Writer, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    """`retry FOLDER` holds every ledger of the folder: while a shard runs it exits 2 and sends
+    nothing; `retry FOLDER --shard` of another shard of that count goes ahead beside it."""
+    items = items_for({0: 1, 1: 1}, 2, prompt="[sim:refuse]")
+    manifest = write_manifest(items, endpoint=simulator.url)
+    for k in range(2):
+        assert cli("run", str(manifest), "--shard", f"{k}/2", "--no-progress").exit_code == 1
+    folder = tmp_path / "out"
+    writer = LedgerWriter(folder / "ledger.shard-0-of-2.jsonl")
+    writer.open()  # shard 0 running again
+    try:
+        before = simulator.stats()["requests"]
+        whole = cli("retry", str(folder), "--yes", "--no-progress")
+        assert whole.exit_code == 2 and "in use by another batchbanana process" in whole.stderr
+        assert simulator.stats()["requests"] == before
+        beside = cli("retry", str(folder), "--shard", "1/2", "--yes", "--no-progress")
+        assert beside.exit_code == 1 and simulator.stats()["requests"] == before + 1
+    finally:
+        writer.close()
 
 
 def test_a_shard_job_writes_its_own_ledger_beside_the_jobs(write_manifest: Writer) -> None:

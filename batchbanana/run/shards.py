@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from batchbanana.errors import LedgerLockedError
 from batchbanana.ledger.fold import fold
 from batchbanana.ledger.folder import FolderMoney, job_ledgers, refuse_concurrent, shard_ledger
 from batchbanana.ledger.replay import LedgerState, scan_ledger
@@ -73,12 +74,18 @@ def open_with_folder(
     (ledger/fold.py). The state's money is the own ledger's; FolderMoney says what the others
     commit. `keep` says which items of the others to hold (all if None); `own_items` is given
     the ids of the items the own ledger names."""
+    existed = path.exists()
     writer = LedgerWriter(path, scrub)
     writer.open()
     warnings: list[str] = []
     try:
         others = job_ledgers(path, also)
-        refuse_concurrent(path, others)
+        try:
+            refuse_concurrent(path, others)
+        except LedgerLockedError:
+            if not existed:  # leave no empty ledger behind: we hold its lock, nobody wrote it
+                path.unlink(missing_ok=True)
+            raise
         if others:
             folded = fold(path, others, warnings, keep, own_items=own_items is not None)
             state, own = folded.state, folded.own
