@@ -1,5 +1,5 @@
 """The ledgers of a job's folder (contract section 12): which files they are, which of them
-another process holds, and all of them read and folded into one state for deciding what is owed.
+another process holds, and what they commit (fold.py reads them as one).
 
 A job's ledgers are its own ledger and every `ledger*.jsonl` beside it: the unsharded
 `ledger.jsonl` and one `ledger.shard-K-of-N.jsonl` per shard. Shards of one count run side by
