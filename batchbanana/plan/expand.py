@@ -16,7 +16,7 @@ from batchbanana.plan.ids import IdBook, combination_ids, fit_id, repeat_ids
 from batchbanana.plan.inputs import ImageInput
 from batchbanana.plan.item_images import resolve_images
 from batchbanana.plan.items_file import RawItem
-from batchbanana.plan.job import WorkItem, fingerprint
+from batchbanana.plan.job import WorkItem, fingerprint, later_fields
 from batchbanana.plan.manifest import Item, Manifest
 from batchbanana.plan.resolved import Fields, item_fields, variant_fields
 from batchbanana.plan.values import SEED_MAX, SEED_RANGE
@@ -65,23 +65,39 @@ def _checked(
     pricing: dict[str, PriceRule],
     checker: Checker,
 ) -> _Priced | None:
-    """Each variant's fields, checked by the model rules and priced (each distinct model, size and
-    ratio once, its problems naming the combination), or None when one cannot be sent."""
+    """Each variant's fields, checked by the model rules and priced, or None when one cannot be
+    sent. Each problem is said once, naming the combination's values of the fields it is about
+    (the model and the field): a thinking level the model lacks is one problem, whatever else
+    the matrix varies."""
     if len(variants) == 1 and not variants[0].combination:  # most items: nothing to share
         return _checked_one(raw, variants[0], base, manifest, pricing, checker)
-    rules: dict[tuple[str, str, str | None], PriceRule | None] = {}
+    checked: set[tuple[str, str, str | None, str, str | None]] = set()
+    said: set[tuple[str, str, str]] = set()
+    prices: dict[tuple[str, str], PriceRule | None] = {}
     seeds_seen: set[int] = set()
     priced: _Priced = []
     ok = True
     for variant in variants:
         fields = variant_fields(base, variant)
-        key = (fields.model, fields.image_size, fields.aspect_ratio)
-        if key not in rules:
-            named = _naming(raw, variant, ("model", "image_size", "aspect_ratio"))
+        key = (
+            fields.model,
+            fields.image_size,
+            fields.aspect_ratio,
+            fields.grounding,
+            fields.thinking_level,
+        )
+        if key not in checked:
+            checked.add(key)
             for field_name, message in check_generation(*key):
-                checker.add_item(named, field_name, message)
-            rules[key] = _priced(named, fields, manifest, pricing, checker)
-        rule = rules[key]
+                named = _naming(raw, variant, ("model", field_name))
+                if (named.where, field_name, message) not in said:
+                    said.add((named.where, field_name, message))
+                    checker.add_item(named, field_name, message)
+        book_key = (fields.model, fields.image_size)
+        if book_key not in prices:
+            named = _naming(raw, variant, ("model", "image_size"))
+            prices[book_key] = _priced(named, fields, manifest, pricing, checker)
+        rule = prices[book_key]
         if rule is None or not _seeds_fit(raw, variant, fields, seeds_seen, checker):
             ok = False
         else:
@@ -100,7 +116,11 @@ def _checked_one(
     """_checked for an item without a matrix."""
     fields = variant_fields(base, variant)
     for field_name, message in check_generation(
-        fields.model, fields.image_size, fields.aspect_ratio
+        fields.model,
+        fields.image_size,
+        fields.aspect_ratio,
+        fields.grounding,
+        fields.thinking_level,
     ):
         checker.add_item(raw, field_name, message)
     rule = _priced(raw, fields, manifest, pricing, checker)
@@ -183,6 +203,7 @@ def _derived_meaning(item: Item, found: ItemVariants, fields: Fields) -> dict[st
     }
     if fields.seed is not None:
         meaning["seed"] = fields.seed
+    meaning.update(later_fields(fields.grounding, fields.thinking_level))
     if item.repeat != 1:
         # a repeated item differs from a single one, and its variations take -1..-N,
         # so its base id must not be one that a duplicate single item would get
@@ -237,8 +258,12 @@ def _work_items(
                     fields.modalities,
                     images,
                     seed,
+                    fields.grounding,
+                    fields.thinking_level,
                 ),
                 seed=seed,
+                grounding=fields.grounding,
+                thinking_level=fields.thinking_level,
                 matrix=tuple((name, str(value)) for name, value in variant.combination),
                 variant_of=variant_of,
             )

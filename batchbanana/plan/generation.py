@@ -19,10 +19,14 @@ from pydantic import (
 
 from batchbanana.plan.values import (
     SEED_MAX,
+    Grounding,
     ImageSize,
+    ThinkingLevel,
     check_ratio,
+    coerce_grounding,
     coerce_image_size,
     coerce_seed,
+    coerce_thinking_level,
 )
 
 Modality = Literal["TEXT", "IMAGE"]
@@ -86,6 +90,10 @@ class GenerationFields(Strict):
     response_modalities: list[Modality] | None = None
     # seeds (contract section 11): sent as generationConfig.seed
     seed: int | None = Field(default=None, ge=0, le=SEED_MAX)
+    # grounding and thinking (contract section 13): Google Search as a tool (none by default),
+    # and generationConfig.thinkingConfig.thinkingLevel (the model's default when left out)
+    grounding: Grounding | None = None
+    thinking_level: ThinkingLevel | None = None
 
     @field_validator("image_size", mode="before")
     @classmethod
@@ -101,6 +109,16 @@ class GenerationFields(Strict):
     @classmethod
     def _seed(cls, value: Any) -> Any:
         return coerce_seed(value)
+
+    @field_validator("grounding", mode="before")
+    @classmethod
+    def _grounding(cls, value: Any) -> Any:
+        return coerce_grounding(value)
+
+    @field_validator("thinking_level", mode="before")
+    @classmethod
+    def _thinking_level(cls, value: Any) -> Any:
+        return coerce_thinking_level(value)
 
     @field_validator("response_modalities")
     @classmethod

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from batchbanana.plan.job import DEFAULT_IMAGE_SIZE, DEFAULT_MODALITIES
 from batchbanana.plan.manifest import Item, Manifest
 from batchbanana.plan.variants import Variant
+from batchbanana.rules.models import NO_GROUNDING
 
 DEFAULT_MODEL = "gemini-3-pro-image-preview"
 
@@ -22,6 +23,8 @@ class Fields:
     system_prompt: str | None
     modalities: tuple[str, ...]
     seed: int | None
+    grounding: str = NO_GROUNDING
+    thinking_level: str | None = None
 
 
 def item_fields(item: Item, manifest: Manifest) -> Fields:
@@ -39,6 +42,8 @@ def item_fields(item: Item, manifest: Manifest) -> Fields:
             item.response_modalities or manifest.response_modalities or DEFAULT_MODALITIES
         ),
         seed=item.seed if item.seed is not None else manifest.seed,
+        grounding=item.grounding or manifest.grounding or NO_GROUNDING,
+        thinking_level=item.thinking_level or manifest.thinking_level,
     )
 
 
@@ -54,4 +59,8 @@ def variant_fields(base: Fields, variant: Variant) -> Fields:
         system_prompt=variant.system_prompt,
         modalities=base.modalities,
         seed=int(chosen["seed"]) if "seed" in chosen else base.seed,
+        grounding=str(chosen.get("grounding", base.grounding)),
+        thinking_level=(
+            str(chosen["thinking_level"]) if "thinking_level" in chosen else base.thinking_level
+        ),
     )
