@@ -12,9 +12,12 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from batchbanana.simulator.directives import Plan
+from batchbanana.simulator.grounding import grounding_metadata
 from batchbanana.simulator.images import ImageCache, image_dimensions, seeded_variant
 from batchbanana.simulator.requests import ImageRequest, snake_case
 from batchbanana.simulator.rules import INPUT_IMAGE_TOKENS, OUTPUT_TOKENS, ModelRule
+
+HIGH_THOUGHT_TOKENS = 1200
 
 
 @dataclass(slots=True)
@@ -35,11 +38,17 @@ class Answer:
 
 def _usage(req: ImageRequest, output_tokens: int) -> dict[str, int]:
     prompt_tokens = max(1, len(req.prompt) // 4) + INPUT_IMAGE_TOKENS * req.input_images
-    return {
+    # thinkingLevel HIGH thinks longer, and Google bills thoughts as output (MINIMAL is the
+    # model's default: it shows no thoughts count, as before)
+    thoughts = HIGH_THOUGHT_TOKENS if req.thinking_level == "HIGH" else 0
+    usage = {
         "promptTokenCount": prompt_tokens,
         "candidatesTokenCount": output_tokens,
-        "totalTokenCount": prompt_tokens + output_tokens,
+        "totalTokenCount": prompt_tokens + output_tokens + thoughts,
     }
+    if thoughts:
+        usage["thoughtsTokenCount"] = thoughts
+    return usage
 
 
 def _snake_keys(obj: Any) -> Any:
@@ -110,9 +119,12 @@ async def _success_payload(
             images.append(data)
     per_image = OUTPUT_TOKENS[req.image_size or "1K"] if rule.sizes else 1290
     output_tokens = per_image * len(images) + 12
+    candidate = {"content": {"role": "model", "parts": parts}, "finishReason": finish, "index": 0}
+    grounding = grounding_metadata(req.prompt, req.search, shapes)
+    if grounding is not None:
+        candidate["groundingMetadata"] = grounding
     return {
-        "candidates": [{"content": {"role": "model", "parts": parts},
-                        "finishReason": finish, "index": 0}],
+        "candidates": [candidate],
         "usageMetadata": _usage(req, output_tokens),
         **envelope,
     }, images  # fmt: skip
