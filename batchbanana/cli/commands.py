@@ -117,8 +117,16 @@ main.add_command(simulate)  # in simulate.py: its options alone fill a module
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the report to this file instead of stdout.",
 )
+@click.option(
+    "--claims",
+    is_flag=True,
+    help="List the attempts that qualify for API易's failed-generation refund, and their total"
+    " (table, json or csv).",
+)
 @user_errors
-def report(ledgers: tuple[Path, ...], output_format: str, output: Path | None) -> None:
+def report(
+    ledgers: tuple[Path, ...], output_format: str, output: Path | None, claims: bool
+) -> None:
     """Cost and failure report of one or more ledgers (several nights or shards merge).
 
     \b
@@ -126,15 +134,21 @@ def report(ledgers: tuple[Path, ...], output_format: str, output: Path | None) -
       batchbanana report out/demo/ledger.jsonl
       batchbanana report out/demo/ledger.jsonl --format json | jq .spent_usd
       batchbanana report night1.jsonl night2.jsonl --format html --output report.html
+      batchbanana report out/night/ledger.jsonl --claims --format csv --output claims.csv
     """
     from batchbanana.report.loading import load_report
-    from batchbanana.report.render import render
+    from batchbanana.report.render import render, render_claims
 
+    if claims and output_format == "html":
+        raise UserError(
+            "--claims: the claim list is a table, JSON or CSV; HINT: use --format table, json"
+            " or csv (the HTML report shows every failure)"
+        )
     for path in ledgers:
         if not path.is_file():
             raise UserError(f"{path}: no such ledger file")
     loaded = load_report(list(ledgers), warn=lambda text: click.echo(text, err=True))
-    text = render(loaded, output_format, output)
+    text = render_claims(loaded, output_format) if claims else render(loaded, output_format, output)
     if output is None:
         click.echo(text, nl=not text.endswith("\n"))
     else:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from batchbanana.ledger.fields import Spec
+from batchbanana.ledger.fields import Json, Spec
 from batchbanana.ledger.records import ResultLine, SentLine
 from batchbanana.report.batches import Batch
 from batchbanana.rules.outcomes import Billed, Outcome
@@ -62,6 +62,10 @@ class Attempt:
     batch: str | None = None  # that batch's name (its key while no name is recorded)
     sent_order: int | None = None  # position of its `sent` line in the same ledger, if any
     sent_ts: datetime | None = None  # and that line's time
+    attempt: int | None = None  # its number among the item's requests
+    finish_reason: str | None = None
+    response_id: str | None = None
+    grounding: Json | None = None  # a grounded answer's queries and sources
 
 
 def request_of(line: SentLine | ResultLine) -> tuple[str, str, str, str | None]:
@@ -110,6 +114,10 @@ def result_attempt(
         batch=line.batch or key,
         sent_order=sent[0] if sent is not None else None,
         sent_ts=parse_ts(sent[1].ts) if sent is not None else None,
+        attempt=line.attempt,
+        finish_reason=line.finish_reason,
+        response_id=line.response_id,
+        grounding=line.grounding,
     )
 
 
@@ -171,6 +179,7 @@ def unanswered(
                 dangling=True,
                 mode=mode,
                 batch=label,
+                attempt=sent.attempt,
             )
         )
     return found
