@@ -161,3 +161,33 @@ def test_batch_mode_records_the_grounding_of_each_response(
     assert lines["g"]["grounding"]["image_queries"] == ["the tallest building in 2026 photo"]
     assert len(lines["g"]["grounding"]["sources"]) == 3
     assert "grounding" not in lines["p"]
+
+
+def test_the_html_report_shows_each_grounded_images_sources_beside_it(
+    cli: Cli, write_manifest: Writer, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    """The contact sheet credits a grounded image's sources (linked, escaped) and its searches;
+    an ungrounded image has none; a link that is not http(s), even one written into the ledger
+    by hand, is never a link."""
+    items = [
+        {"id": "chart", "prompt": "Everest <b>height</b>", "grounding": "web+image"},
+        {"id": "plain", "prompt": "a fox"},
+    ]
+    manifest = write_manifest(items, model=FLASH, endpoint=simulator.url)
+    assert cli("run", str(manifest), "--no-progress").exit_code == 0
+    ledger = tmp_path / "out" / "ledger.jsonl"
+    text = ledger.read_text().replace(
+        "https://www.example.com/articles/everest-b-height-b", "javascript:alert(1)"
+    )
+    ledger.write_text(text)
+    page = tmp_path / "report.html"
+    assert cli("report", str(ledger), "--format", "html", "--output", str(page)).exit_code == 0
+    html = page.read_text()
+    chart = html[html.index('alt="chart"') : html.index("</figure>", html.index('alt="chart"'))]
+    plain = html[html.index('alt="plain"') : html.index("</figure>", html.index('alt="plain"'))]
+    assert "Sources (Google Search):" in chart and "Sources" not in plain
+    assert '<a href="https://example.org/wiki/everest-b-height-b-' in chart
+    assert 'rel="noopener noreferrer nofollow"' in chart
+    assert ">Everest &lt;b&gt;height&lt;/b&gt; - example gallery</a>" in chart
+    assert "searched: Everest &lt;b&gt;height&lt;/b&gt;; Everest" in chart
+    assert "javascript:" not in html and "<b>height</b>" not in html

@@ -42,7 +42,10 @@ td.n{text-align:right}dl{display:grid;grid-template-columns:max-content auto;gap
 dd{margin:0}.sheet{display:flex;flex-wrap:wrap;gap:8px}
 figure{margin:0;width:160px;font-size:11px}figure img{object-fit:contain;background:#eee}
 .sw{display:inline-block;width:10px;height:10px;margin:0 4px 0 10px}summary{cursor:pointer}
+.src{margin-top:2px;color:#555;overflow-wrap:anywhere}.src span{display:block}
+.src a{display:block;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
 """
+SHOWN_SOURCES = 5  # per image; the rest are counted (every one is in the ledger)
 
 
 def _e(value: object) -> str:
@@ -207,7 +210,7 @@ def _contact_sheet(loaded: LoadedReport, base: str) -> list[str]:
                 f'<figure><img src="{_e(src)}" loading="lazy" width="{THUMB_PX}" '
                 f'height="{_thumb_height(attempt, found)}" alt="{_e(label)}"><figcaption>'
                 f"<b>{_e(label)}</b> {_e(usd(attempt.price_usd))}<br>"
-                f"{_e(one_line(attempt.prompt, 140))}</figcaption></figure>"
+                f"{_e(one_line(attempt.prompt, 140))}{_sources_html(attempt)}</figcaption></figure>"
             )
     parts = [f"<h2>Delivered images ({len(cards)})</h2>"]
     if missing:
@@ -221,6 +224,35 @@ def _contact_sheet(loaded: LoadedReport, base: str) -> list[str]:
             + "</div></details>"
         )
     return parts
+
+
+def _sources_html(attempt: Attempt) -> str:
+    """A grounded image's attribution: the pages Google Search grounded it in, linked (http(s)
+    only, whatever the ledger holds), and what it searched; "" for an ungrounded one."""
+    grounding = attempt.grounding
+    if not isinstance(grounding, dict):
+        return ""
+    links = []
+    sources = [s for s in grounding.get("sources") or () if isinstance(s, dict)]
+    for source in sources[:SHOWN_SOURCES]:
+        uri, title = source.get("uri"), source.get("title")
+        if not isinstance(uri, str) or urlsplit(uri).scheme not in ("http", "https"):
+            continue
+        name = one_line(title if isinstance(title, str) and title else uri, 80)
+        links.append(
+            f'<a href="{_e(uri)}" title="{_e(uri)}" rel="noopener noreferrer nofollow">'
+            f"{_e(name)}</a>"
+        )
+    left_out = grounding.get("more_sources")
+    more = max(0, len(sources) - SHOWN_SOURCES) + (left_out if type(left_out) is int else 0)
+    queries = [q for q in grounding.get("queries") or () if isinstance(q, str)]
+    parts = ['<div class="src">Sources (Google Search):' if links else '<div class="src">']
+    parts.extend(links)
+    if more > 0:
+        parts.append(f"<span>+{more} more</span>")
+    if queries:
+        parts.append(f"<span>searched: {_e(one_line('; '.join(queries), 120))}</span>")
+    return "".join(parts) + "</div>" if len(parts) > 1 else ""
 
 
 def _failures_html(loaded: LoadedReport, several_jobs: bool) -> list[str]:
