@@ -5,6 +5,7 @@ lacks stops the run before anything is sent."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from tests.relay import Relay
 
 Cli = Callable[..., CliResult]
 Writer = Callable[..., Path]
+JOBS = Path(__file__).resolve().parent.parent / "jobs"
 PRO = "gemini-3-pro-image-preview"
 FLASH = "gemini-3.1-flash-image-preview"
 
@@ -191,3 +193,29 @@ def test_the_html_report_shows_each_grounded_images_sources_beside_it(
     assert ">Everest &lt;b&gt;height&lt;/b&gt; - example gallery</a>" in chart
     assert "searched: Everest &lt;b&gt;height&lt;/b&gt;; Everest" in chart
     assert "javascript:" not in html and "<b>height</b>" not in html
+
+
+def test_the_example_job_runs_green_and_plan_says_what_it_does_not_count(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """jobs/grounding.yaml runs on the simulator, every item ok, the grounded ones with their
+    sources; `plan` says the search charges are not in the estimate."""
+    shutil.copytree(JOBS, tmp_path / "jobs")
+    manifest = tmp_path / "jobs" / "grounding.yaml"
+    planned = cli("plan", str(manifest))
+    assert planned.exit_code == 0, planned.stderr
+    assert (
+        "grounding: 3 item(s) search Google (web 2, web+image 1); search charges are not in the"
+        " estimate" in planned.stdout
+    )
+    assert "thinking_level: 1 item(s) think high" in planned.stdout
+    result = cli("run", str(manifest), "--no-progress")
+    assert result.exit_code == 0, result.stderr
+    lines = _by_item(tmp_path / "out" / "grounding" / "ledger.jsonl")
+    assert {line["outcome"] for line in lines.values()} == {"ok"}
+    assert {item for item, line in lines.items() if "grounding" in line} == {
+        "weather-card",
+        "butterfly",
+        "summit",
+    }
+    assert lines["butterfly"]["grounding"]["image_queries"]
