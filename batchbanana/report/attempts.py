@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from batchbanana.ledger.fields import Json, Spec
 from batchbanana.ledger.records import ResultLine, SentLine
@@ -62,6 +63,9 @@ class Attempt:
     batch: str | None = None  # that batch's name (its key while no name is recorded)
     sent_order: int | None = None  # position of its `sent` line in the same ledger, if any
     sent_ts: datetime | None = None  # and that line's time
+    variant_of: str | None = None  # a matrix's variants share it (their item id before expansion)
+    combination: tuple[tuple[str, str], ...] = ()  # the matrix values that made this variant
+    uses: tuple[str, ...] = ()  # items whose outputs it edits (`item:<id>` inputs)
     attempt: int | None = None  # its number among the item's requests
     finish_reason: str | None = None
     response_id: str | None = None
@@ -118,7 +122,32 @@ def result_attempt(
         finish_reason=line.finish_reason,
         response_id=line.response_id,
         grounding=line.grounding,
+        **spec_links(line.spec),
     )
+
+
+def spec_links(spec: Any) -> dict[str, Any]:
+    """What a line's spec says about the item's relatives: the matrix it is a variant of (with
+    its combination) and the items whose outputs it uses (edit chains)."""
+    if not isinstance(spec, dict):
+        return {}
+    found: dict[str, Any] = {}
+    variant_of = spec.get("variant_of")
+    if isinstance(variant_of, str):
+        found["variant_of"] = variant_of
+        matrix = spec.get("matrix")
+        if isinstance(matrix, dict):
+            found["combination"] = tuple((str(k), str(v)) for k, v in matrix.items())
+    images = spec.get("images")
+    if isinstance(images, list):
+        uses = tuple(
+            image["item"]
+            for image in images
+            if isinstance(image, dict) and isinstance(image.get("item"), str)
+        )
+        if uses:
+            found["uses"] = uses
+    return found
 
 
 def _waiting(key: str, batch: Batch | None) -> tuple[str, str]:

@@ -1,7 +1,8 @@
 """The HTML report: one self-contained page a person opens in the morning.
 
-Summary figures, inline SVG charts of spend and outcomes over time, a paginated contact sheet of
-delivered images (linked relative to the page, lazily loaded, never inlined) and the failures.
+Summary figures, inline SVG charts of spend and outcomes over time, the contact sheet
+(report/sheet.py: every item's final outcome, matrices side by side, chains in sequence, a filter
+by outcome; images linked relative to the page, lazily loaded, never inlined) and the failures.
 No network, no scripts; every string from a ledger is escaped.
 """
 
@@ -10,11 +11,10 @@ from __future__ import annotations
 import html
 import os
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from batchbanana.report.aggregate import (
     HTML_FAILURES,
-    SHEET_PAGE,
     THUMB_PX,
     by_model_size,
     failed_items,
@@ -34,6 +34,8 @@ from batchbanana.report.format import (
 from batchbanana.report.loading import Attempt, LoadedReport
 from batchbanana.report.modes import BatchRow, batch_rows, batch_summary
 from batchbanana.report.runs import Run, runs
+from batchbanana.report.sheet import CSS as SHEET_CSS
+from batchbanana.report.sheet import contact_sheet
 
 _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
@@ -42,10 +44,7 @@ td.n{text-align:right}dl{display:grid;grid-template-columns:max-content auto;gap
 dd{margin:0}.sheet{display:flex;flex-wrap:wrap;gap:8px}
 figure{margin:0;width:160px;font-size:11px}figure img{object-fit:contain;background:#eee}
 .sw{display:inline-block;width:10px;height:10px;margin:0 4px 0 10px}summary{cursor:pointer}
-.src{margin-top:2px;color:#555;overflow-wrap:anywhere}.src span{display:block}
-.src a{display:block;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
 """
-SHOWN_SOURCES = 5  # per image; the rest are counted (every one is in the ledger)
 
 
 def _e(value: object) -> str:
@@ -62,6 +61,7 @@ def render_html(loaded: LoadedReport, output_path: Path | None) -> str:
         '<!doctype html><html lang="en"><head><meta charset="utf-8">',
         "<title>batchbanana report</title><style>",
         _CSS,
+        SHEET_CSS,
         "</style></head><body><h1>batchbanana report</h1><p>",
     ]
     for job in loaded.jobs:
@@ -118,7 +118,7 @@ def render_html(loaded: LoadedReport, output_path: Path | None) -> str:
     parts.append("<h2>Spend and outcomes over time</h2>")
     parts.append(spend_svg(loaded.attempts))
     parts.append(outcomes_svg(loaded.attempts))
-    parts.extend(_contact_sheet(loaded, base))
+    parts.extend(contact_sheet(loaded, base, _locate, _thumb_height))
     parts.extend(_failures_html(loaded, several_jobs))
     parts.append("</body></html>\n")
     return "".join(parts)
@@ -186,73 +186,6 @@ def _thumb_height(attempt: Attempt, file_path: str) -> int:
             width, height = int.from_bytes(head[16:20]), int.from_bytes(head[20:24])
             ratio = height / width if width and height else None
     return max(1, round(THUMB_PX * (ratio or 1.0)))
-
-
-def _contact_sheet(loaded: LoadedReport, base: str) -> list[str]:
-    cards: list[str] = []
-    missing = 0
-    for attempt in loaded.attempts:
-        if attempt.outcome != "ok" or attempt.dangling:
-            continue
-        for number, raw in enumerate(attempt.outputs, start=1):
-            found = _locate(raw, loaded.ledgers[attempt.ledger])
-            if found is None:
-                missing += 1
-                continue
-            try:
-                relative = os.path.relpath(found, base)
-            except ValueError:  # another drive on Windows: no relative path exists
-                missing += 1
-                continue
-            src = quote(relative.replace(os.sep, "/"))
-            label = attempt.item if number == 1 else f"{attempt.item}+{number}"
-            cards.append(
-                f'<figure><img src="{_e(src)}" loading="lazy" width="{THUMB_PX}" '
-                f'height="{_thumb_height(attempt, found)}" alt="{_e(label)}"><figcaption>'
-                f"<b>{_e(label)}</b> {_e(usd(attempt.price_usd))}<br>"
-                f"{_e(one_line(attempt.prompt, 140))}{_sources_html(attempt)}</figcaption></figure>"
-            )
-    parts = [f"<h2>Delivered images ({len(cards)})</h2>"]
-    if missing:
-        parts.append(f"<p>{missing} delivered image files were not found and are not shown.</p>")
-    for first in range(0, len(cards), SHEET_PAGE):
-        page = cards[first : first + SHEET_PAGE]
-        parts.append(
-            f"<details{' open' if first == 0 else ''}><summary>Images {first + 1}–"
-            f'{first + len(page)} of {len(cards)}</summary><div class="sheet">'
-            + "".join(page)
-            + "</div></details>"
-        )
-    return parts
-
-
-def _sources_html(attempt: Attempt) -> str:
-    """A grounded image's attribution: the pages Google Search grounded it in, linked (http(s)
-    only, whatever the ledger holds), and what it searched; "" for an ungrounded one."""
-    grounding = attempt.grounding
-    if not isinstance(grounding, dict):
-        return ""
-    links = []
-    sources = [s for s in grounding.get("sources") or () if isinstance(s, dict)]
-    for source in sources[:SHOWN_SOURCES]:
-        uri, title = source.get("uri"), source.get("title")
-        if not isinstance(uri, str) or urlsplit(uri).scheme not in ("http", "https"):
-            continue
-        name = one_line(title if isinstance(title, str) and title else uri, 80)
-        links.append(
-            f'<a href="{_e(uri)}" title="{_e(uri)}" rel="noopener noreferrer nofollow">'
-            f"{_e(name)}</a>"
-        )
-    left_out = grounding.get("more_sources")
-    more = max(0, len(sources) - SHOWN_SOURCES) + (left_out if type(left_out) is int else 0)
-    queries = [q for q in grounding.get("queries") or () if isinstance(q, str)]
-    parts = ['<div class="src">Sources (Google Search):' if links else '<div class="src">']
-    parts.extend(links)
-    if more > 0:
-        parts.append(f"<span>+{more} more</span>")
-    if queries:
-        parts.append(f"<span>searched: {_e(one_line('; '.join(queries), 120))}</span>")
-    return "".join(parts) + "</div>" if len(parts) > 1 else ""
 
 
 def _failures_html(loaded: LoadedReport, several_jobs: bool) -> list[str]:

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from batchbanana.rules.answer import camel_or_snake
+from batchbanana.rules.outcomes import Outcome
 
 INLINE_LIMIT_BYTES = 20 * 1000 * 1000  # Google: an inline batch's whole create body under 20 MB
 FILE_LIMIT_BYTES = 2 * 1000 * 1000 * 1000  # Google: an input file of at most 2 GB
@@ -240,7 +241,48 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+# google.rpc.Code -> the HTTP status Google answers it with (google/rpc/code.proto).
+_GRPC_HTTP = {
+    1: 499, 2: 500, 3: 400, 4: 504, 5: 404, 6: 409, 7: 403, 8: 429,
+    9: 400, 10: 409, 11: 400, 12: 501, 13: 500, 14: 503, 15: 500, 16: 401,
+}  # fmt: skip
+_GRPC_NAMES = {
+    "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5,
+    "ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8,
+    "FAILED_PRECONDITION": 9, "ABORTED": 10, "OUT_OF_RANGE": 11, "UNIMPLEMENTED": 12,
+    "INTERNAL": 13, "UNAVAILABLE": 14, "DATA_LOSS": 15, "UNAUTHENTICATED": 16,
+}  # fmt: skip
+
+
+def error_http_status(error: Mapping[str, Any]) -> int:
+    """The HTTP status a response line's error stands for. Google's lines carry a
+    google.rpc.Status, whose `code` is the gRPC code (13 INTERNAL, 8 RESOURCE_EXHAUSTED...);
+    an HTTP code (400-599) is taken as it is; with neither, the status name decides, else 500."""
+    code = error.get("code")
+    if isinstance(code, int) and not isinstance(code, bool):
+        if 400 <= code < 600:
+            return code
+        if code in _GRPC_HTTP:
+            return _GRPC_HTTP[code]
+    name = error.get("status")
+    if isinstance(name, str) and name.upper() in _GRPC_NAMES:
+        return _GRPC_HTTP[_GRPC_NAMES[name.upper()]]
+    return 500
+
+
 def poll_delay_s(polls: int, first_s: float, max_s: float) -> float:
     """The wait before poll number `polls` + 1: `first_s`, growing by half each time to `max_s`
     (a batch takes minutes to hours: polling faster only spends quota)."""
     return float(min(max_s, first_s * 1.5 ** max(0, polls)))
+
+
+def not_created_outcome(status: int | None, sent: bool) -> Outcome:
+    """How the requests of a create that provably made no batch end (status None: no answer;
+    `sent`: the body may have gone out): none is billed."""
+    if status == 429:
+        return Outcome.RATE_LIMITED
+    if status is None:
+        return Outcome.CONNECT_ERROR if not sent else Outcome.UNAVAILABLE
+    if 400 <= status < 500:
+        return Outcome.HTTP_ERROR
+    return Outcome.UNAVAILABLE

@@ -17,11 +17,18 @@ from typing import Any
 
 import anyio
 
-from batchbanana.errors import BatchCallError, ConnectError, TransportError, make_scrubber
+from batchbanana.errors import (
+    BadResponse,
+    BatchCallError,
+    ConnectError,
+    TransportError,
+    make_scrubber,
+)
 from batchbanana.rules.backoff import retry_wait_s
 from batchbanana.rules.batch import BATCH_PATH, BatchStatus, batch_status
 from batchbanana.rules.error_answer import parse_error
 from batchbanana.rules.wire import auth_headers
+from batchbanana.run.batch_stream import Skeleton
 from batchbanana.run.http import HttpSession, read_at_most
 
 API_TIMEOUT_S = 300.0  # a create with a 20 MB body, a get, a list: generous but bounded
@@ -113,7 +120,7 @@ class BatchApi:
             query = urllib.parse.urlencode(
                 {"pageSize": 100, **({"pageToken": token} if token else {})}
             )
-            answer = await self._call("GET", "/v1beta/batches", query=query)
+            answer = await self._list_page(query)
             operations = answer.get("operations") if isinstance(answer, dict) else None
             for operation in operations if isinstance(operations, list) else []:
                 status = batch_status(operation) if isinstance(operation, dict) else None
@@ -124,6 +131,37 @@ class BatchApi:
                 return None
             token = following
         return None
+
+    async def _list_page(self, query: str) -> Any:
+        """One page of the batches list, read as it arrives without the inline results its
+        finished batches carry (a page may hold gigabytes of images; only the rest is kept)."""
+        path = "/v1beta/batches"
+        skeleton = Skeleton()
+        try:
+            async with self._http.request(
+                "GET",
+                f"{self._url(path)}?{query}",
+                headers=self._auth,
+                timeout_s=TRANSFER_TIMEOUT_S,
+            ) as response:
+                if response.status != 200:
+                    raise self._refused(
+                        response.status, await read_at_most(response, ERROR_BODY_LIMIT)
+                    )
+                async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+                    skeleton.feed(chunk)
+                    if skeleton.size > STATUS_BODY_LIMIT:
+                        raise BatchCallError(f"GET {path}: answer too large", status=200, sent=True)
+        except TransportError as exc:
+            raise BatchCallError(
+                self._scrub(f"GET {path}: {exc}"),
+                status=None,
+                sent=not isinstance(exc, ConnectError),
+            ) from None
+        try:
+            return skeleton.json()
+        except BadResponse:
+            raise BatchCallError(f"GET {path}: answer is not JSON", status=200, sent=True) from None
 
     async def cancel(self, name: str) -> None:
         """Ask the provider to cancel a batch (a finished one is left as it is)."""

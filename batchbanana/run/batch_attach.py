@@ -20,6 +20,10 @@ from batchbanana.rules.pricing import PriceRule
 from batchbanana.run.batch_api import BatchApi
 from batchbanana.run.batch_collect import Collected, Collector, Member
 
+# How long a batch that ended with answers may go without naming its output before its
+# requests are closed as unanswered (Google may report SUCCEEDED before the output is there).
+OUTPUT_GRACE_S = 1800.0
+
 
 @dataclass(slots=True)
 class Waiting:
@@ -32,6 +36,7 @@ class Waiting:
     created: float  # epoch seconds, for batch.max_wait_h
     stats: dict[str, int]
     cancel_asked: bool = False
+    output_missing_since: float | None = None  # finished, its output not named yet (monotonic)
 
 
 @dataclass(slots=True)
@@ -51,6 +56,25 @@ def epoch_s(text: str | None) -> float | None:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
+
+
+def output_pending(batch: Waiting, status: BatchStatus, now: float) -> bool:
+    """Whether a finished batch that names no output yet should have one (it SUCCEEDED, or its
+    counts say some requests succeeded, answers that are paid for): then it is polled again, for
+    up to OUTPUT_GRACE_S from `now` first seen so, rather than its requests closed unanswered.
+    A batch that FAILED with nothing succeeded is closed at once (failed requests cost nothing)."""
+    if status.responses_file or status.has_inline_output:
+        return False
+    if status.state is not BatchState.SUCCEEDED and not status.stats.get("succeeded", 0):
+        return False
+    if batch.output_missing_since is None:
+        batch.output_missing_since = now
+    return now - batch.output_missing_since < OUTPUT_GRACE_S
+
+
+def overdue(batch: Waiting, max_wait_h: float) -> bool:
+    """Still pending past batch.max_wait_h: to cancel (its items stay owed)."""
+    return batch.state is BatchState.PENDING and (time.time() - batch.created) / 3600 > max_wait_h
 
 
 def waiting_for(key: str, status: BatchStatus, members: dict[tuple[str, int], Member]) -> Waiting:

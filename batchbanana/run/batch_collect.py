@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchbanana.errors import describe_error
+from batchbanana.errors import SinkError, describe_error
 from batchbanana.ledger.records import ResultLine
 from batchbanana.ledger.writer import LedgerWriter
 from batchbanana.rules.answer import Answer
-from batchbanana.rules.batch import BatchState
+from batchbanana.rules.batch import BatchState, error_http_status
 from batchbanana.rules.error_answer import parse_error
 from batchbanana.rules.grounding import scrub_grounding
 from batchbanana.rules.outcomes import Billed, Outcome, billed, classify_answer, classify_error
@@ -100,28 +100,42 @@ class Collector:
         self.writer = writer
         self.scrub = scrub
         self.collected = Collected()
+        self.stopped = False  # a write failed: the requests not collected stay open
 
     def take(self, responses: Iterator[Response]) -> None:
-        """Record every response that belongs to one of the batch's requests."""
-        for response in responses:
-            member = self.members.pop(response.key, None) if response.key else None
-            if member is None:
-                self.collected.unknown_keys += 1
-                _discard(response.answer)
-                continue
-            try:
-                self._one(member, response)
-            except BaseException:
-                _discard(response.answer)
-                raise
+        """Record every response that belongs to one of the batch's requests, until an image
+        cannot be written (a full disk): then `stopped`, and the requests not reached stay open
+        in the ledger, for the next `run` to collect from the provider (still paid once)."""
+        try:
+            for response in responses:
+                member = self.members.pop(response.key, None) if response.key else None
+                if member is None:
+                    self.collected.unknown_keys += 1
+                    _discard(response.answer)
+                    continue
+                try:
+                    self._one(member, response)
+                except BaseException:
+                    _discard(response.answer)
+                    raise
+                if self.collected.stop_reason:
+                    break
+        except SinkError as exc:  # an image could not be spilled to a temporary file
+            self.collected.stop_reason = f"could not write an image of batch {self.name}: {exc}"
+        finally:
+            close = getattr(responses, "close", None)
+            if close is not None:
+                close()
+        if self.collected.stop_reason:
+            self.stopped = True
+            self.writer.sync_now()
 
     def _one(self, member: Member, response: Response) -> None:
         fields: dict[str, Any] = {}
         answer = response.answer
         if response.error is not None:
             error = response.error
-            code = error.get("code")
-            status = code if isinstance(code, int) and not isinstance(code, bool) else 500
+            status = error_http_status(error)
             verdict = classify_error(status, parse_error(json.dumps({"error": error}).encode()))
             outcome, message = verdict.outcome, verdict.error
             fields["http_status"] = status

@@ -18,12 +18,19 @@ from tqdm import tqdm
 
 from batchbanana.errors import BadResponse, BatchCallError
 from batchbanana.ledger.records import BatchLine
-from batchbanana.ledger.replay import LedgerState
+from batchbanana.ledger.replay import LedgerState, scan_ledger
 from batchbanana.ledger.writer import LedgerWriter
 from batchbanana.plan.job import Job, WorkItem
-from batchbanana.rules.batch import BatchState, BatchStatus, batch_status, poll_delay_s
+from batchbanana.rules.batch import BatchStatus, batch_status, poll_delay_s
 from batchbanana.run.batch_api import BatchApi
-from batchbanana.run.batch_attach import Waiting, epoch_s, open_batches, waiting_for
+from batchbanana.run.batch_attach import (
+    Waiting,
+    epoch_s,
+    open_batches,
+    output_pending,
+    overdue,
+    waiting_for,
+)
 from batchbanana.run.batch_collect import COLLECT_OWNER, Collected, Collector
 from batchbanana.run.batch_stream import inline_responses, jsonl_responses, saved_operation
 from batchbanana.run.batch_submit import Submitted, Submitter
@@ -91,25 +98,21 @@ class BatchRun:
         closed as not billed, their items owed again. Returns how many were re-attached."""
         found = await open_batches(self.job, self.state, self.writer, api, self.scrub)
         self.waiting.extend(found.waiting)
-        for collected in found.closed:
-            self._add(collected)
+        if closed := sum(sum(c.outcomes.values()) for c in found.closed):  # not this run's
+            self.say(f"{closed} request(s) were in a batch never created: not billed, sent again")
         self.reowed.update(found.reowed)
         return len(found.waiting)
 
     # -- submit ---------------------------------------------------------------------------------
     async def submit(self, api: BatchApi, items: list[WorkItem]) -> None:
         attempts = {item_id: history.attempts for item_id, history in self.state.items.items()}
-        committed = self.state.spent_usd + self.state.possibly_spent_usd
-        submitter = Submitter(
-            self.job,
-            self.writer,
-            api,
-            self.run_id,
-            attempts,
-            BudgetMeter(self.settings.budget_usd),
-            lambda: committed,
-            self.settings.downloads,
-        )
+        money = self.state
+        if self.reowed:  # batches found never created: their requests no longer count
+            money, _ = await anyio.to_thread.run_sync(scan_ledger, self.job.ledger_path)
+        committed = money.spent_usd + money.possibly_spent_usd
+        budget = BudgetMeter(self.settings.budget_usd)
+        submitter = Submitter(self.job, self.writer, api, self.run_id, attempts, budget,
+                              lambda: committed, self.settings.downloads)  # fmt: skip
         self._submitter = submitter
         if self.stop_reason:
             submitter.stopping = True
@@ -194,11 +197,16 @@ class BatchRun:
                 )
             batch.state, batch.stats = status.state, status.stats
             batch.created = epoch_s(status.create_time) or batch.created
-            if status.state.finished:
+            told = batch.output_missing_since is not None
+            if status.state.finished and output_pending(batch, status, time.monotonic()):
+                if not told:  # its answers are paid for: wait for the output to be named
+                    self.say(f"{batch.name} ended {status.state.value}; waiting for its results")
+            elif status.state.finished:
                 with anyio.CancelScope(shield=True):
-                    await self._collect(api, batch, status, path)
-                self.waiting.remove(batch)
-            elif self._overdue(batch) and not batch.cancel_asked:
+                    collected = await self._collect(api, batch, status, path)
+                if collected:
+                    self.waiting.remove(batch)
+            elif overdue(batch, self.job.batch.max_wait_h) and not batch.cancel_asked:
                 hours = self.job.batch.max_wait_h
                 self.say(
                     f"{batch.name} still pending after {hours:g} h (batch.max_wait_h):"
@@ -210,13 +218,11 @@ class BatchRun:
             with contextlib.suppress(OSError):
                 path.unlink(missing_ok=True)
 
-    def _overdue(self, batch: Waiting) -> bool:
-        age_h = (time.time() - batch.created) / 3600
-        return batch.state is BatchState.PENDING and age_h > self.job.batch.max_wait_h
-
     async def _collect(
         self, api: BatchApi, batch: Waiting, status: BatchStatus, saved: Path
-    ) -> None:
+    ) -> bool:
+        """Collect a finished batch; False if an image could not be written: the job stops and
+        the requests not reached stay open for the next `run` (the provider keeps them)."""
         collector = Collector(
             batch.name, batch.requests, self.job.output_dir, self.writer, self.scrub
         )
@@ -235,10 +241,19 @@ class BatchRun:
             await anyio.to_thread.run_sync(
                 lambda: collector.take(inline_responses(saved, folder, owner))
             )
+        if collector.stopped:
+            self._add(collector.collected)
+            batch.requests = dict(collector.members)
+            self._stop(
+                f"{collector.collected.stop_reason}; {len(batch.requests)} answer(s) of"
+                f" {batch.name} not collected: `batchbanana run` again collects them"
+            )
+            return False
         collected = await anyio.to_thread.run_sync(collector.finish, status.state)
         self._add(collected)
         if collected.stop_reason:
             self._stop(collected.stop_reason)
+        return True
 
     def _add(self, collected: Collected) -> None:
         for name, count in collected.outcomes.items():
@@ -271,7 +286,7 @@ class BatchRun:
         if self.waiting:
             names = ", ".join(w.name for w in self.waiting)
             self.say(
-                f"still running at the provider: {names}; `batchbanana run"
+                f"not collected yet, left at the provider: {names}; `batchbanana run"
                 f" {self.job.manifest_path}` again re-attaches and collects them"
             )
             self.totals.outcomes["in_batch"] = sum(len(w.requests) for w in self.waiting)

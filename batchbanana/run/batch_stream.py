@@ -69,31 +69,39 @@ class _Element:
 
     def finish(self) -> Response:
         try:
-            return self.stream.finish_with(_read_response)
+            response = self.stream.finish_with(_read_response)
         except BadResponse as exc:
             self.stream.discard()
             return Response(None, problem=str(exc))
+        if response.answer is None:  # unreadable after some of its images were decoded
+            self.stream.discard()
+        return response
 
 
 def jsonl_responses(path: Path, folder: Path, prefix: str) -> Iterator[Response]:
     """Each response of a JSONL responses file (a JSON line never holds a raw newline)."""
     element: _Element | None = None
-    with path.open("rb") as handle:
-        while chunk := handle.read(READ_BYTES):
-            while chunk:
-                end = chunk.find(b"\n")
-                piece = chunk if end < 0 else chunk[:end]
-                if piece.strip() or element is not None:
-                    element = element or _Element(folder, prefix)
-                    element.stream.feed(piece)
-                if end < 0:
-                    break
-                chunk = chunk[end + 1 :]
-                if element is not None:
-                    yield element.finish()
-                    element = None
-    if element is not None:
-        yield element.finish()
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(READ_BYTES):
+                while chunk:
+                    end = chunk.find(b"\n")
+                    piece = chunk if end < 0 else chunk[:end]
+                    if piece.strip() or element is not None:
+                        element = element or _Element(folder, prefix)
+                        element.stream.feed(piece)
+                    if end < 0:
+                        break
+                    chunk = chunk[end + 1 :]
+                    if element is not None:
+                        done, element = element, None
+                        yield done.finish()
+        if element is not None:
+            done, element = element, None
+            yield done.finish()
+    finally:
+        if element is not None:  # stopped inside a response (an image that cannot be written)
+            element.stream.discard()
 
 
 class _OperationReader:
@@ -195,14 +203,35 @@ def inline_responses(path: Path, folder: Path, prefix: str) -> Iterator[Response
         reader.close()
 
 
+class Skeleton:
+    """An operation JSON, or a page of the batches list (whose every operation may hold its
+    inline results), read as it arrives with the inline results' arrays left out: what is kept
+    is the small rest, however many images the answer carries."""
+
+    def __init__(self) -> None:
+        self._reader = _OperationReader(Path("."), "", None)
+
+    def feed(self, chunk: bytes) -> None:
+        self._reader.feed(chunk)
+
+    @property
+    def size(self) -> int:
+        """Bytes kept so far."""
+        return len(self._reader.skeleton)
+
+    def json(self) -> Any:
+        """The JSON kept (inline results' arrays read as empty); BadResponse if it is not JSON."""
+        try:
+            return json.loads(self._reader.skeleton)
+        except ValueError:
+            raise BadResponse("the batch's status is not valid JSON") from None
+
+
 def saved_operation(path: Path) -> Any:
     """The operation JSON saved at `path` without its inline results (their arrays read as
     empty), for its state and counts; raises BadResponse if it is not JSON."""
-    reader = _OperationReader(path.parent, "", None)
+    skeleton = Skeleton()
     with path.open("rb") as handle:
         while chunk := handle.read(READ_BYTES):
-            reader.feed(chunk)
-    try:
-        return json.loads(reader.skeleton)
-    except ValueError:
-        raise BadResponse("the batch's status is not valid JSON") from None
+            skeleton.feed(chunk)
+    return skeleton.json()

@@ -16,7 +16,7 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
-from batchbanana.errors import BatchCallError
+from batchbanana.errors import BatchCallError, ImageProblem, describe_error
 from batchbanana.ledger.records import BatchLine, ResultLine, SentLine
 from batchbanana.ledger.writer import LedgerWriter
 from batchbanana.plan.inputs import EncodedImageCache
@@ -30,6 +30,7 @@ from batchbanana.rules.batch import (
     file_create_body,
     inline_create_body,
     inline_entry,
+    not_created_outcome,
     request_key,
     request_line,
     split_batches,
@@ -101,7 +102,12 @@ class Submitter:
         for item in items:
             attempt = self.attempts.get(item.id, 0) + 1
             key = request_key(item.id, attempt)
-            size = len(await anyio.to_thread.run_sync(self._body, item))
+            try:
+                size = len(await anyio.to_thread.run_sync(self._body, item))
+            except (OSError, ImageProblem) as exc:  # nothing written, nothing sent
+                self._not_made(f"item '{item.id}'", exc)
+                self.report.unsent.extend(items)
+                return []
             by_key[key] = item
             members.append(Member(key, item.model, item.image_size, size))
         mode = self.job.batch.input
@@ -167,22 +173,22 @@ class Submitter:
                 item.id, attempt, item.fingerprint, item.price, item.image_size, item.spec()
             )
         source = "inline"
-        if split.inline:
-            entries = [
-                inline_entry(request_key(item.id, attempt), self._body(item))
-                for item, attempt in numbered
-            ]
-            body = inline_create_body(key, split.model, entries)
-            del entries
-        else:
-            try:
+        try:
+            if split.inline:
+                entries = [
+                    inline_entry(request_key(item.id, attempt), self._body(item))
+                    for item, attempt in numbered
+                ]
+                body = inline_create_body(key, split.model, entries)
+                del entries
+            else:
                 source = await self._upload(key, numbered)
-            except BatchCallError as exc:  # nothing is billed for an upload: the items wait
-                self.report.stop_reason = f"could not upload batch {key}'s requests: {exc}"
-                self.report.unsent.extend(items)
-                self._give_back(items)
-                return None
-            body = file_create_body(key, split.model, source)
+                body = file_create_body(key, split.model, source)
+        except (BatchCallError, OSError, ImageProblem) as exc:  # not sent: the items wait
+            self._not_made(f"batch {key}", exc)
+            self.report.unsent.extend(items)
+            self._give_back(items)
+            return None
         for item, attempt in numbered:
             self.writer.append(
                 SentLine(
@@ -227,6 +233,12 @@ class Submitter:
         )
         return Submitted(key, status, requests)
 
+    def _not_made(self, what: str, exc: Exception) -> None:
+        """Requests not made (an input changed since validation: the job stops) or uploaded."""
+        why = exc if isinstance(exc, BatchCallError) else describe_error(exc)
+        self.report.stop_reason = f"{what}: could not prepare or upload the requests: {why}"
+        self.stopping = self.stopping or not isinstance(exc, BatchCallError)
+
     def _give_back(self, items: list[WorkItem]) -> None:
         for item in items:
             self.budget.release(item.price.ceiling_usd(item.image_size, len(item.images)))
@@ -242,7 +254,7 @@ class Submitter:
     def _not_created(
         self, key: str, requests: dict[tuple[str, int], Request], exc: BatchCallError
     ) -> None:
-        outcome = _create_outcome(exc)
+        outcome = not_created_outcome(exc.status, exc.sent)
         for request in requests.values():
             price = request.price.estimate_usd(request.image_size)
             self.writer.append(
@@ -283,17 +295,6 @@ class Submitter:
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(path)
-
-
-def _create_outcome(exc: BatchCallError) -> Outcome:
-    """How a create that provably made no batch ends for its requests: none is billed."""
-    if exc.status == 429:
-        return Outcome.RATE_LIMITED
-    if exc.status is None:
-        return Outcome.CONNECT_ERROR if not exc.sent else Outcome.UNAVAILABLE
-    if 400 <= exc.status < 500:
-        return Outcome.HTTP_ERROR
-    return Outcome.UNAVAILABLE
 
 
 __all__ = ["BatchState", "Path", "SubmitReport", "Submitted", "Submitter"]

@@ -176,6 +176,8 @@ def run_job(
     print_summary(job, decision, result, elapsed, stderr)
     if result.exit_code == EXIT_OK and decision.left_for_retry:
         return EXIT_FAILED
+    if result.exit_code == EXIT_OK and decision.in_batch and job.mode != "batch":
+        return EXIT_FAILED  # items wait in a remote batch that only batch mode collects
     return result.exit_code
 
 
