@@ -283,3 +283,29 @@ def test_the_ledger_records_the_batch_and_its_state_changes(
     assert all(records.index(r) < first_batch for r in sent)  # durable before the create
     job = next(r for r in records if r["event"] == "job")
     assert job["settings"]["mode"] == "batch"
+
+
+def test_a_batch_gone_at_the_provider_leaves_its_requests_billed_unknown_for_retry(
+    make_simulator: Callable[..., RunningSimulator], write_manifest: Writer, tmp_path: Path
+) -> None:
+    sim = make_simulator(price_book="google", batch_pending_s=30, batch_running_s=0.1)
+    manifest = batch_manifest(write_manifest, sim, items(2))
+    ledger = tmp_path / "out" / "ledger.jsonl"
+    process = start_run(manifest)
+    wait_for(ledger, '"event": "batch"')
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=20)
+    (name,) = [batch["name"] for batch in sim_batches(sim)]
+    request = urllib.request.Request(
+        f"{sim.url}/v1beta/{name}", method="DELETE", headers={"x-goog-api-key": "k"}
+    )
+    urllib.request.urlopen(request, timeout=10).close()
+    done = run_subprocess("run", str(manifest), "--no-progress", env=KEY_ENV)
+    assert done.returncode == 1, done.stderr
+    assert "gone at the provider" in done.stderr
+    lines = results(ledger)
+    assert {(line["outcome"], line["billed"]) for line in lines} == {("server_error", "unknown")}
+    assert '"state": "NOT_FOUND"' in ledger.read_text()
+    again = run_subprocess("run", str(manifest), "--no-progress", env=KEY_ENV)
+    assert len(sim_batches(sim)) == 1  # never re-sent by `run`: it may have been paid for
+    assert again.returncode == 1

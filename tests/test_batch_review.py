@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -194,6 +195,18 @@ def test_items_of_a_batch_found_never_created_are_sent_again_within_the_budget(
     kept = [line for line in ledger.read_text().splitlines() if '"event": "batch"' not in line]
     ledger.write_text("\n".join(kept) + "\n")
     fresh = make_simulator(price_book="google", batch_pending_s=0.05, batch_running_s=0.05)
+    # Moments later the provider may just not list it yet: nothing is closed, nothing re-sent.
+    early = run_subprocess("run", str(manifest), "--no-progress", "--endpoint", fresh.url,
+                           env=KEY_ENV)  # fmt: skip
+    assert early.returncode == 1 and "not listed at the provider yet" in early.stderr
+    assert results(ledger) == [] and sim_batches(fresh) == []
+    # Minutes later (the `sent` lines aged), it counts as never created.
+    aged = [
+        re.sub(r'"ts": "[^"]*"', '"ts": "2026-01-01T00:00:00.000Z"', line)
+        if '"event": "sent"' in line else line
+        for line in ledger.read_text().splitlines()
+    ]  # fmt: skip
+    ledger.write_text("\n".join(aged) + "\n")
     again = run_subprocess("run", str(manifest), "--no-progress", "--endpoint", fresh.url,
                            env=KEY_ENV)  # fmt: skip
     assert "never created" in ledger.read_text()

@@ -276,6 +276,12 @@ def poll_delay_s(polls: int, first_s: float, max_s: float) -> float:
     return float(min(max_s, first_s * 1.5 ** max(0, polls)))
 
 
+def create_may_have_made(status: int | None, sent: bool) -> bool:
+    """Whether a failed create may still have made its batch: the body reached the provider and
+    no clear refusal (a 4xx) came back; a 200 whose answer could not be read made it for sure."""
+    return sent and (status is None or status >= 500 or status == 200)
+
+
 def not_created_outcome(status: int | None, sent: bool) -> Outcome:
     """How the requests of a create that provably made no batch end (status None: no answer;
     `sent`: the body may have gone out): none is billed."""

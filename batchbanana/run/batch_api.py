@@ -8,10 +8,11 @@ A failed call raises BatchCallError saying whether anything reached the provider
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from batchbanana.run.batch_stream import Skeleton
 from batchbanana.run.http import HttpSession, read_at_most
 
 API_TIMEOUT_S = 300.0  # a create with a 20 MB body, a get, a list: generous but bounded
+READ_TIMEOUT_S = 120.0  # a transfer silent this long has stalled: give up (polls are retried)
 TRANSFER_TIMEOUT_S = 6 * 3600.0  # uploading or downloading up to 2 GB
 CHUNK_BYTES = 8 * 1024 * 1024
 ERROR_BODY_LIMIT = 64 * 1024
@@ -40,16 +42,12 @@ TRANSIENT = frozenset({429, 500, 502, 503, 504})
 DOWNLOAD_ATTEMPTS = 6
 
 
-def _api_base(endpoint: str) -> str:
-    return endpoint.rstrip("/")
-
-
 class BatchApi:
     """Batch and file calls to one endpoint with one key."""
 
     def __init__(self, http: HttpSession, endpoint: str, auth: str, api_key: str) -> None:
         self._http = http
-        self._base = _api_base(endpoint)
+        self._base = endpoint.rstrip("/")
         self._auth = auth_headers(auth, api_key)
         self._scrub = make_scrubber([api_key])
 
@@ -143,6 +141,7 @@ class BatchApi:
                 f"{self._url(path)}?{query}",
                 headers=self._auth,
                 timeout_s=TRANSFER_TIMEOUT_S,
+                read_timeout_s=READ_TIMEOUT_S,
             ) as response:
                 if response.status != 200:
                     raise self._refused(
@@ -206,6 +205,7 @@ class BatchApi:
                 data=_file_chunks(path),
                 headers=headers,
                 timeout_s=TRANSFER_TIMEOUT_S,
+                read_timeout_s=READ_TIMEOUT_S,
             ) as response:
                 body = await read_at_most(response, STATUS_BODY_LIMIT)
                 if response.status != 200:
@@ -219,6 +219,22 @@ class BatchApi:
         if not isinstance(name, str):
             raise BatchCallError("upload: the answer names no file", status=200, sent=True)
         return name
+
+    async def upload_lines(self, path: Path, display_name: str, lines: Iterable[bytes]) -> str:
+        """Write `lines` to the new file `path` (in a worker thread: they are built there),
+        upload it, and delete it; the uploaded file's name."""
+
+        def write() -> int:
+            with path.open("wb") as handle:
+                handle.writelines(lines)
+                return handle.tell()
+
+        try:
+            size = await anyio.to_thread.run_sync(write)
+            return await self.upload(path, size, display_name)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
     async def download(self, file_name: str, destination: Path, rng: Any) -> None:
         """Stream a file (a batch's responses) to `destination`, retrying what failed to arrive
@@ -236,7 +252,11 @@ class BatchApi:
             wait: float | None = None
             try:
                 async with self._http.request(
-                    "GET", url, headers=self._auth, timeout_s=TRANSFER_TIMEOUT_S
+                    "GET",
+                    url,
+                    headers=self._auth,
+                    timeout_s=TRANSFER_TIMEOUT_S,
+                    read_timeout_s=READ_TIMEOUT_S,
                 ) as response:
                     if response.status == 200:
                         await _stream_to(response.content.iter_chunked(CHUNK_BYTES), destination)

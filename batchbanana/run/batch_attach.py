@@ -10,9 +10,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
-from batchbanana.ledger.records import BatchLine
-from batchbanana.ledger.replay import InFlight, LedgerState
+from batchbanana.ledger.records import BatchLine, SentLine
+from batchbanana.ledger.replay import InFlight, LedgerState, iter_records
 from batchbanana.ledger.writer import LedgerWriter
 from batchbanana.plan.job import Job
 from batchbanana.rules.batch import BatchState, BatchStatus
@@ -23,6 +24,11 @@ from batchbanana.run.batch_collect import Collected, Collector, Member
 # How long a batch that ended with answers may go without naming its output before its
 # requests are closed as unanswered (Google may report SUCCEEDED before the output is there).
 OUTPUT_GRACE_S = 1800.0
+
+
+# How long a batch whose create answer was lost may stay unlisted before it counts as never created
+# (a provider's list can lag its creates; a kill between create and record is found at once).
+NOT_LISTED_GRACE_S = 300.0
 
 
 @dataclass(slots=True)
@@ -46,6 +52,19 @@ class Found:
     waiting: list[Waiting] = field(default_factory=list)
     closed: list[Collected] = field(default_factory=list)
     reowed: set[str] = field(default_factory=set)
+    unresolved: list[tuple[str, float]] = field(default_factory=list)  # (key, seconds to wait)
+
+
+def _sent_at(ledger: Path, key: str) -> float | None:
+    """When the last `sent` line of batch `key` was written (epoch seconds), from the ledger."""
+    latest: float | None = None
+    for record in iter_records(ledger, []):
+        if record.get("event") == "sent" and record.get("batch_key") == key:
+            line = SentLine.from_json(record)
+            when = epoch_s(line.ts if line is not None else None)
+            if when is not None:
+                latest = when if latest is None else max(latest, when)
+    return latest
 
 
 def epoch_s(text: str | None) -> float | None:
@@ -125,6 +144,12 @@ async def open_batches(
                           note="found again by its display name")
             )  # fmt: skip
             found.waiting.append(waiting_for(key, status, members))
+            continue
+        age_s = time.time() - (_sent_at(job.ledger_path, key) or 0.0)
+        if age_s < NOT_LISTED_GRACE_S:
+            # A create whose answer was lost may not be listed yet: closing it now could pay
+            # for the same requests twice. Ask again once the provider has had time.
+            found.unresolved.append((key, NOT_LISTED_GRACE_S - age_s))
             continue
         collector = Collector(key, members, job.output_dir, writer, scrub)
         why = f"batch {key} was never created (the provider lists no batch by that name)"

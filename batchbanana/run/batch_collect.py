@@ -175,11 +175,12 @@ class Collector:
 
     def finish(self, state: BatchState, reason: str | None = None) -> Collected:
         """Give every request left without a response its line: not billed when the batch ended
-        FAILED, EXPIRED or CANCELLED (owed to the next run); unknown if it claims success."""
+        FAILED, EXPIRED or CANCELLED (owed to the next run); unknown if it claims success or
+        its state cannot be known (UNKNOWN: a batch the provider no longer has)."""
         for member in list(self.members.values()):
-            if state is BatchState.SUCCEEDED:
+            if state in (BatchState.SUCCEEDED, BatchState.UNKNOWN):  # may have been paid for
                 outcome = Outcome.SERVER_ERROR
-                why = f"batch {self.name} succeeded but gave no response for this request"
+                why = reason or f"batch {self.name} succeeded but gave no response for this request"
             else:
                 outcome = Outcome.UNAVAILABLE
                 why = (

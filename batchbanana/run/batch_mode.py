@@ -14,14 +14,13 @@ from typing import TextIO
 
 import anyio
 import anyio.to_thread
-from tqdm import tqdm
 
 from batchbanana.errors import BadResponse, BatchCallError
 from batchbanana.ledger.records import BatchLine
 from batchbanana.ledger.replay import LedgerState, scan_ledger
 from batchbanana.ledger.writer import LedgerWriter
 from batchbanana.plan.job import Job, WorkItem
-from batchbanana.rules.batch import BatchStatus, batch_status, poll_delay_s
+from batchbanana.rules.batch import BatchState, BatchStatus, batch_status, poll_delay_s
 from batchbanana.run.batch_api import BatchApi
 from batchbanana.run.batch_attach import (
     Waiting,
@@ -36,6 +35,7 @@ from batchbanana.run.batch_stream import inline_responses, jsonl_responses, save
 from batchbanana.run.batch_submit import Submitted, Submitter
 from batchbanana.run.meters import BudgetMeter
 from batchbanana.run.outputs import temp_path
+from batchbanana.run.progress import BatchProgress
 from batchbanana.run.settings import RunSettings
 from batchbanana.run.signals import watch_stop_signals
 from batchbanana.run.totals import RunTotals
@@ -68,6 +68,7 @@ class BatchRun:
         self._wake = anyio.Event()
         self._submitter: Submitter | None = None
         self._scope: anyio.CancelScope | None = None
+        self._polling = anyio.CancelScope()  # the poll under way (its collection is shielded)
         self.reowed: set[str] = set()  # items of batches found never created: owed again
 
     def say(self, text: str) -> None:
@@ -84,6 +85,7 @@ class BatchRun:
 
     def _on_signal(self, name: str, again: bool) -> None:
         self.interrupted = True
+        self._polling.cancel()
         if again and self._scope is not None:
             self.say(f"{name} again: aborting (a batch being created is found by name next run)")
             self._scope.cancel()
@@ -101,6 +103,12 @@ class BatchRun:
         if closed := sum(sum(c.outcomes.values()) for c in found.closed):  # not this run's
             self.say(f"{closed} request(s) were in a batch never created: not billed, sent again")
         self.reowed.update(found.reowed)
+        for key, wait_s in found.unresolved:
+            self._stop(
+                f"batch {key} is not listed at the provider yet (its create's answer was lost);"
+                f" run again in {wait_s / 60:.0f} min or later: it is then found, or its"
+                " requests are sent again"
+            )
         return len(found.waiting)
 
     # -- submit ---------------------------------------------------------------------------------
@@ -132,43 +140,31 @@ class BatchRun:
 
     # -- wait and collect -----------------------------------------------------------------------
     async def wait(self, api: BatchApi) -> None:
-        total = sum(len(w.requests) for w in self.waiting)
-        bar = tqdm(
-            total=total,
-            unit="req",
-            desc="batch",
-            file=self.stderr,
-            disable=not self.settings.show_progress or not total,
-            dynamic_ncols=True,
+        bar = BatchProgress(
+            sum(len(w.requests) for w in self.waiting), self.settings.show_progress, self.stderr
         )
         polls, failures = 0, 0
         try:
             while self.waiting and not self.stop_reason:
                 for batch in list(self.waiting):
                     try:
-                        await self._poll(api, batch)
+                        with anyio.CancelScope() as self._polling:  # a Ctrl-C ends a poll
+                            await self._poll(api, batch)
                         failures = 0
                     except (BatchCallError, BadResponse) as exc:
+                        if isinstance(exc, BatchCallError) and exc.status == 404:
+                            await self._gone(batch, exc)
+                            continue
                         failures += 1
                         if failures >= MAX_POLL_FAILURES:
                             self._stop(
                                 f"cannot read batch {batch.name}'s state ({exc});"
                                 " `batchbanana run` again re-attaches"
                             )
-                        break
+                        continue  # the other batches are polled all the same
                     if self.stop_reason:
                         break
-                done = sum(len(w.requests) for w in self.waiting)
-                bar.n = (
-                    total
-                    - done
-                    + sum(
-                        w.stats.get("succeeded", 0) + w.stats.get("failed", 0) for w in self.waiting
-                    )
-                )
-                states = ", ".join(sorted({w.state.value.lower() for w in self.waiting}))
-                shown = f"{len(self.waiting)} batch(es) {states}" if states else "all collected"
-                bar.set_postfix_str(shown)
+                bar.show(self.waiting)
                 if not self.waiting or self.stop_reason:
                     break
                 delay = poll_delay_s(polls, self.job.batch.poll_s, self.job.batch.max_poll_s)
@@ -177,6 +173,18 @@ class BatchRun:
                     await self._wake.wait()
         finally:
             bar.close()
+
+    async def _gone(self, batch: Waiting, exc: BatchCallError) -> None:
+        """The provider no longer has the batch (deleted, or expired long ago): its answers can
+        never be collected and may have been paid for, so its requests are billed unknown."""
+        why = f"batch {batch.name} is gone at the provider ({exc}); it may have been billed"
+        self.say(why + ": its requests are left for `retry`")
+        collector = Collector(
+            batch.name, batch.requests, self.job.output_dir, self.writer, self.scrub
+        )
+        self._add(await anyio.to_thread.run_sync(collector.finish, BatchState.UNKNOWN, why))
+        self.writer.append_sync(BatchLine(batch_key=batch.key, name=batch.name, state="NOT_FOUND"))
+        self.waiting.remove(batch)
 
     async def _poll(self, api: BatchApi, batch: Waiting) -> None:
         path = temp_path(self.job.output_dir, COLLECT_OWNER, "operation")

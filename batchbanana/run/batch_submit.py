@@ -7,8 +7,6 @@ name, the batch key; a batch is never created twice for the same requests.
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ from batchbanana.rules.batch import (
     Member,
     Split,
     batch_key,
+    create_may_have_made,
     file_create_body,
     inline_create_body,
     inline_entry,
@@ -216,6 +215,14 @@ class Submitter:
                 )
                 self.stopping = True
                 return None
+            if found is None and create_may_have_made(exc.status, exc.sent):
+                # Not listed yet is no proof (a list may lag a create): its `sent` lines stay open.
+                self.report.stop_reason = (
+                    f"batch {key}: the create's outcome is unclear ({exc}), and it is not listed"
+                    " yet; `run` again in a few minutes finds it, or sends its requests again"
+                )
+                self.stopping = True
+                return None
             if found is None:
                 self._not_created(key, requests, exc)
                 return None
@@ -245,9 +252,9 @@ class Submitter:
             self.attempts[item.id] -= 1
 
     async def _after_failed_create(self, key: str, exc: BatchCallError) -> BatchStatus | None:
-        """Whether a create that failed made the batch anyway: only a clear refusal says no;
-        otherwise the provider's list, by display name, decides."""
-        if (exc.status is not None and 400 <= exc.status < 500) or not exc.sent:
+        """The batch a failed create made anyway, if the provider's list, by display name, has
+        it; None without asking when a clear refusal came back or nothing was sent."""
+        if not create_may_have_made(exc.status, exc.sent):
             return None
         return await self.api.find(key)
 
@@ -281,20 +288,9 @@ class Submitter:
             self.stopping = True
 
     async def _upload(self, key: str, numbered: list[tuple[WorkItem, int]]) -> str:
+        lines = (request_line(request_key(item.id, at), self._body(item)) for item, at in numbered)
         path = temp_path(self.job.output_dir, COLLECT_OWNER, "requests")
-
-        def write() -> int:
-            with path.open("wb") as handle:
-                for item, attempt in numbered:
-                    handle.write(request_line(request_key(item.id, attempt), self._body(item)))
-                return handle.tell()
-
-        try:
-            size = await anyio.to_thread.run_sync(write)
-            return await self.api.upload(path, size, key)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+        return await self.api.upload_lines(path, key, lines)
 
 
 __all__ = ["BatchState", "Path", "SubmitReport", "Submitted", "Submitter"]

@@ -110,6 +110,7 @@ class HttpSession:
         data: bytes | AsyncIterator[bytes] | None = None,  # an iterator streams an upload
         headers: Mapping[str, str] | None = None,
         max_redirects: int = 0,
+        read_timeout_s: float | None = None,  # the longest silence while reading the answer
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """The response to one request, its body read inside the block; a network failure there
         or before raises ConnectError (nothing sent), AnswerTimeout or ConnectionLost (sent)."""
@@ -121,7 +122,9 @@ class HttpSession:
                 url,
                 data=data,
                 headers=headers,
-                timeout=aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s),
+                timeout=aiohttp.ClientTimeout(
+                    total=timeout_s, sock_connect=connect_timeout_s, sock_read=read_timeout_s
+                ),
                 # A redirected POST could be sent, and billed, twice: none unless asked for.
                 allow_redirects=max_redirects > 0,
                 max_redirects=max_redirects,

@@ -53,3 +53,27 @@ class Progress:
         """Leave the final state of the bar on screen."""
         if self._bar is not None:
             self._bar.close()
+
+
+class BatchProgress:
+    """Batch mode's bar: requests answered across the batches waited for (the provider's
+    counts), and their states; silent when disabled."""
+
+    def __init__(self, total: int, enabled: bool, stream: TextIO) -> None:
+        self.total = total
+        self._bar: tqdm[Any] = tqdm(
+            total=total, unit="req", desc="batch", file=stream,
+            disable=not enabled or not total, dynamic_ncols=True,
+        )  # fmt: skip
+
+    def show(self, waiting: list[Any]) -> None:
+        """`waiting`: the batches still waited for (with `requests`, `stats` and `state`)."""
+        answered = sum(w.stats.get("succeeded", 0) + w.stats.get("failed", 0) for w in waiting)
+        self._bar.n = self.total - sum(len(w.requests) for w in waiting) + answered
+        states = ", ".join(sorted({w.state.value.lower() for w in waiting}))
+        self._bar.set_postfix_str(
+            f"{len(waiting)} batch(es) {states}" if states else "all collected"
+        )
+
+    def close(self) -> None:
+        self._bar.close()

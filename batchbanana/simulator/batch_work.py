@@ -52,7 +52,8 @@ async def _answer_lines(batch: Batch, state: SimulatorState, files: FileStore) -
     total = len(batch.lines)
     make = total if batch.ending == "succeeded" else total // 2
     path = files.path_for(f"batch-{batch.batch_id}")
-    handle = await asyncio.to_thread(path.open, "wb")
+    # Opened and closed on the loop: awaited in a thread, a stop's cancellation could leak it.
+    handle = path.open("wb")
     hasher = hashlib.sha256()
     batch.output = path
     stopped = False
@@ -70,7 +71,7 @@ async def _answer_lines(batch: Batch, state: SimulatorState, files: FileStore) -
             else:
                 batch.failed += 1
     finally:
-        await asyncio.to_thread(handle.close)
+        handle.close()
     batch.output_bytes = path.stat().st_size
     if batch.mode == "file" and batch.succeeded + batch.failed > 0:
         file_id = f"batch-{batch.batch_id}"
