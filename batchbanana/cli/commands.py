@@ -13,6 +13,7 @@ import click
 
 from batchbanana import __version__
 from batchbanana.cli.exits import user_errors
+from batchbanana.cli.retry import retry
 from batchbanana.cli.simulate import simulate
 from batchbanana.errors import UserError
 from batchbanana.plan.build import load_job
@@ -144,8 +145,16 @@ main.add_command(simulate)  # in simulate.py: its options alone fill a module
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the report to this file instead of stdout.",
 )
+@click.option(
+    "--claims",
+    is_flag=True,
+    help="List the attempts that qualify for API易's failed-generation refund, and their total"
+    " (table, json or csv).",
+)
 @user_errors
-def report(ledgers: tuple[Path, ...], output_format: str, output: Path | None) -> None:
+def report(
+    ledgers: tuple[Path, ...], output_format: str, output: Path | None, claims: bool
+) -> None:
     """Cost and failure report of one or more ledgers (several nights or shards merge).
 
     A LEDGER may be a file, a folder (every ledger*.jsonl in it: a sharded job's
@@ -157,14 +166,20 @@ def report(ledgers: tuple[Path, ...], output_format: str, output: Path | None) -
       batchbanana report out/demo/ledger.jsonl --format json | jq .spent_usd
       batchbanana report out/demo/ --format json        # every shard's ledger, merged
       batchbanana report night1.jsonl night2.jsonl --format html --output report.html
+      batchbanana report out/night/ledger.jsonl --claims --format csv --output claims.csv
     """
     from batchbanana.ledger.folder import expand_ledger_args
     from batchbanana.report.loading import load_report
-    from batchbanana.report.render import render
+    from batchbanana.report.render import render, render_claims
 
+    if claims and output_format == "html":
+        raise UserError(
+            "--claims: the claim list is a table, JSON or CSV; HINT: use --format table, json"
+            " or csv (the HTML report shows every failure)"
+        )
     files = expand_ledger_args(ledgers)
     loaded = load_report(files, warn=lambda text: click.echo(text, err=True))
-    text = render(loaded, output_format, output)
+    text = render_claims(loaded, output_format) if claims else render(loaded, output_format, output)
     if output is None:
         click.echo(text, nl=not text.endswith("\n"))
     else:
@@ -175,82 +190,7 @@ def report(ledgers: tuple[Path, ...], output_format: str, output: Path | None) -
         click.echo(f"batchbanana: report written to {output}", err=True)
 
 
-@main.command()
-@click.argument("ledger", type=click.Path(path_type=Path))
-@click.option(
-    "--only",
-    metavar="OUTCOME[,OUTCOME...]",
-    help="Re-run only items whose latest outcome is one of these (e.g. timeout,refused).",
-)
-@click.option("--concurrency", type=click.IntRange(1, 1024), help="Requests in flight at once.")
-@click.option(
-    "--budget",
-    type=click.FloatRange(min=0),
-    help="Hard cap in USD for the job's ledgers (with --shard: this shard's own).",
-)
-@click.option("--endpoint", help="Send to this base URL instead of the one the ledger recorded.")
-@click.option("--yes", is_flag=True, help="Do not ask to confirm the cost (for scripts).")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
-@click.option(
-    "--shard",
-    metavar="K/N|auto",
-    help="With a folder: retry only shard K of N's items, appending to its ledger (shards of one"
-    " count retry side by side); --budget is then this shard's.",
-)
-@user_errors
-def retry(
-    ledger: Path,
-    only: str | None,
-    concurrency: int | None,
-    budget: float | None,
-    endpoint: str | None,
-    yes: bool,
-    no_progress: bool,
-    shard: str | None,
-) -> None:
-    """Pay again for failed items: re-run those whose latest outcome is a failure.
-
-    Items are rebuilt from the LEDGER alone (the manifest may be gone) and the
-    new attempts are appended to it. LEDGER may be a sharded job's folder: every
-    ledger*.jsonl in it is held and merged, and new attempts go to its
-    ledger.jsonl; with --shard K/N, only that shard's. The folder's other
-    ledgers are always read, so nothing ok elsewhere is paid for again. On a
-    terminal it asks to confirm the cost; `--yes` skips that; with no terminal
-    and no `--yes` it exits 2.
-
-    \b
-    Examples:
-      batchbanana retry out/night/ledger.jsonl --only timeout,server_error
-      batchbanana retry out/night/ledger.jsonl --yes --budget 10
-      batchbanana retry out/night/ --shard auto --yes        # in a K8s/Slurm array
-    """
-    from batchbanana.ledger.rebuild import parse_only
-    from batchbanana.run.runner import retry_ledger
-
-    outcomes = parse_only(only)
-
-    def confirm(question: str) -> bool:
-        if yes:
-            return True
-        if not sys.stdin.isatty():
-            raise UserError(
-                f"{question} There is no terminal to ask on: add --yes to confirm the cost"
-            )
-        return click.confirm(question, default=False, err=True)
-
-    chosen = parse_shard(shard, os.environ) if shard is not None else None
-    sys.exit(
-        retry_ledger(
-            ledger,
-            shard=chosen,
-            only=outcomes,
-            concurrency=concurrency,
-            budget_usd=budget,
-            endpoint=endpoint,
-            confirm=confirm,
-            show_progress=not no_progress,
-        )
-    )
+main.add_command(retry)  # in retry.py: paying again, for a ledger, a folder or a shard
 
 
 @main.command()

@@ -28,6 +28,7 @@ from batchbanana.plan.job import (
     rule_from_json,
 )
 from batchbanana.plan.manifest import Manifest, RetrySettings, Timeouts
+from batchbanana.rules.models import NO_GROUNDING
 from batchbanana.rules.outcomes import Outcome
 from batchbanana.rules.pricing import PriceRule, price_rule
 
@@ -136,6 +137,8 @@ def failed_items(
             seed=spec.seed,
             matrix=tuple((str(key), str(value)) for key, value in (spec.matrix or {}).items()),
             variant_of=spec.variant_of,
+            grounding=spec.grounding or NO_GROUNDING,
+            thinking_level=spec.thinking_level,
         )
         chosen.append((item, outcome))
     return chosen

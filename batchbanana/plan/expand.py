@@ -7,7 +7,7 @@ seeds and their fingerprints."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,26 +16,13 @@ from batchbanana.plan.ids import IdBook, combination_ids, fit_id, repeat_ids
 from batchbanana.plan.inputs import ImageInput
 from batchbanana.plan.item_images import resolve_images
 from batchbanana.plan.items_file import RawItem
-from batchbanana.plan.job import DEFAULT_IMAGE_SIZE, DEFAULT_MODALITIES, WorkItem, fingerprint
+from batchbanana.plan.job import WorkItem, fingerprint, later_fields
 from batchbanana.plan.manifest import Item, Manifest
+from batchbanana.plan.resolved import Fields, item_fields, variant_fields
 from batchbanana.plan.values import SEED_MAX, SEED_RANGE
 from batchbanana.plan.variants import ItemVariants, Variant, item_variants
 from batchbanana.rules.models import check_generation, rules_for
 from batchbanana.rules.pricing import PriceRule, price_rule
-
-DEFAULT_MODEL = "gemini-3-pro-image-preview"
-
-
-@dataclass(frozen=True, slots=True)
-class _Fields:
-    """The generation fields an item is sent with, once the defaults are filled in."""
-
-    model: str
-    image_size: str
-    aspect_ratio: str | None
-    system_prompt: str | None
-    modalities: tuple[str, ...]
-    seed: int | None
 
 
 def expand_items(
@@ -50,7 +37,7 @@ def expand_items(
     ids = IdBook()
     for raw in raw_items:
         found = item_variants(raw, manifest, checker)
-        base = _fields(raw.item, manifest)
+        base = item_fields(raw.item, manifest)
         variants = found.variants if found else _unexpanded(raw.item, manifest, base)
         priced = _checked(raw, variants, base, manifest, pricing, checker)
         images = resolve_images(raw, base_dir, checker, manifest.inline_urls)
@@ -59,10 +46,10 @@ def expand_items(
     return work
 
 
-_Priced = list[tuple[Variant, _Fields, PriceRule]]
+_Priced = list[tuple[Variant, Fields, PriceRule]]
 
 
-def _unexpanded(item: Item, manifest: Manifest, base: _Fields) -> tuple[Variant, ...]:
+def _unexpanded(item: Item, manifest: Manifest, base: Fields) -> tuple[Variant, ...]:
     """What to check of an item whose variants could not be made: its own fields, unless a
     matrix would have replaced them."""
     if item.matrix is not None or manifest.matrix is not None:
@@ -73,28 +60,44 @@ def _unexpanded(item: Item, manifest: Manifest, base: _Fields) -> tuple[Variant,
 def _checked(
     raw: RawItem,
     variants: tuple[Variant, ...],
-    base: _Fields,
+    base: Fields,
     manifest: Manifest,
     pricing: dict[str, PriceRule],
     checker: Checker,
 ) -> _Priced | None:
-    """Each variant's fields, checked by the model rules and priced (each distinct model, size and
-    ratio once, its problems naming the combination), or None when one cannot be sent."""
+    """Each variant's fields, checked by the model rules and priced, or None when one cannot be
+    sent. Each problem is said once, naming the combination's values of the fields it is about
+    (the model and the field): a thinking level the model lacks is one problem, whatever else
+    the matrix varies."""
     if len(variants) == 1 and not variants[0].combination:  # most items: nothing to share
         return _checked_one(raw, variants[0], base, manifest, pricing, checker)
-    rules: dict[tuple[str, str, str | None], PriceRule | None] = {}
+    checked: set[tuple[str, str, str | None, str, str | None]] = set()
+    said: set[tuple[str, str, str]] = set()
+    prices: dict[tuple[str, str], PriceRule | None] = {}
     seeds_seen: set[int] = set()
     priced: _Priced = []
     ok = True
     for variant in variants:
-        fields = _variant_fields(base, variant)
-        key = (fields.model, fields.image_size, fields.aspect_ratio)
-        if key not in rules:
-            named = _naming(raw, variant, ("model", "image_size", "aspect_ratio"))
+        fields = variant_fields(base, variant)
+        key = (
+            fields.model,
+            fields.image_size,
+            fields.aspect_ratio,
+            fields.grounding,
+            fields.thinking_level,
+        )
+        if key not in checked:
+            checked.add(key)
             for field_name, message in check_generation(*key):
-                checker.add_item(named, field_name, message)
-            rules[key] = _priced(named, fields, manifest, pricing, checker)
-        rule = rules[key]
+                named = _naming(raw, variant, ("model", field_name))
+                if (named.where, field_name, message) not in said:
+                    said.add((named.where, field_name, message))
+                    checker.add_item(named, field_name, message)
+        book_key = (fields.model, fields.image_size)
+        if book_key not in prices:
+            named = _naming(raw, variant, ("model", "image_size"))
+            prices[book_key] = _priced(named, fields, manifest, pricing, checker)
+        rule = prices[book_key]
         if rule is None or not _seeds_fit(raw, variant, fields, seeds_seen, checker):
             ok = False
         else:
@@ -105,15 +108,19 @@ def _checked(
 def _checked_one(
     raw: RawItem,
     variant: Variant,
-    base: _Fields,
+    base: Fields,
     manifest: Manifest,
     pricing: dict[str, PriceRule],
     checker: Checker,
 ) -> _Priced | None:
     """_checked for an item without a matrix."""
-    fields = _variant_fields(base, variant)
+    fields = variant_fields(base, variant)
     for field_name, message in check_generation(
-        fields.model, fields.image_size, fields.aspect_ratio
+        fields.model,
+        fields.image_size,
+        fields.aspect_ratio,
+        fields.grounding,
+        fields.thinking_level,
     ):
         checker.add_item(raw, field_name, message)
     rule = _priced(raw, fields, manifest, pricing, checker)
@@ -123,7 +130,7 @@ def _checked_one(
 
 
 def _seeds_fit(
-    raw: RawItem, variant: Variant, fields: _Fields, seen: set[int], checker: Checker
+    raw: RawItem, variant: Variant, fields: Fields, seen: set[int], checker: Checker
 ) -> bool:
     """True unless the last variation's seed (seed + repeat - 1) passes the largest seed; its
     problem is said once per seed."""
@@ -150,41 +157,9 @@ def _naming(raw: RawItem, variant: Variant, names: tuple[str, ...]) -> RawItem:
     return replace(raw, where=f"{raw.where} {combination}" if raw.where else combination)
 
 
-def _variant_fields(base: _Fields, variant: Variant) -> _Fields:
-    """The item's fields with those its matrix combination sets, and its filled system prompt."""
-    if not variant.combination and variant.system_prompt == base.system_prompt:
-        return base
-    chosen = dict(variant.combination)
-    return _Fields(
-        model=str(chosen.get("model", base.model)),
-        image_size=str(chosen.get("image_size", base.image_size)),
-        aspect_ratio=str(chosen["aspect_ratio"]) if "aspect_ratio" in chosen else base.aspect_ratio,
-        system_prompt=variant.system_prompt,
-        modalities=base.modalities,
-        seed=int(chosen["seed"]) if "seed" in chosen else base.seed,
-    )
-
-
-def _fields(item: Item, manifest: Manifest) -> _Fields:
-    return _Fields(
-        model=item.model or manifest.model or DEFAULT_MODEL,
-        image_size=item.image_size or manifest.image_size or DEFAULT_IMAGE_SIZE,
-        aspect_ratio=(
-            item.aspect_ratio if item.aspect_ratio is not None else manifest.aspect_ratio
-        ),
-        system_prompt=(
-            item.system_prompt if item.system_prompt is not None else manifest.system_prompt
-        ),
-        modalities=tuple(
-            item.response_modalities or manifest.response_modalities or DEFAULT_MODALITIES
-        ),
-        seed=item.seed if item.seed is not None else manifest.seed,
-    )
-
-
 def _priced(
     raw: RawItem,
-    fields: _Fields,
+    fields: Fields,
     manifest: Manifest,
     pricing: dict[str, PriceRule],
     checker: Checker,
@@ -210,7 +185,7 @@ def _priced(
     return None
 
 
-def _derived_meaning(item: Item, found: ItemVariants, fields: _Fields) -> dict[str, Any]:
+def _derived_meaning(item: Item, found: ItemVariants, fields: Fields) -> dict[str, Any]:
     """What a derived id is a hash of: the item's request before its repeats and its matrix (its
     texts filled but for the matrix's variables; not the matrix's lists, so adding a value to one
     keeps the ids already made), with the fields added later only when set, so ids derived before
@@ -228,6 +203,7 @@ def _derived_meaning(item: Item, found: ItemVariants, fields: _Fields) -> dict[s
     }
     if fields.seed is not None:
         meaning["seed"] = fields.seed
+    meaning.update(later_fields(fields.grounding, fields.thinking_level))
     if item.repeat != 1:
         # a repeated item differs from a single one, and its variations take -1..-N,
         # so its base id must not be one that a duplicate single item would get
@@ -238,7 +214,7 @@ def _derived_meaning(item: Item, found: ItemVariants, fields: _Fields) -> dict[s
 def _work_items(
     raw: RawItem,
     found: ItemVariants,
-    base: _Fields,
+    base: Fields,
     priced: _Priced,
     images: tuple[ImageInput, ...],
     ids: IdBook,
@@ -282,8 +258,12 @@ def _work_items(
                     fields.modalities,
                     images,
                     seed,
+                    fields.grounding,
+                    fields.thinking_level,
                 ),
                 seed=seed,
+                grounding=fields.grounding,
+                thinking_level=fields.thinking_level,
                 matrix=tuple((name, str(value)) for name, value in variant.combination),
                 variant_of=variant_of,
             )

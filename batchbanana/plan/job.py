@@ -13,6 +13,7 @@ from typing import Any
 
 from batchbanana.plan.inputs import ImageInput
 from batchbanana.plan.manifest import BatchSettings, RetrySettings, Timeouts
+from batchbanana.rules.models import NO_GROUNDING
 from batchbanana.rules.pricing import PriceRule
 
 SIMULATE = "simulate"  # the endpoint that means the built-in simulator
@@ -38,6 +39,9 @@ class WorkItem:
     seed: int | None = None  # sent as generationConfig.seed
     matrix: tuple[tuple[str, str], ...] = ()  # (key, value) of the matrix combination it is
     variant_of: str | None = None  # the id its matrix combinations share, when it is one
+    # grounding and thinking (contract section 13)
+    grounding: str = NO_GROUNDING  # "web": Google Search as a tool; "web+image": image search too
+    thinking_level: str | None = None  # sent as generationConfig.thinkingConfig.thinkingLevel
 
     def spec(self) -> dict[str, Any]:
         """What the ledger keeps so that `retry` can send this item again without the manifest."""
@@ -53,6 +57,7 @@ class WorkItem:
             spec["system_prompt"] = self.system_prompt
         if self.seed is not None:
             spec["seed"] = self.seed
+        spec.update(later_fields(self.grounding, self.thinking_level))
         if self.variant_of is not None:  # not needed to send it again: for reports
             spec["variant_of"] = self.variant_of
             spec["matrix"] = dict(self.matrix)
@@ -68,11 +73,14 @@ def fingerprint(
     response_modalities: tuple[str, ...],
     images: tuple[ImageInput, ...],
     seed: int | None = None,
+    grounding: str = NO_GROUNDING,
+    thinking_level: str | None = None,
 ) -> str:
     """sha256 of a request's meaning: the same meaning always gives the same fingerprint.
 
-    A field added later (`seed`) is part of the meaning only when set, so a request without it
-    keeps the fingerprint it always had and its ledger still resumes."""
+    A field added later (`seed`, `grounding`, `thinking_level`) is part of the meaning only when
+    set (grounding: other than none), so a request without it keeps the fingerprint it always had
+    and its ledger still resumes."""
     meaning: dict[str, Any] = {
         "model": model,
         "prompt": prompt,
@@ -84,8 +92,20 @@ def fingerprint(
     }
     if seed is not None:
         meaning["seed"] = seed
+    meaning.update(later_fields(grounding, thinking_level))
     canonical = json.dumps(meaning, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def later_fields(grounding: str, thinking_level: str | None) -> dict[str, str]:
+    """The grounding and thinking level as a spec, a fingerprint and a derived id hold them: only
+    when set, so what was written before they existed stays as it was."""
+    fields = {}
+    if grounding != NO_GROUNDING:
+        fields["grounding"] = grounding
+    if thinking_level is not None:
+        fields["thinking_level"] = thinking_level
+    return fields
 
 
 def derived_id(meaning: dict[str, Any]) -> str:

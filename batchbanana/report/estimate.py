@@ -5,7 +5,7 @@ and per combination of each item's matrix."""
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from batchbanana.plan.job import Job, WorkItem
 from batchbanana.plan.variations import MATRIX_FIELDS
 from batchbanana.report.shards import describe_shards
 from batchbanana.rules.media import request_body_bytes
+from batchbanana.rules.models import NO_GROUNDING
 from batchbanana.rules.pricing import BATCH_DISCOUNT, book_rule, money, price_rule
 
 BATCH_NOTE = "Google's Batch API: half the list price, results within 24 hours"
@@ -173,6 +174,26 @@ def describe_chains(job: Job) -> list[str]:
     ]
 
 
+def describe_grounding(job: Job) -> list[str]:
+    """How many items search Google and think high, and what the estimate leaves out for them."""
+    lines = []
+    grounded = Counter(item.grounding for item in job.items if item.grounding != NO_GROUNDING)
+    if grounded:
+        kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(grounded.items()))
+        lines.append(
+            f"grounding: {sum(grounded.values())} item(s) search Google ({kinds}); search charges"
+            " are not in the estimate: no price book here knows a price per search query"
+            " (Google bills grounded queries apart from the image)"
+        )
+    high = sum(1 for item in job.items if item.thinking_level == "high")
+    if high:
+        lines.append(
+            f"thinking_level: {high} item(s) think high (slower answers; priced per request as"
+            " any other, or by the answer's tokens when priced per token)"
+        )
+    return lines
+
+
 def _cell(amount: float | None, width: int) -> str:
     return f"{'-' if amount is None else _usd(amount):>{width}}"
 
@@ -243,6 +264,7 @@ def render_plan(job: Job, shards: int | None = None) -> str:
     lines.extend(describe_matrices(job))
     lines.extend(describe_inputs(job))
     lines.extend(describe_chains(job))
+    lines.extend(describe_grounding(job))
     if job.budget_usd is not None:
         verdict = "fits" if total <= job.budget_usd else "does NOT fit"
         lines.append(f"budget ${job.budget_usd:.4f}: the estimate {verdict}")
