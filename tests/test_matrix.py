@@ -339,12 +339,13 @@ def test_matrix_mistakes_are_each_one_line_at_their_place(tmp_path: Path) -> Non
     assert problems == [
         f"{path}:5: matrix.seed: seed is also given; keep one of the two",
         f"{path}:6: matrix.colr: no {{{{colr}}}} in the prompt, system_prompt or id uses it;"
-        " HINT: did you mean colour? a matrix varies model, image_size, aspect_ratio, seed and"
-        " variables the item's texts use",
+        " HINT: did you mean colour? a matrix varies model, image_size, aspect_ratio, seed,"
+        " grounding, thinking_level and variables the item's texts use",
         f"{path}:8: item 'a': matrix.model: the item also sets model; keep one of the two",
         f"{path}:8: item 'a': matrix.imag_size: no {{{{imag_size}}}} in the prompt,"
         " system_prompt or id uses it; HINT: did you mean image_size? a matrix varies model,"
-        " image_size, aspect_ratio, seed and variables the item's texts use",
+        " image_size, aspect_ratio, seed, grounding, thinking_level and variables the item's"
+        " texts use",
         f"{path}:15: item 'b': matrix.image_size[0]: '1k': write '1K' (uppercase K)",
         f"{path}:15: item 'b': matrix.aspect_ratio: 1:1 listed more than once",
         f"{path}:15: item 'b': matrix.style: Input should be a valid list",

@@ -37,6 +37,9 @@ _MANIFESTS = [
     "system_prompt: studio light\naspect_ratio: '4:3'\n",
     "model: gemini-2.5-flash-image\n",
     "pricing: {nope: {per_request_usd: 0.01}}\n",
+    "grounding: web\nmodel: gemini-3-pro-image-preview\n",
+    "grounding: web+image\nthinking_level: high\nmodel: gemini-3.1-flash-image-preview\n",
+    "thinking_level: minimal\n",
 ]
 
 
@@ -143,6 +146,8 @@ _TEXT = st.text(max_size=12)
     prompt=st.text(max_size=30),
     seed=st.none() | st.integers(0, 2**31),
     images=st.lists(st.sampled_from(["file", "url", "item"]), max_size=2),
+    grounding=st.sampled_from(["none", "web", "web+image"]),
+    thinking=st.none() | st.sampled_from(["minimal", "high"]),
 )
 def test_the_fingerprint_template_gives_the_fingerprint(
     model: str,
@@ -153,13 +158,19 @@ def test_the_fingerprint_template_gives_the_fingerprint(
     prompt: str,
     seed: int | None,
     images: list[str],
+    grounding: str,
+    thinking: str | None,
 ) -> None:
     inputs = tuple(
         ImageInput(kind, f"ref-{kind}-é", "image/png", sha256="ab" * 32)  # type: ignore[arg-type]
         for kind in images
     )
-    template = FingerprintTemplate.of(model, size, ratio, system, modalities, inputs)
-    expected = fingerprint(model, prompt, size, ratio, system, modalities, inputs, seed)
+    template = FingerprintTemplate.of(
+        model, size, ratio, system, modalities, inputs, grounding, thinking
+    )
+    expected = fingerprint(
+        model, prompt, size, ratio, system, modalities, inputs, seed, grounding, thinking
+    )
     assert "sha256:" + template.digest(prompt, seed).hex() == expected
 
 

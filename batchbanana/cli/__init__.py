@@ -2,7 +2,8 @@
 
 No rules live here. User mistakes become one line each on stderr and exit 2, never a traceback.
 commands.py holds the group and its commands, simulate.py the `simulate` command and its many
-options, exits.py how a command ends. Nothing else in the package imports the CLI.
+options, retry.py `retry` (a ledger, a folder, a shard), exits.py how a command ends. Nothing
+else in the package imports the CLI.
 """
 
 from batchbanana.cli.commands import entry, main

@@ -13,13 +13,16 @@ import click
 
 from batchbanana import __version__
 from batchbanana.cli.exits import user_errors
+from batchbanana.cli.retry import retry
 from batchbanana.cli.simulate import simulate
 from batchbanana.errors import UserError
 from batchbanana.plan.build import load_job
 from batchbanana.plan.manifest import json_schema
+from batchbanana.rules.shards import MAX_SHARDS, parse_shard
 from batchbanana.run.endpoint import resolve_api_key
 from batchbanana.run.runner import run_job
 from batchbanana.run.settings import RunSettings
+from batchbanana.run.shards import shard_job
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -38,7 +41,9 @@ def main() -> None:
 @click.option("--endpoint", help="Base URL to send to (overrides the manifest), or `simulate`.")
 @click.option("--concurrency", type=click.IntRange(1, 1024), help="Requests in flight at once.")
 @click.option(
-    "--budget", type=click.FloatRange(min=0), help="Hard cap in USD for the whole ledger."
+    "--budget",
+    type=click.FloatRange(min=0),
+    help="Hard cap in USD for the job's ledgers (with --shard: this shard's own).",
 )
 @click.option(
     "--mode",
@@ -47,6 +52,14 @@ def main() -> None:
     " answered within 24 h (needs auth: google). Overrides the manifest's mode.",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar (summaries still go to stderr).")
+@click.option(
+    "--shard",
+    metavar="K/N|auto",
+    help="Send only shard K of N (0 <= K < N): the items whose id hashes to K, into"
+    " ledger.shard-K-of-N.jsonl beside the job's ledger; the job's budget_usd is shared out"
+    " evenly (--budget: this shard's own). auto: from JOB_COMPLETION_INDEX + BATCHBANANA_SHARDS"
+    " (Kubernetes Indexed Job) or SLURM_ARRAY_TASK_ID + SLURM_ARRAY_TASK_COUNT (Slurm array).",
+)
 @user_errors
 def run(
     manifest: Path,
@@ -55,6 +68,7 @@ def run(
     budget: float | None,
     mode: str | None,
     no_progress: bool,
+    shard: str | None,
 ) -> None:
     """Validate MANIFEST, then run the job (resuming from its ledger if it exists).
 
@@ -66,26 +80,40 @@ def run(
     Example:
       export BATCHBANANA_API_KEY=...
       batchbanana run jobs/product-shots.yaml --concurrency 8 --budget 25
+      batchbanana run /jobs/job.yaml --shard auto --no-progress   # in a K8s/Slurm array
     """
-    job = load_job(manifest, endpoint, concurrency, budget, mode)
+    if shard is None:
+        job = load_job(manifest, endpoint, concurrency, budget, mode)
+        sharding = None
+    else:
+        chosen = parse_shard(shard, os.environ)
+        job, sharding = shard_job(load_job(manifest, endpoint, concurrency, None, mode), chosen,
+                                  budget)  # fmt: skip
     api_key = resolve_api_key(job.endpoint, job.api_key_env)
-    sys.exit(run_job(job, RunSettings.for_job(job, api_key, show_progress=not no_progress)))
+    settings = RunSettings.for_job(job, api_key, show_progress=not no_progress)
+    sys.exit(run_job(job, settings, sharding=sharding))
 
 
 @main.command()
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--shards",
+    type=click.IntRange(1, MAX_SHARDS),
+    help="Also print the items and estimated cost of each of N shards (run --shard K/N).",
+)
 @user_errors
-def plan(manifest: Path) -> None:
+def plan(manifest: Path, shards: int | None) -> None:
     """Validate and expand MANIFEST; print the item count and cost estimate. Sends nothing.
 
     \b
-    Example:
+    Examples:
       batchbanana plan jobs/demo.yaml
+      batchbanana plan jobs/demo.yaml --shards 4
     """
     from batchbanana.report.estimate import render_plan
 
     job = load_job(manifest)
-    click.echo(render_plan(job), nl=False)
+    click.echo(render_plan(job, shards), nl=False)
 
 
 @main.command()
@@ -103,7 +131,7 @@ main.add_command(simulate)  # in simulate.py: its options alone fill a module
 
 
 @main.command()
-@click.argument("ledgers", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("ledgers", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--format",
     "output_format",
@@ -117,24 +145,41 @@ main.add_command(simulate)  # in simulate.py: its options alone fill a module
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the report to this file instead of stdout.",
 )
+@click.option(
+    "--claims",
+    is_flag=True,
+    help="List the attempts that qualify for API易's failed-generation refund, and their total"
+    " (table, json or csv).",
+)
 @user_errors
-def report(ledgers: tuple[Path, ...], output_format: str, output: Path | None) -> None:
+def report(
+    ledgers: tuple[Path, ...], output_format: str, output: Path | None, claims: bool
+) -> None:
     """Cost and failure report of one or more ledgers (several nights or shards merge).
+
+    A LEDGER may be a file, a folder (every ledger*.jsonl in it: a sharded job's
+    ledgers) or a quoted glob pattern.
 
     \b
     Examples:
       batchbanana report out/demo/ledger.jsonl
       batchbanana report out/demo/ledger.jsonl --format json | jq .spent_usd
+      batchbanana report out/demo/ --format json        # every shard's ledger, merged
       batchbanana report night1.jsonl night2.jsonl --format html --output report.html
+      batchbanana report out/night/ledger.jsonl --claims --format csv --output claims.csv
     """
+    from batchbanana.ledger.folder import expand_ledger_args
     from batchbanana.report.loading import load_report
-    from batchbanana.report.render import render
+    from batchbanana.report.render import render, render_claims
 
-    for path in ledgers:
-        if not path.is_file():
-            raise UserError(f"{path}: no such ledger file")
-    loaded = load_report(list(ledgers), warn=lambda text: click.echo(text, err=True))
-    text = render(loaded, output_format, output)
+    if claims and output_format == "html":
+        raise UserError(
+            "--claims: the claim list is a table, JSON or CSV; HINT: use --format table, json"
+            " or csv (the HTML report shows every failure)"
+        )
+    files = expand_ledger_args(ledgers)
+    loaded = load_report(files, warn=lambda text: click.echo(text, err=True))
+    text = render_claims(loaded, output_format) if claims else render(loaded, output_format, output)
     if output is None:
         click.echo(text, nl=not text.endswith("\n"))
     else:
@@ -145,66 +190,7 @@ def report(ledgers: tuple[Path, ...], output_format: str, output: Path | None) -
         click.echo(f"batchbanana: report written to {output}", err=True)
 
 
-@main.command()
-@click.argument("ledger", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--only",
-    metavar="OUTCOME[,OUTCOME...]",
-    help="Re-run only items whose latest outcome is one of these (e.g. timeout,refused).",
-)
-@click.option("--concurrency", type=click.IntRange(1, 1024), help="Requests in flight at once.")
-@click.option(
-    "--budget", type=click.FloatRange(min=0), help="Hard cap in USD for the whole ledger."
-)
-@click.option("--endpoint", help="Send to this base URL instead of the one the ledger recorded.")
-@click.option("--yes", is_flag=True, help="Do not ask to confirm the cost (for scripts).")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
-@user_errors
-def retry(
-    ledger: Path,
-    only: str | None,
-    concurrency: int | None,
-    budget: float | None,
-    endpoint: str | None,
-    yes: bool,
-    no_progress: bool,
-) -> None:
-    """Pay again for failed items: re-run those whose latest outcome is a failure.
-
-    Items are rebuilt from the LEDGER alone (the manifest may be gone) and the
-    new attempts are appended to it. On a terminal it asks to confirm the cost;
-    `--yes` skips that; with no terminal and no `--yes` it exits 2.
-
-    \b
-    Examples:
-      batchbanana retry out/night/ledger.jsonl --only timeout,server_error
-      batchbanana retry out/night/ledger.jsonl --yes --budget 10
-    """
-    from batchbanana.ledger.rebuild import parse_only
-    from batchbanana.run.runner import retry_ledger
-
-    outcomes = parse_only(only)
-
-    def confirm(question: str) -> bool:
-        if yes:
-            return True
-        if not sys.stdin.isatty():
-            raise UserError(
-                f"{question} There is no terminal to ask on: add --yes to confirm the cost"
-            )
-        return click.confirm(question, default=False, err=True)
-
-    sys.exit(
-        retry_ledger(
-            ledger,
-            only=outcomes,
-            concurrency=concurrency,
-            budget_usd=budget,
-            endpoint=endpoint,
-            confirm=confirm,
-            show_progress=not no_progress,
-        )
-    )
+main.add_command(retry)  # in retry.py: paying again, for a ledger, a folder or a shard
 
 
 @main.command()

@@ -125,6 +125,8 @@ class Spec:
     seed: int | None = None
     variant_of: str | None = None
     matrix: Json | None = None
+    grounding: str | None = None  # absent: none
+    thinking_level: str | None = None
 
     @classmethod
     def from_json(cls, spec: Any) -> Self:

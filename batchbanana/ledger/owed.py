@@ -15,6 +15,7 @@ from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from batchbanana.ledger.fold import ELSEWHERE
 from batchbanana.ledger.replay import LedgerState
 from batchbanana.plan.chains import bases, chain_order, resolve, uses
 from batchbanana.plan.inputs import ImageInput, ImageProblem
@@ -111,6 +112,8 @@ def _verdict(item: WorkItem, state: LedgerState) -> str:
         return _IN_BATCH
     if pair.in_flight_attempt is not None:
         return Outcome.INTERRUPTED.value
+    if pair.outcome == ELSEWHERE:
+        return ELSEWHERE  # in flight in another ledger of the folder: its holder says how it ends
     if pair.outcome == Outcome.OK.value:
         return _DONE
     if pair.billed == Billed.NO.value:

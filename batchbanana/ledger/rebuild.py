@@ -8,7 +8,7 @@ run reads that item's output once it is ok, as `run` would.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from batchbanana.errors import UserError
 from batchbanana.ledger.fields import Spec
+from batchbanana.ledger.fold import ELSEWHERE
 from batchbanana.ledger.replay import LedgerState
 from batchbanana.plan.inputs import ImageInput, ImageProblem, inspect_file
 from batchbanana.plan.job import (
@@ -27,6 +28,7 @@ from batchbanana.plan.job import (
     rule_from_json,
 )
 from batchbanana.plan.manifest import Manifest, RetrySettings, Timeouts
+from batchbanana.rules.models import NO_GROUNDING
 from batchbanana.rules.outcomes import Outcome
 from batchbanana.rules.pricing import PriceRule, price_rule
 
@@ -91,14 +93,23 @@ def _images(item_id: str, spec: Spec) -> tuple[ImageInput, ...]:
 
 
 def failed_items(
-    state: LedgerState, only: set[str] | None, pricing: dict[str, PriceRule], book: str
+    state: LedgerState,
+    only: set[str] | None,
+    pricing: dict[str, PriceRule],
+    book: str,
+    include: Callable[[str], bool] | None = None,
 ) -> list[tuple[WorkItem, str]]:
-    """(item, its latest outcome) for every item whose latest outcome is a failure."""
+    """(item, its latest outcome) for every item whose latest outcome is a failure (of the
+    items `include` accepts: a shard's, say)."""
     chosen: list[tuple[WorkItem, str]] = []
     for row, item_id in enumerate(state.ids):
+        if include is not None and not include(item_id):
+            continue
         pair = state.latest_pair(row)
         if pair.in_batch is not None and pair.in_flight_attempt is not None:
             continue  # waiting in a remote batch: `run` re-attaches to it, nothing failed yet
+        if pair.outcome == ELSEWHERE:
+            continue  # in flight in another ledger of the folder: never sent from here
         outcome = pair.outcome or (Outcome.INTERRUPTED.value if pair.in_flight_attempt else None)
         if outcome is None or outcome == Outcome.OK.value:
             continue
@@ -127,6 +138,8 @@ def failed_items(
             seed=spec.seed,
             matrix=tuple((str(key), str(value)) for key, value in (spec.matrix or {}).items()),
             variant_of=spec.variant_of,
+            grounding=spec.grounding or NO_GROUNDING,
+            thinking_level=spec.thinking_level,
         )
         chosen.append((item, outcome))
     return chosen

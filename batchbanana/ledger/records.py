@@ -119,7 +119,16 @@ class ResultLine(_Line):
 
     EVENT: ClassVar[str] = "result"
     OPTIONAL: ClassVar[frozenset[str]] = frozenset(
-        {"text", "response_id", "model_version", "outputs", "retry_in_s", "mode", "batch"}
+        {
+            "text",
+            "response_id",
+            "model_version",
+            "outputs",
+            "retry_in_s",
+            "mode",
+            "batch",
+            "grounding",
+        }
     )
 
     ts: str | None = field(default_factory=utc_now)
@@ -147,6 +156,7 @@ class ResultLine(_Line):
     retry_in_s: float | None = None  # the backoff before `run` tries again
     mode: str | None = None  # "batch" for a request answered through a batch (sync: left out)
     batch: str | None = None  # that batch's name (`batches/...`)
+    grounding: Json | None = None  # a grounded answer's queries and sources (rules/grounding.py)
 
     @classmethod
     def for_attempt(

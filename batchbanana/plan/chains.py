@@ -38,7 +38,8 @@ from batchbanana.plan.inputs import ImageInput, ImageProblem, inspect_file
 from batchbanana.plan.job import WorkItem
 from batchbanana.plan.manifest import ID_PATTERN
 from batchbanana.plan.problems import Problem
-from batchbanana.plan.workitems import Shape, WorkItems
+from batchbanana.plan.shape import Shape
+from batchbanana.plan.workitems import WorkItems
 from batchbanana.rules.media import body_size_problem, request_body_bytes
 
 ITEM_PREFIX = "item:"

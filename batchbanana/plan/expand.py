@@ -12,22 +12,19 @@ from pathlib import Path
 from typing import Any
 
 from batchbanana.plan.checker import Checker
-from batchbanana.plan.fields import Fields, item_fields, price_of, variant_fields
 from batchbanana.plan.ids import IdBook, combination_ids, fit_id, repeat_ids
 from batchbanana.plan.inputs import ImageInput
 from batchbanana.plan.item_images import resolve_images
-from batchbanana.plan.job import (
-    WorkItem,
-    fingerprint,
-)
+from batchbanana.plan.job import WorkItem, fingerprint, later_fields
 from batchbanana.plan.manifest import Item, Manifest
 from batchbanana.plan.plain import PlainPlanner
 from batchbanana.plan.plain_rows import PlainRow, RawItem, raw_item
+from batchbanana.plan.resolved import Fields, item_fields, variant_fields
 from batchbanana.plan.values import SEED_MAX, SEED_RANGE
 from batchbanana.plan.variants import ItemVariants, Variant, item_variants
 from batchbanana.plan.workitems import WorkItems
-from batchbanana.rules.models import check_generation
-from batchbanana.rules.pricing import PriceRule
+from batchbanana.rules.models import check_generation, rules_for
+from batchbanana.rules.pricing import PriceRule, price_rule
 
 
 @dataclass(slots=True)
@@ -91,23 +88,39 @@ def _checked(
     pricing: dict[str, PriceRule],
     checker: Checker,
 ) -> _Priced | None:
-    """Each variant's fields, checked by the model rules and priced (each distinct model, size and
-    ratio once, its problems naming the combination), or None when one cannot be sent."""
+    """Each variant's fields, checked by the model rules and priced, or None when one cannot be
+    sent. Each problem is said once, naming the combination's values of the fields it is about
+    (the model and the field): a thinking level the model lacks is one problem, whatever else
+    the matrix varies."""
     if len(variants) == 1 and not variants[0].combination:  # most items: nothing to share
         return _checked_one(raw, variants[0], base, manifest, pricing, checker)
-    rules: dict[tuple[str, str, str | None], PriceRule | None] = {}
+    checked: set[tuple[str, str, str | None, str, str | None]] = set()
+    said: set[tuple[str, str, str]] = set()
+    prices: dict[tuple[str, str], PriceRule | None] = {}
     seeds_seen: set[int] = set()
     priced: _Priced = []
     ok = True
     for variant in variants:
         fields = variant_fields(base, variant)
-        key = (fields.model, fields.image_size, fields.aspect_ratio)
-        if key not in rules:
-            named = _naming(raw, variant, ("model", "image_size", "aspect_ratio"))
+        key = (
+            fields.model,
+            fields.image_size,
+            fields.aspect_ratio,
+            fields.grounding,
+            fields.thinking_level,
+        )
+        if key not in checked:
+            checked.add(key)
             for field_name, message in check_generation(*key):
-                checker.add_item(named, field_name, message)
-            rules[key] = price_of(named, fields, manifest, pricing, checker)
-        rule = rules[key]
+                named = _naming(raw, variant, ("model", field_name))
+                if (named.where, field_name, message) not in said:
+                    said.add((named.where, field_name, message))
+                    checker.add_item(named, field_name, message)
+        book_key = (fields.model, fields.image_size)
+        if book_key not in prices:
+            named = _naming(raw, variant, ("model", "image_size"))
+            prices[book_key] = _priced(named, fields, manifest, pricing, checker)
+        rule = prices[book_key]
         if rule is None or not _seeds_fit(raw, variant, fields, seeds_seen, checker):
             ok = False
         else:
@@ -126,10 +139,14 @@ def _checked_one(
     """_checked for an item without a matrix."""
     fields = variant_fields(base, variant)
     for field_name, message in check_generation(
-        fields.model, fields.image_size, fields.aspect_ratio
+        fields.model,
+        fields.image_size,
+        fields.aspect_ratio,
+        fields.grounding,
+        fields.thinking_level,
     ):
         checker.add_item(raw, field_name, message)
-    rule = price_of(raw, fields, manifest, pricing, checker)
+    rule = _priced(raw, fields, manifest, pricing, checker)
     if rule is None or not _seeds_fit(raw, variant, fields, set(), checker):
         return None
     return [(variant, fields, rule)]
@@ -163,6 +180,34 @@ def _naming(raw: RawItem, variant: Variant, names: tuple[str, ...]) -> RawItem:
     return replace(raw, where=f"{raw.where} {combination}" if raw.where else combination)
 
 
+def _priced(
+    raw: RawItem,
+    fields: Fields,
+    manifest: Manifest,
+    pricing: dict[str, PriceRule],
+    checker: Checker,
+) -> PriceRule | None:
+    """The price of one request of the item, or None (and a problem) when none is known."""
+    rule = price_rule(manifest.price_book, pricing, fields.model, fields.image_size)
+    if rule is not None:
+        return rule
+    if rules_for(fields.model) is None:
+        checker.add_item(
+            raw,
+            "model",
+            f"unknown model {fields.model!r}; HINT: add `pricing: {{{fields.model}:"
+            " {per_request_usd: ...}}` to use it (its sizes are then not checked)",
+        )
+    else:
+        checker.add_item(
+            raw,
+            "image_size",
+            f"the {manifest.price_book} price book has no price for {fields.model}"
+            f" at {fields.image_size}; add a `pricing` entry",
+        )
+    return None
+
+
 def _derived_meaning(item: Item, found: ItemVariants, fields: Fields) -> dict[str, Any]:
     """What a derived id is a hash of: the item's request before its repeats and its matrix (its
     texts filled but for the matrix's variables; not the matrix's lists, so adding a value to one
@@ -181,6 +226,7 @@ def _derived_meaning(item: Item, found: ItemVariants, fields: Fields) -> dict[st
     }
     if fields.seed is not None:
         meaning["seed"] = fields.seed
+    meaning.update(later_fields(fields.grounding, fields.thinking_level))
     if item.repeat != 1:
         # a repeated item differs from a single one, and its variations take -1..-N,
         # so its base id must not be one that a duplicate single item would get
@@ -235,8 +281,12 @@ def _work_items(
                     fields.modalities,
                     images,
                     seed,
+                    fields.grounding,
+                    fields.thinking_level,
                 ),
                 seed=seed,
+                grounding=fields.grounding,
+                thinking_level=fields.thinking_level,
                 matrix=tuple((name, str(value)) for name, value in variant.combination),
                 variant_of=variant_of,
             )

@@ -7,8 +7,8 @@ characters as one '-' ("red apple" -> "red-apple", "16:9" -> "16x9" for ratios);
 nothing left (all non-ASCII, say) is labelled by a short hash of it. A matrix combination adds its
 labels to the item's id, in the matrix's order: `<id>-<label>-<label>`; Gemini models are written
 without `gemini-` and `-image` (`gemini-3-pro-image-preview` -> `3-pro-preview`), seeds as
-`seed42`. Combinations whose ids would
-still be equal each get a hash of their exact values; an id longer than 128 characters (with
+`seed42`, groundings as `ground-web-image`, thinking levels as `think-high`. Combinations whose ids
+would still be equal each get a hash of their exact values; an id longer than 128 characters (with
 room for a repeat's `-N`) is cut and ends with a hash of the whole, so it stays unique.
 """
 
@@ -29,6 +29,7 @@ from batchbanana.plan.plain_rows import RawItem
 MAX_ID_LENGTH = 128
 _OTHER = re.compile(r"[^A-Za-z0-9._]+")
 _MODEL_NOISE = re.compile(r"^gemini-|-image(?=-|$)")
+_PREFIXED = {"grounding": "ground", "thinking_level": "think"}  # a bare "high" says little
 
 
 def _digest(text: str, length: int) -> str:
@@ -45,6 +46,8 @@ def axis_label(axis: str, value: str | int) -> str:
     """One matrix value as it is written in a combination's id."""
     if axis == "seed":
         return f"seed{value}"
+    if axis in _PREFIXED:
+        return f"{_PREFIXED[axis]}-{value_label(str(value))}"
     text = str(value)
     if axis == "model":
         text = _MODEL_NOISE.sub("", text) or text

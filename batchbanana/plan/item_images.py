@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 
 from batchbanana.plan.chains import ITEM_PREFIX, reference_problem
 from batchbanana.plan.checker import Checker
+from batchbanana.plan.generation import ImageEntry
 from batchbanana.plan.inputs import ImageInput
-from batchbanana.plan.manifest import ImageEntry
 from batchbanana.plan.plain_rows import RawItem
 from batchbanana.rules.media import (
     ACCEPTED_MIME_TYPES,

@@ -15,6 +15,7 @@ from typing import Any
 
 from batchbanana.plan.inputs import ImageInput
 from batchbanana.plan.manifest import BatchSettings, RetrySettings, Timeouts
+from batchbanana.rules.models import NO_GROUNDING
 from batchbanana.rules.pricing import PriceRule
 
 SIMULATE = "simulate"  # the endpoint that means the built-in simulator
@@ -41,6 +42,9 @@ class WorkItem:
     seed: int | None = None  # sent as generationConfig.seed
     matrix: tuple[tuple[str, str], ...] = ()  # (key, value) of the matrix combination it is
     variant_of: str | None = None  # the id its matrix combinations share, when it is one
+    # grounding and thinking (contract section 13)
+    grounding: str = NO_GROUNDING  # "web": Google Search as a tool; "web+image": image search too
+    thinking_level: str | None = None  # sent as generationConfig.thinkingConfig.thinkingLevel
 
     def spec(self) -> dict[str, Any]:
         """What the ledger keeps so that `retry` can send this item again without the manifest."""
@@ -56,6 +60,7 @@ class WorkItem:
             spec["system_prompt"] = self.system_prompt
         if self.seed is not None:
             spec["seed"] = self.seed
+        spec.update(later_fields(self.grounding, self.thinking_level))
         if self.variant_of is not None:  # not needed to send it again: for reports
             spec["variant_of"] = self.variant_of
             spec["matrix"] = dict(self.matrix)
@@ -71,11 +76,14 @@ def fingerprint(
     response_modalities: tuple[str, ...],
     images: tuple[ImageInput, ...],
     seed: int | None = None,
+    grounding: str = NO_GROUNDING,
+    thinking_level: str | None = None,
 ) -> str:
     """sha256 of a request's meaning: the same meaning always gives the same fingerprint.
 
-    A field added later (`seed`) is part of the meaning only when set, so a request without it
-    keeps the fingerprint it always had and its ledger still resumes."""
+    A field added later (`seed`, `grounding`, `thinking_level`) is part of the meaning only when
+    set (grounding: other than none), so a request without it keeps the fingerprint it always had
+    and its ledger still resumes."""
     meaning: dict[str, Any] = {
         "model": model,
         "prompt": prompt,
@@ -87,8 +95,20 @@ def fingerprint(
     }
     if seed is not None:
         meaning["seed"] = seed
+    meaning.update(later_fields(grounding, thinking_level))
     canonical = json.dumps(meaning, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def later_fields(grounding: str, thinking_level: str | None) -> dict[str, str]:
+    """The grounding and thinking level as a spec, a fingerprint and a derived id hold them: only
+    when set, so what was written before they existed stays as it was."""
+    fields = {}
+    if grounding != NO_GROUNDING:
+        fields["grounding"] = grounding
+    if thinking_level is not None:
+        fields["thinking_level"] = thinking_level
+    return fields
 
 
 def _canonical(value: Any) -> str:
@@ -99,7 +119,8 @@ def _canonical(value: Any) -> str:
 class FingerprintTemplate:
     """`fingerprint` for the requests that differ only in their prompt and seed, made faster:
     the canonical JSON around them is written once (keys in sorted order: aspect_ratio,
-    image_size, images, model, prompt, response_modalities, seed, system_prompt)."""
+    grounding, image_size, images, model, prompt, response_modalities, seed, system_prompt,
+    thinking_level; grounding and thinking_level only when set)."""
 
     head: str
     middle: str
@@ -114,14 +135,22 @@ class FingerprintTemplate:
         system_prompt: str | None,
         response_modalities: tuple[str, ...],
         images: tuple[ImageInput, ...],
+        grounding: str = NO_GROUNDING,
+        thinking_level: str | None = None,
     ) -> FingerprintTemplate:
         """The template of requests with these fields."""
         meanings = [image.meaning() for image in images]
+        later = later_fields(grounding, thinking_level)
+        grounded = f',"grounding":{_canonical(later["grounding"])}' if "grounding" in later else ""
+        thinking = (
+            f',"thinking_level":{_canonical(thinking_level)}' if "thinking_level" in later else ""
+        )
         return cls(
-            f'{{"aspect_ratio":{_canonical(aspect_ratio)},"image_size":{_canonical(image_size)},'
-            f'"images":{_canonical(meanings)},"model":{_canonical(model)},"prompt":',
+            f'{{"aspect_ratio":{_canonical(aspect_ratio)}{grounded},'
+            f'"image_size":{_canonical(image_size)},"images":{_canonical(meanings)},'
+            f'"model":{_canonical(model)},"prompt":',
             f',"response_modalities":{_canonical(list(response_modalities))}',
-            f',"system_prompt":{_canonical(system_prompt)}}}',
+            f',"system_prompt":{_canonical(system_prompt)}{thinking}}}',
         )
 
     def digest(self, prompt: str, seed: int | None) -> bytes:

@@ -1,124 +1,24 @@
 """The manifest's shape (contract section 2): pydantic models of settings and items, and the JSON
-Schema they give. Pydantic stays here (with variations.py, the types of `vars` and `matrix`), in
-load.py, which reads the YAML into them, and in problems.py, which turns its errors into problem
-lines.
+Schema they give. Pydantic stays here (with generation.py, the fields that shape a request, and
+variations.py, the types of `vars` and `matrix`), in load.py, which reads the YAML into them, and in
+problems.py, which turns its errors into problem lines.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Discriminator,
-    Field,
-    Tag,
-    field_validator,
-    model_validator,
-)
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from batchbanana.plan.generation import GenerationFields, ImageEntry, ImageSpec, Strict
 from batchbanana.plan.templates import id_shape
-from batchbanana.plan.values import (
-    SEED_MAX,
-    ImageSize,
-    check_ratio,
-    coerce_image_size,
-    coerce_seed,
-)
 from batchbanana.plan.variations import Matrix, Vars
 
 # The keys allowed inside each nested mapping, for "did you mean" hints (filled in below).
 NESTED_KEYS: dict[str, tuple[str, ...]] = {}
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-Modality = Literal["TEXT", "IMAGE"]
-
-
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, list | tuple):
-        return any(_has_nul(entry) for entry in value)
-    if isinstance(value, dict):
-        return any(_has_nul(key) or _has_nul(entry) for key, entry in value.items())
-    return False
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        # A NUL character can only be a mistake, and paths containing one cannot be opened.
-        if _has_nul(value):
-            raise ValueError("contains a NUL character")
-        return value
-
-
-class ImageEntry(_Strict):
-    """An input image given as a mapping: a URL (or path) and, optionally, its MIME type."""
-
-    url: str | None = None
-    path: str | None = None
-    mime_type: str | None = None
-
-    @model_validator(mode="after")
-    def _one_source(self) -> ImageEntry:
-        if (self.url is None) == (self.path is None):
-            raise ValueError("give exactly one of url or path")
-        return self
-
-
-def _image_kind(value: Any) -> str:
-    return "ImageEntry" if isinstance(value, dict) else "str"
-
-
-# A path or URL string, or a mapping; the discriminator makes pydantic report errors for the
-# form the user wrote only, instead of one confusing error per form.
-ImageSpec = Annotated[
-    Annotated[str, Tag("str")] | Annotated[ImageEntry, Tag("ImageEntry")],
-    Discriminator(_image_kind),
-]
-
-
-class GenerationFields(_Strict):
-    """The fields that shape a request; set at the top level and overridable per item."""
-
-    model: str | None = None
-    image_size: ImageSize | None = None
-    aspect_ratio: str | None = None
-    system_prompt: str | None = None
-    response_modalities: list[Modality] | None = None
-    # seeds (contract section 11): sent as generationConfig.seed
-    seed: int | None = Field(default=None, ge=0, le=SEED_MAX)
-
-    @field_validator("image_size", mode="before")
-    @classmethod
-    def _size(cls, value: Any) -> Any:
-        return coerce_image_size(value)
-
-    @field_validator("aspect_ratio", mode="before")
-    @classmethod
-    def _ratio(cls, value: Any) -> Any:
-        return check_ratio(value)
-
-    @field_validator("seed", mode="before")
-    @classmethod
-    def _seed(cls, value: Any) -> Any:
-        return coerce_seed(value)
-
-    @field_validator("response_modalities")
-    @classmethod
-    def _modalities(cls, value: list[str] | None) -> list[str] | None:
-        if value is None:
-            return None
-        if "IMAGE" not in value or len(set(value)) != len(value):
-            raise ValueError("use [TEXT, IMAGE] (the default) or [IMAGE]")
-        return value
 
 
 class Item(GenerationFields):
@@ -154,7 +54,7 @@ class Item(GenerationFields):
         return value
 
 
-class Timeouts(_Strict):
+class Timeouts(Strict):
     """Total seconds per request by image size, and seconds to establish a connection."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -182,7 +82,7 @@ class Timeouts(_Strict):
         }[image_size]
 
 
-class RetrySettings(_Strict):
+class RetrySettings(Strict):
     """How unbilled failures (429, 503, no connection) are retried."""
 
     max_attempts: int = Field(default=6, ge=1, le=100)
@@ -191,7 +91,7 @@ class RetrySettings(_Strict):
     max_wait_s: float = Field(default=900, gt=0)
 
 
-class BatchSettings(_Strict):
+class BatchSettings(Strict):
     """How batch mode (Google's Batch API, half price) submits and waits (contract section 10)."""
 
     poll_s: float = Field(default=10, gt=0, description="first wait between two polls")
@@ -205,7 +105,7 @@ class BatchSettings(_Strict):
     )
 
 
-class PricingEntry(_Strict):
+class PricingEntry(Strict):
     """A price that overrides the price book for one model."""
 
     per_request_usd: float | None = Field(default=None, ge=0)

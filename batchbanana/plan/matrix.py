@@ -36,7 +36,8 @@ class Axis:
 
     @property
     def is_field(self) -> bool:
-        """True for a generation field (model, image_size, aspect_ratio, seed)."""
+        """True for a generation field (model, image_size, aspect_ratio, seed, grounding,
+        thinking_level)."""
         return self.name in MATRIX_FIELDS
 
 

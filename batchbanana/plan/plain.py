@@ -21,11 +21,13 @@ from batchbanana.plan.job import (
     DEFAULT_MODALITIES,
     DEFAULT_MODEL,
     FingerprintTemplate,
+    later_fields,
 )
 from batchbanana.plan.manifest import Manifest
 from batchbanana.plan.plain_rows import PlainRow, raw_item
-from batchbanana.plan.workitems import Shape, WorkItems
-from batchbanana.rules.models import check_generation
+from batchbanana.plan.shape import Shape
+from batchbanana.plan.workitems import WorkItems
+from batchbanana.rules.models import NO_GROUNDING, check_generation
 from batchbanana.rules.pricing import PriceRule, price_rule
 
 _UNSEEN = object()
@@ -99,11 +101,18 @@ class PlainPlanner:
         system_prompt = system_prompt if system_prompt is not None else manifest.system_prompt
         modalities = tuple(manifest.response_modalities or DEFAULT_MODALITIES)
         seed = seed if seed is not None else manifest.seed
+        grounding = manifest.grounding or NO_GROUNDING
+        thinking = manifest.thinking_level
         rule = price_rule(manifest.price_book, self._pricing, model, image_size)
-        if check_generation(model, image_size, ratio) or rule is None:
+        if check_generation(model, image_size, ratio, grounding, thinking) or rule is None:
             return None
-        shape = Shape((), model, image_size, ratio, system_prompt, modalities, rule)
-        template = FingerprintTemplate.of(model, image_size, ratio, system_prompt, modalities, ())
+        shape = Shape(
+            (), model, image_size, ratio, system_prompt, modalities, rule, (), None, grounding,
+            thinking,
+        )  # fmt: skip
+        template = FingerprintTemplate.of(
+            model, image_size, ratio, system_prompt, modalities, (), grounding, thinking
+        )
         return _Kind(shape, template, seed)
 
 
@@ -120,4 +129,5 @@ def _meaning(prompt: str, shape: Shape, seed: int | None) -> dict[str, Any]:
     }
     if seed is not None:
         meaning["seed"] = seed
+    meaning.update(later_fields(shape.grounding, shape.thinking_level))
     return meaning

@@ -1,16 +1,18 @@
 """One manifest value at a time, checked with the message a user reads: an image size, an aspect
-ratio, a seed, a template variable's name and value. manifest.py and variations.py build their
-fields from these checks, so a value means the same wherever it is written (a field, an items_file
-cell, a matrix list)."""
+ratio, a seed, a grounding, a thinking level, a template variable's name and value. generation.py
+and variations.py build their fields from these checks, so a value means the same wherever it is
+written (a field, an items_file cell, a matrix list)."""
 
 from __future__ import annotations
 
 import re
 from typing import Any, Literal
 
-from batchbanana.rules.models import ALL_SIZES
+from batchbanana.rules.models import ALL_SIZES, GROUNDINGS, THINKING_LEVELS
 
 ImageSize = Literal["512", "1K", "2K", "4K"]
+Grounding = Literal["none", "web", "web+image"]
+ThinkingLevel = Literal["minimal", "high"]
 
 RATIO_PATTERN = re.compile(r"^\d{1,2}:\d{1,2}$")
 VAR_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -29,6 +31,29 @@ def coerce_image_size(value: Any) -> Any:
     stripped = value.strip() if isinstance(value, str) else None
     if stripped is not None and stripped.upper() in ALL_SIZES and stripped not in ALL_SIZES:
         raise ValueError(f"{value!r}: write {stripped.upper()!r} (uppercase K)")
+    return value
+
+
+def coerce_grounding(value: Any) -> Any:
+    """`Web` or `WEB+IMAGE` is refused with the spelling to use; YAML's true/false (and null) with
+    what to write instead."""
+    if isinstance(value, bool):
+        raise ValueError(
+            f"{value!r}: write one of {', '.join(GROUNDINGS)} (web: Google web search;"
+            " web+image: also image search)"
+        )
+    return _lowercase_hint(value, GROUNDINGS)
+
+
+def coerce_thinking_level(value: Any) -> Any:
+    """`High` or `MINIMAL` is refused with the spelling to use."""
+    return _lowercase_hint(value, THINKING_LEVELS)
+
+
+def _lowercase_hint(value: Any, allowed: tuple[str, ...]) -> Any:
+    stripped = value.strip() if isinstance(value, str) else None
+    if stripped is not None and stripped.lower() in allowed and stripped not in allowed:
+        raise ValueError(f"{value!r}: write {stripped.lower()!r} (lowercase)")
     return value
 
 

@@ -21,11 +21,15 @@ from pydantic import (
 
 from batchbanana.plan.values import (
     SEED_MAX,
+    Grounding,
     ImageSize,
+    ThinkingLevel,
     check_ratio,
     check_var_name,
+    coerce_grounding,
     coerce_image_size,
     coerce_seed,
+    coerce_thinking_level,
     coerce_var_value,
 )
 
@@ -39,7 +43,7 @@ VarValue = Annotated[
 Vars = dict[VarName, VarValue]
 
 # The generation fields a matrix may vary; any other key of a matrix names a variable.
-MATRIX_FIELDS = ("model", "image_size", "aspect_ratio", "seed")
+MATRIX_FIELDS = ("model", "image_size", "aspect_ratio", "seed", "grounding", "thinking_level")
 MatrixValue = str | int
 
 
@@ -58,6 +62,8 @@ _Choice = Annotated[
 _Size = Annotated[ImageSize, BeforeValidator(coerce_image_size)]
 _Ratio = Annotated[str, BeforeValidator(check_ratio)]
 _Seed = Annotated[int, BeforeValidator(coerce_seed), Field(ge=0, le=SEED_MAX)]
+_Grounding = Annotated[Grounding, BeforeValidator(coerce_grounding)]
+_Thinking = Annotated[ThinkingLevel, BeforeValidator(coerce_thinking_level)]
 
 
 class Matrix(BaseModel):
@@ -73,6 +79,8 @@ class Matrix(BaseModel):
     image_size: Annotated[list[_Size], _Once] | None = _Values
     aspect_ratio: Annotated[list[_Ratio], _Once] | None = _Values
     seed: Annotated[list[_Seed], _Once] | None = _Values
+    grounding: Annotated[list[_Grounding], _Once] | None = _Values
+    thinking_level: Annotated[list[_Thinking], _Once] | None = _Values
     _order: tuple[str, ...] = PrivateAttr(default=())
 
     @model_validator(mode="wrap")

@@ -11,47 +11,16 @@ from __future__ import annotations
 
 import re
 from array import array
-from collections import Counter
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import overload
 
-from batchbanana.plan.inputs import ImageInput
 from batchbanana.plan.job import WorkItem
+from batchbanana.plan.shape import Shape, counted
 from batchbanana.rules.pricing import PriceRule
 
 _STANDARD = re.compile(r"sha256:[0-9a-f]{64}").fullmatch  # a fingerprint held as its digest
 _NO_DIGEST = bytes(32)
-
-
-@dataclass(frozen=True, slots=True)
-class Shape:
-    """What a request is made of but for its id, prompt, seed and fingerprint."""
-
-    images: tuple[ImageInput, ...]
-    model: str
-    image_size: str
-    aspect_ratio: str | None
-    system_prompt: str | None
-    response_modalities: tuple[str, ...]
-    price: PriceRule
-    matrix: tuple[tuple[str, str], ...] = ()
-    variant_of: str | None = None
-
-    @classmethod
-    def of(cls, item: WorkItem) -> Shape:
-        """The shape of a work item."""
-        return cls(
-            item.images,
-            item.model,
-            item.image_size,
-            item.aspect_ratio,
-            item.system_prompt,
-            item.response_modalities,
-            item.price,
-            item.matrix,
-            item.variant_of,
-        )
 
 
 class WorkItems(Sequence[WorkItem]):
@@ -93,7 +62,7 @@ class WorkItems(Sequence[WorkItem]):
         return self._text[start : self._ends[slot]].decode("utf-8", "surrogatepass")
 
     def add_digest(
-        self, item_id: str, prompt: str, shape: Shape, digest: bytes, seed: int | None
+        self, item_id: str, prompt: str, shape: Shape, digest: bytes | bytearray, seed: int | None
     ) -> None:
         """Add an item whose fingerprint is `sha256:` and this digest's hex."""
         self._digests += digest
@@ -135,6 +104,8 @@ class WorkItems(Sequence[WorkItem]):
             seed=self._seeds[index],
             matrix=shape.matrix,
             variant_of=shape.variant_of,
+            grounding=shape.grounding,
+            thinking_level=shape.thinking_level,
         )
 
     def __iter__(self) -> Iterator[WorkItem]:
@@ -170,7 +141,7 @@ class WorkItems(Sequence[WorkItem]):
 
     def shape_counts(self) -> list[tuple[Shape, int]]:
         """Each distinct Shape object and how many items have it, in order of first use."""
-        return _counted(self._shapes)
+        return counted(self._shapes)
 
     @property
     def prompts(self) -> Sequence[str]:
@@ -185,6 +156,19 @@ class WorkItems(Sequence[WorkItem]):
     def pick(self, indices: Iterable[int]) -> Picked:
         """The items at these indices, in that order, read from this one when read."""
         return Picked(self, array("q", indices))
+
+    def select(self, keep: Callable[[str], bool]) -> WorkItems:
+        """The items whose id `keep` accepts, in order, held as compactly (a shard's items)."""
+        chosen = WorkItems()
+        for index, item_id in enumerate(self.ids):
+            if keep(item_id):
+                odd = self._odd_prints.get(index)
+                digest = self._digests[32 * index : 32 * index + 32]
+                if odd is not None:
+                    chosen._odd_prints[len(chosen)] = odd
+                shape, seed = self._shapes[index], self._seeds[index]
+                chosen.add_digest(item_id, self._text_at(2 * index + 1), shape, digest, seed)
+        return chosen
 
     def with_prices(self, price: Callable[[PriceRule], PriceRule]) -> WorkItems:
         """The same items, each shape's price made `price(its price)`."""
@@ -283,15 +267,4 @@ class Picked(Sequence[WorkItem]):
     def shape_counts(self) -> list[tuple[Shape, int]]:
         """Each distinct Shape object and how many of these items have it."""
         shapes = self._items.shapes
-        return _counted([shapes[index] for index in self._indices])
-
-
-def _counted(shapes: Sequence[Shape]) -> list[tuple[Shape, int]]:
-    counts = Counter(map(id, shapes))
-    first: dict[int, Shape] = {}
-    for shape in shapes:
-        if id(shape) not in first:
-            first[id(shape)] = shape
-            if len(first) == len(counts):
-                break
-    return [(shape, counts[key]) for key, shape in first.items()]
+        return counted([shapes[index] for index in self._indices])

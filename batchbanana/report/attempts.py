@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from batchbanana.ledger.fields import Spec
+from batchbanana.ledger.fields import Json, Spec
 from batchbanana.ledger.records import ResultLine, SentLine
 from batchbanana.report.batches import Batch
 from batchbanana.rules.outcomes import Billed, Outcome
@@ -66,6 +66,10 @@ class Attempt:
     variant_of: str | None = None  # a matrix's variants share it (their item id before expansion)
     combination: tuple[tuple[str, str], ...] = ()  # the matrix values that made this variant
     uses: tuple[str, ...] = ()  # items whose outputs it edits (`item:<id>` inputs)
+    attempt: int | None = None  # its number among the item's requests
+    finish_reason: str | None = None
+    response_id: str | None = None
+    grounding: Json | None = None  # a grounded answer's queries and sources
 
 
 def request_of(line: SentLine | ResultLine) -> tuple[str, str, str, str | None]:
@@ -114,6 +118,10 @@ def result_attempt(
         batch=line.batch or key,
         sent_order=sent[0] if sent is not None else None,
         sent_ts=parse_ts(sent[1].ts) if sent is not None else None,
+        attempt=line.attempt,
+        finish_reason=line.finish_reason,
+        response_id=line.response_id,
+        grounding=line.grounding,
         **spec_links(line.spec),
     )
 
@@ -200,6 +208,7 @@ def unanswered(
                 dangling=True,
                 mode=mode,
                 batch=label,
+                attempt=sent.attempt,
             )
         )
     return found

@@ -4,19 +4,21 @@ and per combination of each item's matrix."""
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from batchbanana.ledger.folder import folder_ledgers, read_folder
 from batchbanana.ledger.owed import decide
-from batchbanana.ledger.replay import scan_ledger
 from batchbanana.plan.chains import uses
 from batchbanana.plan.inputs import ImageInput, optimize_lossless
 from batchbanana.plan.job import Job
-from batchbanana.plan.variations import MATRIX_FIELDS
-from batchbanana.plan.workitems import Shape, prompts_and_shapes, shapes_of
+from batchbanana.plan.shape import Shape
+from batchbanana.plan.workitems import prompts_and_shapes, shapes_of
+from batchbanana.report.matrices import describe_matrices
+from batchbanana.report.shards import describe_shards
 from batchbanana.rules.media import request_body_bytes
+from batchbanana.rules.models import NO_GROUNDING
 from batchbanana.rules.pricing import BATCH_DISCOUNT, book_rule, money, price_rule
 
 BATCH_NOTE = "Google's Batch API: half the list price, results within 24 hours"
@@ -118,56 +120,6 @@ def describe_inputs(job: Job) -> list[str]:
     return lines
 
 
-_MATRICES_SHOWN = 50  # items whose expansion is listed; the rest are counted
-_COMBINATIONS_SHOWN = 24  # per item: a longer list would drown the plan
-
-
-def describe_matrices(job: Job) -> list[str]:
-    """Each item a matrix expanded: its lists, combinations, items and cost, and (when there are
-    few) the cost of each combination of the generation fields it varies."""
-    expanded: dict[str, list[tuple[Shape, int]]] = {}
-    for shape, count in shapes_of(job.items):
-        if shape.variant_of is not None:
-            expanded.setdefault(shape.variant_of, []).append((shape, count))
-    if not expanded:
-        return []
-    count = sum(number for shapes in expanded.values() for _, number in shapes)
-    lines = ["", f"matrices: {len(expanded)} item(s) expanded into {count} item(s)"]
-    for shown, (name, shapes) in enumerate(expanded.items()):
-        if shown == _MATRICES_SHOWN:
-            lines.append(f"... and {len(expanded) - shown} more item(s) with a matrix")
-            break
-        lines.extend(_matrix_lines(name, shapes))
-    return lines
-
-
-def _matrix_lines(name: str, shapes: list[tuple[Shape, int]]) -> list[str]:
-    axes: dict[str, dict[str, None]] = {}
-    rows: dict[str, list[tuple[Shape, int]]] = {}
-    for shape, count in shapes:
-        for key, value in shape.matrix:
-            axes.setdefault(key, {})[value] = None
-        fields = " ".join(f"{key}={value}" for key, value in shape.matrix if key in MATRIX_FIELDS)
-        rows.setdefault(fields, []).append((shape, count))
-    combinations = math.prod(len(values) for values in axes.values())
-    lists = " x ".join(f"{key} {len(values)}" for key, values in axes.items())
-    items = sum(count for _, count in shapes)
-    total = money(sum(_cost(shape, count) for shape, count in shapes))
-    lines = [f"{name}: {lists} = {combinations} combination(s), {items} item(s), {_usd(total)}"]
-    if "" not in rows and len(rows) <= _COMBINATIONS_SHOWN:
-        for fields, members in rows.items():
-            cost = money(sum(_cost(shape, count) for shape, count in members))
-            number = sum(count for _, count in members)
-            lines.append(f"  {fields:<60} {number:>7} {_usd(cost):>11}")
-    return lines
-
-
-def _cost(shape: Shape, count: int) -> float:
-    """What `count` requests of this shape cost, added one by one as the items are."""
-    price = shape.price.estimate_usd(shape.image_size)
-    return sum(price for _ in range(count)) if count < 1000 else price * count
-
-
 def describe_chains(job: Job) -> list[str]:
     """How many items use another item's output (`item:<id>`) and so wait for it."""
     users = 0
@@ -183,6 +135,30 @@ def describe_chains(job: Job) -> list[str]:
         f"chains: {users} item(s) use the output of {len(used)} other item(s) (item:<id>);"
         " each is sent once the items it uses are ok, and is blocked if one is not"
     ]
+
+
+def describe_grounding(job: Job) -> list[str]:
+    """How many items search Google and think high, and what the estimate leaves out for them."""
+    lines = []
+    grounded: Counter[str] = Counter()
+    high = 0
+    for shape, count in shapes_of(job.items):
+        if shape.grounding != NO_GROUNDING:
+            grounded[shape.grounding] += count
+        high += count if shape.thinking_level == "high" else 0
+    if grounded:
+        kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(grounded.items()))
+        lines.append(
+            f"grounding: {sum(grounded.values())} item(s) search Google ({kinds}); search charges"
+            " are not in the estimate: no price book here knows a price per search query"
+            " (Google bills grounded queries apart from the image)"
+        )
+    if high:
+        lines.append(
+            f"thinking_level: {high} item(s) think high (slower answers; priced per request as"
+            " any other, or by the answer's tokens when priced per token)"
+        )
+    return lines
 
 
 def _cell(amount: float | None, width: int) -> str:
@@ -219,8 +195,8 @@ def mode_lines(job: Job, rows: list[EstimateRow]) -> list[str]:
     return [f"mode sync: mode: batch would cost {_usd(batch)} ({BATCH_NOTE}), saving {saved}"]
 
 
-def render_plan(job: Job) -> str:
-    """The text `batchbanana plan` prints."""
+def render_plan(job: Job, shards: int | None = None) -> str:
+    """The text `batchbanana plan` prints (with `shards`, each of that many shards too)."""
     rows = estimate_rows(job)
     total = money(sum(row.estimate_usd for row in rows))
     sync_total = money(sum(row.sync_estimate_usd for row in rows))
@@ -255,11 +231,13 @@ def render_plan(job: Job) -> str:
     lines.extend(describe_matrices(job))
     lines.extend(describe_inputs(job))
     lines.extend(describe_chains(job))
+    lines.extend(describe_grounding(job))
     if job.budget_usd is not None:
         verdict = "fits" if total <= job.budget_usd else "does NOT fit"
         lines.append(f"budget ${job.budget_usd:.4f}: the estimate {verdict}")
-    if job.ledger_path.exists():
-        state, _ = scan_ledger(job.ledger_path)
+    decision = None
+    if job.ledger_path.exists() or folder_ledgers(job.ledger_path.parent):
+        state = read_folder(job.ledger_path, [])  # every ledger of the folder: shards too
         decision = decide(job.items, state)  # exactly what `run` would decide
         done, owed, left = len(decision.done), len(decision.to_send), len(decision.left_for_retry)
         owed_usd = sum(
@@ -276,4 +254,6 @@ def render_plan(job: Job) -> str:
             f" (${money(owed_usd):.4f}), {left} left for `batchbanana retry`{waiting};"
             f" spent so far ${state.spent_usd:.4f}, possibly ${state.possibly_spent_usd:.4f}"
         )
+    if shards is not None:
+        lines.extend(describe_shards(job, shards, decision))
     return "\n".join(lines) + "\n"

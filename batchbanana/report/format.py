@@ -96,3 +96,16 @@ def one_line(text: str | None, limit: int) -> str:
 def item_label(item: Item, several_jobs: bool) -> str:
     """An item's id, prefixed by its job when the report spans several jobs."""
     return f"{item.job or '?'}/{item.id}" if several_jobs and item.job else item.id
+
+
+def aligned(rows: list[tuple[str, ...]], text_columns: int) -> list[str]:
+    """Rows of cells as aligned lines: the first `text_columns` left, the figures right."""
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return [
+        "  "
+        + "  ".join(
+            cell.ljust(width) if column < text_columns else cell.rjust(width)
+            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    ]

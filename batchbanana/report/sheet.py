@@ -1,7 +1,7 @@
-"""The HTML report's contact sheet: every item's final outcome as a card (its images, or what
-went wrong), a matrix's variants side by side under their shared id, an edit chain as a sequence
-from its base, and a filter by outcome that works without scripts (radio buttons and CSS), so the
-page stays one self-contained file that opens from disk.
+"""The HTML report's contact sheet: every item's final outcome as a card (its images with a
+grounded image's sources, or what went wrong), a matrix's variants side by side under their
+shared id, an edit chain as a sequence from its base, and a filter by outcome that works without
+scripts (radio buttons and CSS), so the page stays one self-contained file that opens from disk.
 """
 
 from __future__ import annotations
@@ -13,17 +13,22 @@ from pathlib import Path
 from urllib.parse import quote
 
 from batchbanana.report.aggregate import SHEET_PAGE, THUMB_PX, outcome_rank
+from batchbanana.report.attribution import CSS as SOURCES_CSS
+from batchbanana.report.attribution import sources_html
 from batchbanana.report.charts import outcome_color
 from batchbanana.report.format import one_line, usd
 from batchbanana.report.loading import Attempt, Item, LoadedReport
 
-CSS = """
+CSS = (
+    """
 .sheet{display:flex;flex-wrap:wrap;gap:8px}.row{display:flex;gap:6px;align-items:flex-start;
 flex-wrap:wrap;margin:6px 0;padding:6px;border:1px solid #ddd}.row>b{width:100%;font-size:12px}
 .arrow{align-self:center;font-size:20px;color:#888}.fail{width:160px;height:90px;padding:4px;
 font-size:11px;border:2px solid;box-sizing:border-box;overflow:hidden}.filter{margin:.5em 0}
 .filter label{margin-right:10px;cursor:pointer}
 """
+    + SOURCES_CSS
+)
 
 
 def _e(value: object) -> str:
@@ -75,7 +80,8 @@ class _Cards:
             )
         return (
             f'<figure data-o="ok">{"".join(images)}<figcaption><b>{caption}</b> '
-            f"{_e(usd(final.price_usd))}<br>{_e(one_line(final.prompt, 140))}</figcaption></figure>"
+            f"{_e(usd(final.price_usd))}<br>{_e(one_line(final.prompt, 140))}"
+            f"{sources_html(final)}</figcaption></figure>"
         )
 
 

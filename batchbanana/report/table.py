@@ -11,6 +11,7 @@ from collections import defaultdict
 from batchbanana.report.aggregate import by_model_size, failed_items, figures
 from batchbanana.report.format import (
     RUNS_NOTE,
+    aligned,
     count_text,
     item_label,
     one_line,
@@ -41,25 +42,12 @@ def _retry_lines(loaded: LoadedReport, failed: list[Item]) -> list[str]:
     ]
 
 
-def _columns(rows: list[tuple[str, ...]], text_columns: int) -> list[str]:
-    """Rows of cells as aligned lines: the first `text_columns` left, the figures right."""
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    return [
-        "  "
-        + "  ".join(
-            cell.ljust(width) if column < text_columns else cell.rjust(width)
-            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in rows
-    ]
-
-
 def _run_lines(found: list[Run]) -> list[str]:
     if not found:
         return []
     with_mode = shows_mode(found)
     columns, text_columns = run_columns(with_mode)
-    return _columns([columns, *(run_cells(run, with_mode) for run in found)], text_columns)
+    return aligned([columns, *(run_cells(run, with_mode) for run in found)], text_columns)
 
 
 BATCH_COLUMNS = ("batch", "state", "model", "size", "input", "requests", "results", "waiting")
@@ -79,7 +67,7 @@ def _batch_lines(rows: list[BatchRow]) -> list[str]:
         )
         for row in rows
     ]
-    return _columns([BATCH_COLUMNS, *cells], 5)
+    return aligned([BATCH_COLUMNS, *cells], 5)
 
 
 def as_table(loaded: LoadedReport) -> str:

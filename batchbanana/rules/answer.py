@@ -18,6 +18,7 @@ from typing import Any
 import pybase64
 
 from batchbanana.errors import BadResponse
+from batchbanana.rules.grounding import read_grounding
 from batchbanana.rules.media import normalise_mime
 
 TEXT_LIMIT = 500  # characters of the model's words kept in the ledger
@@ -50,6 +51,7 @@ class Answer:
     usage: dict[str, Any] | None = None
     response_id: str | None = None
     model_version: str | None = None
+    grounding: dict[str, Any] | None = None  # what a grounded answer searched and cited
 
 
 def camel_or_snake(mapping: Mapping[str, Any], camel: str, snake: str) -> Any:
@@ -115,12 +117,14 @@ def answer_from_json(data: Any, read_image: ImageReader) -> Answer:
     images: list[AnswerImage] = []
     texts: list[str] = []
     finish_reason = None
+    grounding = None
     if isinstance(candidates, list) and candidates:
         first = candidates[0]
         if not isinstance(first, dict):
             raise BadResponse("candidates[0] is not an object")
         reason = camel_or_snake(first, "finishReason", "finish_reason")
         finish_reason = str(reason) if reason else None
+        grounding = read_grounding(first)
         content = first.get("content")
         parts = content.get("parts") if isinstance(content, dict) else None
         for part in parts if isinstance(parts, list) else []:
@@ -147,4 +151,5 @@ def answer_from_json(data: Any, read_image: ImageReader) -> Answer:
         usage=usage,
         response_id=str(response_id) if response_id else None,
         model_version=str(model_version) if model_version else None,
+        grounding=grounding,
     )

@@ -10,9 +10,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from batchbanana.rules.models import rules_for
+from batchbanana.rules.models import NO_GROUNDING, rules_for
 
 API_PATH = "/v1beta/models/{model}:generateContent"
+
+
+def search_tool(grounding: str) -> dict[str, Any]:
+    """Google Search as a tool (contract section 13), in the shape google-genai's converters give
+    Tool(google_search=GoogleSearch(...)) (models._Tool_to_mldev, _GoogleSearch_to_mldev), keys
+    in camelCase: `web` is the bare tool (it searches the web when no search type is set), and
+    `web+image` names both search types (types.SearchTypes: web_search, image_search)."""
+    if grounding == "web+image":
+        return {"googleSearch": {"searchTypes": {"webSearch": {}, "imageSearch": {}}}}
+    return {"googleSearch": {}}
 
 
 def request_url(endpoint: str, model: str) -> str:
@@ -37,8 +47,14 @@ def build_request(
     system_prompt: str | None,
     response_modalities: Sequence[str],
     seed: int | None = None,
+    grounding: str = NO_GROUNDING,
+    thinking_level: str | None = None,
 ) -> dict[str, Any]:
     """The JSON body of one generateContent call, camelCase keys only.
+
+    `grounding` adds the Google Search tool (search_tool); `thinking_level` is sent as
+    generationConfig.thinkingConfig.thinkingLevel, spelt as google-genai's ThinkingLevel enum
+    ("MINIMAL", "HIGH").
 
     `image_parts` are ready-made parts (`inlineData` or `fileData`) in the item's order; the
     prompt follows them as the one text part, so "the last image" is the last one given.
@@ -54,10 +70,14 @@ def build_request(
         generation_config["imageConfig"] = image_config
     if seed is not None:
         generation_config["seed"] = seed
+    if thinking_level is not None:
+        generation_config["thinkingConfig"] = {"thinkingLevel": thinking_level.upper()}
     body: dict[str, Any] = {
         "contents": [{"role": "user", "parts": [*image_parts, {"text": prompt}]}],
         "generationConfig": generation_config,
     }
+    if grounding != NO_GROUNDING:
+        body["tools"] = [search_tool(grounding)]
     if system_prompt is not None:
         body["systemInstruction"] = {"parts": [{"text": system_prompt}]}
     return body

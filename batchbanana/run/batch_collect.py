@@ -23,11 +23,20 @@ from batchbanana.ledger.writer import LedgerWriter
 from batchbanana.rules.answer import Answer
 from batchbanana.rules.batch import BatchState, error_http_status
 from batchbanana.rules.error_answer import parse_error
+from batchbanana.rules.grounding import scrub_grounding
 from batchbanana.rules.outcomes import Billed, Outcome, billed, classify_answer, classify_error
 from batchbanana.rules.pricing import PriceRule, money
+from batchbanana.rules.shards import shard_of_ledger
 from batchbanana.run.batch_stream import Response
 
 COLLECT_OWNER = "batchbanana-collect"  # the owner of temporary files made while collecting
+
+
+def collect_owner(ledger: Path) -> str:
+    """Whose temporary files a run's batch downloads are: one name per ledger, so a shard that
+    starts never deletes the files of another shard collecting at the same time."""
+    shard = shard_of_ledger(ledger.name)
+    return COLLECT_OWNER if shard is None else f"{COLLECT_OWNER}-{shard.tag}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +161,8 @@ class Collector:
             for key in ("text", "response_id", "model_version"):
                 if getattr(answer, key) is not None:
                     fields[key] = getattr(answer, key)
+            if answer.grounding is not None:
+                fields["grounding"] = scrub_grounding(answer.grounding, self.scrub)
         images = len(answer.images) if answer is not None and outcome is Outcome.OK else 0
         usage = answer.usage if answer is not None else None
         price = member.price.actual_usd(member.image_size, usage, images)

@@ -30,7 +30,7 @@ from batchbanana.run.batch_attach import (
     overdue,
     waiting_for,
 )
-from batchbanana.run.batch_collect import COLLECT_OWNER, Collected, Collector
+from batchbanana.run.batch_collect import Collected, Collector, collect_owner
 from batchbanana.run.batch_stream import inline_responses, jsonl_responses, saved_operation
 from batchbanana.run.batch_submit import Submitted, Submitter
 from batchbanana.run.meters import BudgetMeter
@@ -114,10 +114,10 @@ class BatchRun:
     # -- submit ---------------------------------------------------------------------------------
     async def submit(self, api: BatchApi, items: list[WorkItem]) -> None:
         attempts = {item.id: self.state.attempts_of(item.id) for item in items}
-        money = self.state
+        committed = self.state.spent_usd + self.state.possibly_spent_usd
         if self.reowed:  # batches found never created: their requests no longer count
             money, _ = await anyio.to_thread.run_sync(scan_ledger, self.job.ledger_path)
-        committed = money.spent_usd + money.possibly_spent_usd
+            committed = money.spent_usd + money.possibly_spent_usd + self.settings.elsewhere_usd
         budget = BudgetMeter(self.settings.budget_usd)
         submitter = Submitter(self.job, self.writer, api, self.run_id, attempts, budget,
                               lambda: committed, self.settings.downloads)  # fmt: skip
@@ -187,7 +187,7 @@ class BatchRun:
         self.waiting.remove(batch)
 
     async def _poll(self, api: BatchApi, batch: Waiting) -> None:
-        path = temp_path(self.job.output_dir, COLLECT_OWNER, "operation")
+        path = temp_path(self.job.output_dir, collect_owner(self.job.ledger_path), "operation")
         try:
             await api.save_operation(batch.name, path, self.settings.rng)
             operation = await anyio.to_thread.run_sync(saved_operation, path)
@@ -234,7 +234,7 @@ class BatchRun:
         collector = Collector(
             batch.name, batch.requests, self.job.output_dir, self.writer, self.scrub
         )
-        folder, owner = self.job.output_dir, COLLECT_OWNER
+        folder, owner = self.job.output_dir, collect_owner(self.job.ledger_path)
         if status.responses_file:
             download = temp_path(folder, owner, "responses")
             try:

@@ -37,8 +37,8 @@ from batchbanana.rules.batch import (
 from batchbanana.rules.outcomes import Outcome
 from batchbanana.rules.pricing import money
 from batchbanana.run.batch_api import BatchApi
-from batchbanana.run.batch_collect import COLLECT_OWNER
 from batchbanana.run.batch_collect import Member as Request
+from batchbanana.run.batch_collect import collect_owner
 from batchbanana.run.body import request_body
 from batchbanana.run.meters import BudgetMeter
 from batchbanana.run.outputs import temp_path
@@ -289,7 +289,7 @@ class Submitter:
 
     async def _upload(self, key: str, numbered: list[tuple[WorkItem, int]]) -> str:
         lines = (request_line(request_key(item.id, at), self._body(item)) for item, at in numbered)
-        path = temp_path(self.job.output_dir, COLLECT_OWNER, "requests")
+        path = temp_path(self.job.output_dir, collect_owner(self.job.ledger_path), "requests")
         return await self.api.upload_lines(path, key, lines)
 
 

@@ -28,5 +28,7 @@ def request_body(item: WorkItem, images: EncodedImageCache) -> bytes:
         system_prompt=item.system_prompt,
         response_modalities=item.response_modalities,
         seed=item.seed,
+        grounding=item.grounding,
+        thinking_level=item.thinking_level,
     )
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from batchbanana.errors import ImageProblem
+from batchbanana.ledger.fold import ELSEWHERE
 from batchbanana.ledger.owed import decide
 from batchbanana.ledger.records import ResultLine
 from batchbanana.ledger.replay import LedgerState
@@ -29,6 +30,11 @@ from batchbanana.plan.inputs import ImageInput
 from batchbanana.plan.job import WorkItem
 from batchbanana.rules.outcomes import Outcome
 from batchbanana.run.settings import RunResult
+
+NOT_MADE_YET = (
+    "which no ledger of the job has made yet (an item of another shard: a later `run`, of"
+    " this shard or unsharded, sends this one once it is ok)"
+)
 
 
 @dataclass(slots=True)
@@ -71,13 +77,18 @@ class ChainWaits:
         moves = Moves([item for item in items if item.id not in self._waiting])
         for base in [base for base in self._users if base not in in_run]:
             history = self._state.items.get(base)
-            if history is not None and history.current().in_flight_attempt is not None:
-                continue  # out in a remote batch: its users wait for a run that collects it
-            outcome = history.current().outcome if history else None
+            current = history.current() if history is not None else None
+            if current is not None and (
+                current.in_flight_attempt is not None or current.outcome == ELSEWHERE
+            ):
+                continue  # out in a remote batch, or in another shard's hands: its users wait
+            outcome = current.outcome if current is not None else None
             if outcome == Outcome.OK.value and history is not None and history.output:
                 self._outputs[base] = history.output
+            elif outcome is None:  # another shard's item (or retry's), not made yet
+                self._block_users(base, NOT_MADE_YET, moves)
             else:
-                self._block_users(base, f"whose latest outcome is {outcome or 'none'}", moves)
+                self._block_users(base, f"whose latest outcome is {outcome}", moves)
         moves.ready += self._ready_among(list(self._waiting))
         return moves
 

@@ -25,6 +25,7 @@ from batchbanana.errors import (
 )
 from batchbanana.rules.answer import Answer, AnswerImage, parse_answer
 from batchbanana.rules.error_answer import parse_error, parse_retry_after
+from batchbanana.rules.grounding import scrub_grounding
 from batchbanana.rules.limits import Throttle
 from batchbanana.rules.outcomes import Outcome, Verdict, classify_answer, classify_error
 from batchbanana.rules.wire import auth_headers, request_url
@@ -52,6 +53,7 @@ class AttemptResult:
     job_stop: str | None = None
     throttle: Throttle = Throttle.NONE  # what the answer says about the provider's limits
     quota_window_s: float | None = None  # a quota refusal's window, as its quota id names it
+    grounding: dict[str, Any] | None = None  # what a grounded answer searched and cited
 
 
 class ProviderClient:
@@ -187,6 +189,7 @@ class ProviderClient:
             text=answer.text,
             response_id=answer.response_id,
             model_version=answer.model_version,
+            grounding=scrub_grounding(answer.grounding, self._scrub),
         )
 
     def _refused(self, status: int, body: bytes, headers: Any, latency_s: float) -> AttemptResult:

@@ -47,7 +47,7 @@ class ResultRecorder:
                 finish_reason=result.finish_reason,
                 usage=result.usage,
             )
-            for key in ("text", "response_id", "model_version"):
+            for key in ("text", "response_id", "model_version", "grounding"):
                 value = getattr(result, key)
                 if value is not None:
                     fields[key] = value

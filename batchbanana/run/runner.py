@@ -5,6 +5,7 @@ The per-request money sequence lives in attempts.py; what is owed, in ledger/owe
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import signal
 import sys
@@ -28,8 +29,9 @@ from batchbanana.plan.job import Job, WorkItem
 from batchbanana.plan.workitems import WorkItems
 from batchbanana.rules.outcomes import Outcome
 from batchbanana.rules.pricing import money
+from batchbanana.rules.shards import Shard
 from batchbanana.run.attempts import JobRunner
-from batchbanana.run.batch_collect import COLLECT_OWNER
+from batchbanana.run.batch_collect import collect_owner
 from batchbanana.run.chains import count_held, hold_for_batch
 from batchbanana.run.client import ProviderClient
 from batchbanana.run.downloads import inline_downloads, remove_stale_downloads
@@ -38,8 +40,10 @@ from batchbanana.run.outputs import (
     prepare_output_dir,
     remove_stale_temps,
 )
-from batchbanana.run.resume import check_foreign_files, open_ledger, record_dangling
+from batchbanana.run.resume import check_foreign_files, record_dangling
+from batchbanana.run.retry_ledgers import retry_ledgers
 from batchbanana.run.settings import RunResult, RunSettings
+from batchbanana.run.shards import Sharding, open_job_ledgers
 from batchbanana.run.summary import print_summary
 
 EXIT_OK = 0
@@ -48,7 +52,9 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
-def job_record(job: Job, settings: RunSettings, run_id: str) -> JobLine:
+def job_record(
+    job: Job, settings: RunSettings, run_id: str, sharding: Sharding | None = None
+) -> JobLine:
     """The `job` line written at each start of run/retry."""
     recorded = job.settings()
     recorded.update(
@@ -59,6 +65,8 @@ def job_record(job: Job, settings: RunSettings, run_id: str) -> JobLine:
             "budget_usd": settings.budget_usd,
         }
     )
+    if sharding is not None:
+        recorded.update(sharding.recorded())
     return JobLine(
         run_id=run_id,
         command=settings.command,
@@ -71,9 +79,11 @@ def job_record(job: Job, settings: RunSettings, run_id: str) -> JobLine:
     )
 
 
-def new_run_id() -> str:
-    """A run id that sorts by time: r-YYYYMMDD-HHMMSS-xxxx."""
-    return datetime.now(UTC).strftime("r-%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+def new_run_id(sharding: Sharding | None = None) -> str:
+    """A run id that sorts by time: r-YYYYMMDD-HHMMSS-xxxx, and a shard's `-KofN` after it
+    (shards start in the same second: their batch keys, made from the run id, must differ)."""
+    run_id = datetime.now(UTC).strftime("r-%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+    return run_id if sharding is None else f"{run_id}-{sharding.shard.tag}"
 
 
 async def execute(
@@ -140,23 +150,25 @@ def run_job(
     job: Job,
     settings: RunSettings,
     stderr: TextIO | None = None,
+    sharding: Sharding | None = None,
 ) -> int:
     """`batchbanana run`: everything after validation. Returns the exit code."""
     stderr = stderr or sys.stderr
     scrub = make_scrubber([settings.api_key])
     prepare_output_dir(job.output_dir)
-    writer, state = open_ledger(job.ledger_path, scrub, stderr)
+    writer, state = open_job_ledgers(job, sharding, settings, scrub, stderr)
     try:
         decision = decide(job.items, state)
         check_foreign_files(job, decision.to_send, state)
-        remove_stale_temps(job.output_dir, lambda: {*_ids(job.items), COLLECT_OWNER})
+        owners = (collect_owner(job.ledger_path),)
+        remove_stale_temps(job.output_dir, lambda: {*_ids(job.items), *owners})
         remove_stale_downloads(job.output_dir, job.ledger_path)
         # URL images to inline are fetched and checked before the run is recorded or paid for.
         with inline_downloads(
             job.output_dir, job.ledger_path, decision.to_send
         ) as settings.downloads:
-            run_id = new_run_id()
-            writer.append_sync(job_record(job, settings, run_id))
+            run_id = new_run_id(sharding)
+            writer.append_sync(job_record(job, settings, run_id, sharding))
             if _close_dangling(writer, state, stderr):
                 decision = decide(job.items, state)  # those items are judged anew
             if decision.done:
@@ -189,7 +201,7 @@ def run_job(
 
 
 def retry_ledger(
-    ledger_path: Path,
+    target: Path,
     *,
     only: set[str] | None,
     concurrency: int | None,
@@ -198,24 +210,24 @@ def retry_ledger(
     confirm: Callable[[str], bool],
     show_progress: bool = True,
     stderr: TextIO | None = None,
+    shard: Shard | None = None,
 ) -> int:
-    """`batchbanana retry`: pay again, explicitly, for the items whose latest outcome failed."""
+    """`batchbanana retry`: pay again, explicitly, for the items whose latest outcome failed (of
+    a ledger, a folder of ledgers, or one shard of a folder: run/retry_ledgers.py)."""
     from batchbanana.ledger.rebuild import failed_items, job_from_ledger, ledger_pricing
     from batchbanana.plan.build import check_endpoint
 
     stderr = stderr or sys.stderr
-    if not ledger_path.is_file():
-        raise UserError(f"{ledger_path}: no such ledger file")
-    writer, state = open_ledger(ledger_path, make_scrubber([]), stderr)
-    try:
+    with retry_ledgers(target, shard, budget_usd, stderr) as opened:
+        writer, state, ledger_path = opened.writer, opened.state, opened.path
         pricing, book = ledger_pricing(state, ledger_path)
-        chosen = failed_items(state, only, pricing, book)
+        chosen = failed_items(state, only, pricing, book, opened.include)
         if not chosen:
             stderr.write("batchbanana: nothing to retry: no item's latest outcome is a failure\n")
             return EXIT_OK
-        job = job_from_ledger(
-            state, ledger_path, [item for item, _ in chosen], concurrency, budget_usd, endpoint
-        )
+        job = job_from_ledger(state, ledger_path, [item for item, _ in chosen], concurrency,
+                              None, endpoint)  # fmt: skip
+        job = dataclasses.replace(job, budget_usd=opened.budget_usd)
         problem = check_endpoint(job.endpoint, job.allow_insecure_http)
         if problem:
             raise UserError(f"endpoint: {problem}")
@@ -237,14 +249,13 @@ def retry_ledger(
         remove_stale_downloads(job.output_dir, job.ledger_path)
         settings = RunSettings.for_job(job, api_key, show_progress, command="retry")
         with inline_downloads(job.output_dir, job.ledger_path, job.items) as settings.downloads:
-            writer.append_sync(job_record(job, settings, new_run_id()))
+            sharding = opened.sharding
+            writer.append_sync(job_record(job, settings, new_run_id(sharding), sharding))
             _close_dangling(writer, state, stderr)
             started = time.monotonic()
             result = run_restoring_signals(
                 execute, job, job.items, writer, state, settings, stderr, scrub
             )
             elapsed = time.monotonic() - started
-    finally:
-        writer.close()
     print_summary(job, Decision(), result, elapsed, stderr)
     return result.exit_code

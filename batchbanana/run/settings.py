@@ -24,6 +24,9 @@ class RunSettings:
     command: str = "run"
     rng: random.Random = field(default_factory=random.Random)
     downloads: dict[str, tuple[Path, str]] = field(default_factory=dict)  # inline_urls
+    # What the other ledgers of the folder commit and the budget counts too (an unsharded run's
+    # ledger state already includes it; a shard counts its own ledger only).
+    elsewhere_usd: float = 0.0
 
     @classmethod
     def for_job(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TextIO
 
+from batchbanana.ledger.fold import ELSEWHERE
 from batchbanana.ledger.owed import Decision
 from batchbanana.plan.job import Job
 from batchbanana.rules.outcomes import Billed, Outcome, billed
@@ -53,13 +54,21 @@ def print_summary(
             " (or --budget) and run again"
         )
     # Items whose final outcome this run was billed or may have been are `retry`'s to pay again.
-    left = len(decision.left_for_retry) + sum(
+    elsewhere = sum(1 for _, outcome in decision.left_for_retry if outcome == ELSEWHERE)
+    left = len(decision.left_for_retry) - elsewhere + sum(
         count for name, count in totals.outcomes.items() if name in PAID_FAILURES
     )
     if left:
         lines.append(
             f"  {left} item(s) need `batchbanana retry {job.ledger_path}` (their last attempt was"
             " billed or may have been)"
+        )
+    if elsewhere:
+        lines.append(
+            f"  {elsewhere} item(s) have a request in flight in another ledger of"
+            f" {job.ledger_path.parent} (not sent here): the process holding that ledger records"
+            " how it ended when it runs again; `batchbanana retry FOLDER` (which holds them all)"
+            " pays for them again"
         )
     if totals.outcomes.get(Outcome.BLOCKED.value):
         lines.append(

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from batchbanana.simulator.answers import fault_answer, success_answer
+from batchbanana.simulator.answers import success_answer
 from batchbanana.simulator.batch_input import BatchLine
 from batchbanana.simulator.directives import plan_request, random_plan
+from batchbanana.simulator.faults import fault_answer
 from batchbanana.simulator.rules import ModelRule
 from batchbanana.simulator.state import SimulatorState
 

@@ -21,7 +21,7 @@ _FAULTS = frozenset({
 _SHAPES = frozenset({
     "refuse", "block", "no_image", "drop", "cut", "bad_json", "bad_b64", "gzip", "snake",
     "urlsafe", "nopad", "escaped_slashes", "thought", "two_images", "jpeg",
-    "mime_jpg", "mime_text",
+    "mime_jpg", "mime_text", "many_sources",
 })  # fmt: skip
 _TIMED_SHAPES = frozenset({"slow", "trickle"})  # need ":S" seconds
 _RETRY_HINTS = frozenset({"retry_after", "retry_date", "retry_info"})  # need ":S", no count

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from batchbanana.simulator.answers import error_json
+from batchbanana.simulator.faults import error_json
 from batchbanana.simulator.files import (
     MAX_FILE_BYTES,
     UPLOAD_GRANULARITY,

@@ -10,13 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from batchbanana.simulator.answers import (
-    Answer,
-    error_json,
-    fault_answer,
-    load_refusal,
-    success_answer,
-)
+from batchbanana.simulator.answers import Answer, success_answer
 from batchbanana.simulator.directives import (
     BILLED_FAULTS,
     DirectiveError,
@@ -24,6 +18,7 @@ from batchbanana.simulator.directives import (
     plan_request,
     random_plan,
 )
+from batchbanana.simulator.faults import error_json, fault_answer, load_refusal
 from batchbanana.simulator.requests import ApiError, invalid_argument, read_request
 from batchbanana.simulator.rules import MAX_BODY_BYTES, MODELS
 from batchbanana.simulator.state import SimulatorState

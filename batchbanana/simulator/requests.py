@@ -12,22 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from batchbanana.simulator.images import PNG_SIGNATURE, png_size
+from batchbanana.simulator.reading import ApiError, invalid_argument, pick, snake_case
 from batchbanana.simulator.rules import MAX_IMAGE_BYTES, MAX_IMAGES, ModelRule
+from batchbanana.simulator.tools import read_search, read_thinking
 
-
-class ApiError(Exception):
-    """An error answer: HTTP code, Google status and message."""
-
-    def __init__(self, code: int, status: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.status = status
-        self.message = message
-
-
-def invalid_argument(message: str) -> ApiError:
-    """The 400 INVALID_ARGUMENT Google answers to a malformed or unsupported request."""
-    return ApiError(400, "INVALID_ARGUMENT", message)
+__all__ = [
+    "ApiError", "ImageRequest", "check_request", "invalid_argument", "pick", "read_request",
+    "snake_case",
+]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,19 +34,8 @@ class ImageRequest:
     input_images: int
     last_input_size: tuple[int, int] | None
     seed: int | None = None  # generationConfig.seed: the same seed and prompt, the same pixels
-
-
-_CAMEL_HUMP = re.compile(r"(?<!^)(?=[A-Z])")
-
-
-def snake_case(key: str) -> str:
-    """`inlineData` -> `inline_data`: the other spelling Google accepts for every key."""
-    return _CAMEL_HUMP.sub("_", key).lower()
-
-
-def pick(obj: Mapping[str, Any], camel: str) -> Any:
-    """obj[camel], or obj[snake_case(camel)]: Google reads both spellings."""
-    return obj[camel] if camel in obj else obj.get(snake_case(camel))
+    search: frozenset[str] = frozenset()  # the googleSearch tool's search types: web, image
+    thinking_level: str | None = None  # generationConfig.thinkingConfig.thinkingLevel
 
 
 def _decode_b64(text: str) -> bytes | None:
@@ -249,5 +230,14 @@ def check_request(rule: ModelRule, model: str, body: Any) -> ImageRequest:
     size, ratio, want_text, want_image = _read_generation_config(rule, model, body)
     seed = read_seed(body)
     return ImageRequest(
-        "\n".join(texts), size, ratio, want_text, want_image, images, last_size, seed
+        "\n".join(texts),
+        size,
+        ratio,
+        want_text,
+        want_image,
+        images,
+        last_size,
+        seed,
+        search=read_search(rule, model, body),
+        thinking_level=read_thinking(rule, model, body),
     )

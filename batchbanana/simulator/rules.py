@@ -1,4 +1,4 @@
-"""The provider's own model rules and price books (contract sections 4 and 5), written out
+"""The provider's own model rules and price books (contract sections 4, 5 and 13), written out
 here again on purpose: a client bug cannot hide behind a shared helper."""
 
 from __future__ import annotations
@@ -12,16 +12,25 @@ _TEN_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", 
 
 @dataclass(frozen=True, slots=True)
 class ModelRule:
-    """What one model accepts: its image sizes and aspect ratios, and its price family."""
+    """What one model accepts: its image sizes and aspect ratios, its price family, the search
+    types of the googleSearch tool it takes, and its thinking."""
 
     family: str  # the model id without "-preview": the key of the price books
     sizes: tuple[str, ...]  # empty: the model fails whenever imageSize is present
     ratios: tuple[str, ...]
+    search: tuple[str, ...] = ()  # "web", "image": empty, the googleSearch tool is refused
+    thinks: bool = False  # takes a thinkingConfig (includeThoughts) at all
+    thinking_levels: tuple[str, ...] = ()  # the thinkingConfig.thinkingLevel values it takes
 
 
-_PRO = ModelRule("gemini-3-pro-image", ("1K", "2K", "4K"), _TEN_RATIOS)
+_PRO = ModelRule("gemini-3-pro-image", ("1K", "2K", "4K"), _TEN_RATIOS, ("web",), thinks=True)
 _FLASH_31 = ModelRule(
-    "gemini-3.1-flash-image", ("512", "1K", "2K", "4K"), (*_TEN_RATIOS, "1:4", "4:1", "1:8", "8:1")
+    "gemini-3.1-flash-image",
+    ("512", "1K", "2K", "4K"),
+    (*_TEN_RATIOS, "1:4", "4:1", "1:8", "8:1"),
+    ("web", "image"),
+    thinks=True,
+    thinking_levels=("MINIMAL", "HIGH"),
 )
 _FLASH_25 = ModelRule("gemini-2.5-flash-image", (), _TEN_RATIOS)
 
