@@ -72,7 +72,10 @@ def read_items_file(
         about_the_setting(f"cannot read ({exc.strerror})")
         return
     with handle:
-        yield from read_rows(handle, rows)
+        try:
+            yield from read_rows(handle, rows)
+        except UnicodeError as exc:  # a stream decoder can refuse what a whole-file decode took
+            about_the_setting(f"cannot be read as {encoding} ({exc})")
 
 
 def _decoded(data: bytes, display: str, encoding: str, problems: list[Problem]) -> str | None:
