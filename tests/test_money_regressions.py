@@ -296,7 +296,7 @@ def test_a_paid_image_is_saved_even_when_a_task_beside_the_pool_fails(
 
     from batchbanana.ledger.writer import LedgerWriter
     from batchbanana.rules.answer import AnswerImage
-    from batchbanana.run.outputs import ImageCommitter, Saved
+    from batchbanana.run.committer import ImageCommitter, Saved
 
     answered = threading.Event()
     real_commit = ImageCommitter.commit
@@ -329,16 +329,16 @@ def test_an_answer_whose_second_image_cannot_be_written_names_the_file_that_was(
 ) -> None:
     """Two images, the second cannot be written: a billed write_error whose line names the first
     image, which stays (paid for and complete), and no temporary file is left."""
-    from batchbanana.run import outputs
+    from batchbanana.run import committer
 
-    real_write = outputs.write_image
+    real_write = committer.write_image
 
     def second_fails(output_dir: Path, item_id: str, index: int, *args: object) -> Path:
         if index == 2:
             raise OSError(28, "No space left on device")
         return real_write(output_dir, item_id, index, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(outputs, "write_image", second_fails)
+    monkeypatch.setattr(committer, "write_image", second_fails)
     manifest = write_manifest(
         [{"id": "pair", "prompt": "p [sim:two_images]"}], endpoint=simulator.url
     )

@@ -26,8 +26,8 @@ from batchbanana.rules.outcomes import Outcome, is_retryable
 from batchbanana.run.body import request_body
 from batchbanana.run.chains import ChainWaits, Moves
 from batchbanana.run.client import AttemptResult, ProviderClient
+from batchbanana.run.committer import ImageCommitter
 from batchbanana.run.meters import BudgetMeter
-from batchbanana.run.outputs import ImageCommitter
 from batchbanana.run.pool import Slot, WorkPool
 from batchbanana.run.progress import Progress
 from batchbanana.run.recorder import ResultRecorder

@@ -10,7 +10,7 @@ from pathlib import Path
 from batchbanana.errors import describe_error
 from batchbanana.rules.outcomes import Outcome
 from batchbanana.run.client import AttemptResult
-from batchbanana.run.outputs import ImageCommitter
+from batchbanana.run.committer import ImageCommitter
 
 
 @dataclass(frozen=True, slots=True)
