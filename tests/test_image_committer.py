@@ -100,13 +100,13 @@ async def test_a_backlog_of_large_images_is_saved_by_several_lanes(
     lock = threading.Lock()
     running = [0, 0]  # now, most at once
 
-    def spy(output_dir: Path, batch: list[object]) -> None:
+    def spy(output_dir: Path, batch: list[object], embed: bool) -> None:
         assert len(batch) == 1  # each image is a batch of its own
         with lock:
             running[0] += 1
             running[1] = max(running)
         time.sleep(0.05)
-        real_batch(output_dir, batch)  # type: ignore[arg-type]
+        real_batch(output_dir, batch, embed)  # type: ignore[arg-type]
         with lock:
             running[0] -= 1
 

@@ -318,10 +318,10 @@ def test_kill_9_while_images_are_being_saved_leaves_them_owed_not_lost(
         "from pathlib import Path\n"
         "import batchbanana.run.committer as committer\n"
         "real = committer._commit_batch\n"
-        "def slow(output_dir, batch):\n"
+        "def slow(output_dir, batch, embed):\n"
         f"    Path({str(marker)!r}).write_text(str(len(batch)))\n"
         "    time.sleep(30)\n"
-        "    real(output_dir, batch)\n"
+        "    real(output_dir, batch, embed)\n"
         "committer._commit_batch = slow\n"
     )
     items = [{"id": f"k{n}", "prompt": f"kept {n}"} for n in range(3)]

@@ -74,7 +74,7 @@ class JobRunner:
         self.progress: Progress | None = None
         self.unsent: list[WorkItem] = []
         self._encoders = anyio.CapacityLimiter(ENCODER_THREADS)
-        self.saver = ImageCommitter(job.output_dir)
+        self.saver = ImageCommitter.for_job(job, scrub)
         self._finishing = anyio.CapacityLimiter(settings.concurrency)
         self.chains = ChainWaits(state)  # items waiting for other items' outputs
 
@@ -222,7 +222,7 @@ class JobRunner:
 
     async def _conclude(self, item: WorkItem, attempt: int, result: AttemptResult) -> None:
         price = item.price.actual_usd(item.image_size, result.usage, len(result.images))
-        kept = await keep_images(self.saver, item.id, result)
+        kept = await keep_images(self.saver, item, attempt, price, result)
         outcome, error = kept.outcome, kept.error
         extra: dict[str, Any] = {}
         retry, delay = self.job.retry, None

@@ -1,6 +1,6 @@
-"""Image files: written under a temporary name, fsynced, renamed, and the folder fsynced, so no
-partial image ever stands under a final name and a renamed image survives a power cut.
-Names can never leave the output folder."""
+"""Output files: images (and their sidecars) are written under a temporary name, fsynced,
+renamed, and the folder fsynced, so no partial file ever stands under a final name and a renamed
+one survives a power cut. Names can never leave the output folder."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from batchbanana.errors import UserError
 from batchbanana.rules.media import IMAGE_EXTENSIONS
 
 TEMP_SUFFIX = ".tmp"
-_EXTENSIONS = frozenset(IMAGE_EXTENSIONS.values())
+IMAGE_FILE_EXTENSIONS = frozenset(IMAGE_EXTENSIONS.values())
+SIDECAR_EXTENSION = "json"
 TEMP_MARK = "~"  # never in an id: a temporary file's name says which item it belongs to
 
 
@@ -26,7 +27,7 @@ def output_name(item_id: str, index: int, extension: str) -> str:
 
 
 def temp_path(output_dir: Path, item_id: str, label: str) -> Path:
-    """A fresh temporary name for one of an item's images: `.<id>~<label>-<random>.tmp`."""
+    """A fresh temporary name for one of an item's files: `.<id>~<label>-<random>.tmp`."""
     return output_dir / f".{item_id}{TEMP_MARK}{label}-{secrets.token_hex(4)}{TEMP_SUFFIX}"
 
 
@@ -35,6 +36,11 @@ def image_path(output_dir: Path, item_id: str, index: int, mime_type: str) -> Pa
     # output_name refuses separators and dot-names, so the file is a direct child of the folder;
     # a symlink already at the final name is replaced itself, never followed.
     return output_dir / output_name(item_id, index, IMAGE_EXTENSIONS[mime_type])
+
+
+def sidecar_path(output_dir: Path, item_id: str, index: int) -> Path:
+    """The final name of an image's sidecar: `<id>.json`, `<id>+2.json`..."""
+    return output_dir / output_name(item_id, index, SIDECAR_EXTENSION)
 
 
 def _fsync_path(path: Path, flags: int = os.O_RDONLY) -> None:
@@ -115,10 +121,13 @@ def prepare_output_dir(output_dir: Path) -> None:
         ) from None
 
 
-def output_owner(name: str) -> str | None:
-    """The item id whose output a file name is (`<id>.<ext>` or `<id>+N.<ext>`), or None."""
+def output_owner(
+    name: str, extensions: frozenset[str] = IMAGE_FILE_EXTENSIONS
+) -> str | None:
+    """The item id whose output a file name is (`<id>.<ext>` or `<id>+N.<ext>`, with one of
+    these extensions), or None."""
     stem, dot, extension = name.rpartition(".")
-    if not dot or extension not in _EXTENSIONS:
+    if not dot or extension not in extensions:
         return None
     owner, plus, number = stem.rpartition("+")
     if plus and number.isdigit() and owner:
@@ -126,8 +135,11 @@ def output_owner(name: str) -> str | None:
     return stem or None
 
 
-def existing_outputs(output_dir: Path, item_ids: Iterable[str]) -> list[Path]:
-    """Image files already at the final names of these items (first image and `+N` ones).
+def existing_outputs(
+    output_dir: Path, item_ids: Iterable[str], extensions: frozenset[str] = IMAGE_FILE_EXTENSIONS
+) -> list[Path]:
+    """Files already at the final names of these items' images (or, given the sidecar
+    extension, their sidecars): first image and `+N` ones.
 
     The folder is listed once, whatever the number of items."""
     wanted = set(item_ids)
@@ -135,7 +147,9 @@ def existing_outputs(output_dir: Path, item_ids: Iterable[str]) -> list[Path]:
         names = os.listdir(output_dir)
     except FileNotFoundError:
         return []
-    return sorted(output_dir / name for name in names if output_owner(name) in wanted)
+    return sorted(
+        output_dir / name for name in names if output_owner(name, extensions) in wanted
+    )
 
 
 def remove_stale_temps(output_dir: Path, item_ids: Iterable[str]) -> int:
