@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from tests.conftest import CliResult, png_bytes, read_jsonl, results
 
 Cli = Callable[..., CliResult]
 Writer = Callable[..., Path]
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def sidecar(path: Path) -> dict[str, Any]:
@@ -241,3 +243,20 @@ def test_an_unknown_metadata_mode_is_refused_before_anything_is_sent(
     assert result.exit_code == 2 and "metadata" in result.stderr and "embed" in result.stderr
     assert simulator.stats()["requests"] == 0
 
+
+def test_the_example_manifest_embeds_its_records(cli: Cli, tmp_path: Path) -> None:
+    """`jobs/metadata.yaml` runs green on the simulator; each image carries its record."""
+    shutil.copytree(ROOT / "jobs", tmp_path / "jobs")
+    result = cli("run", str(tmp_path / "jobs" / "metadata.yaml"), "--no-progress")
+    assert result.exit_code == 0, result.stderr
+    out = tmp_path / "out" / "metadata"
+    lines = results(out / "ledger.jsonl")
+    assert lines and {line["outcome"] for line in lines} == {"ok"}
+    for line in lines:
+        image = Path(line["output"])
+        record = sidecar(image.with_suffix(".json"))
+        assert record["item"] == line["item"] and record["file"] == image.name
+        if image.suffix == ".png":
+            assert json.loads(png_text(image)["batchbanana"]) == record
+        else:
+            assert json.dumps(line["item"]).encode() in xmp_of(image)
