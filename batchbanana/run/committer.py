@@ -18,13 +18,7 @@ from batchbanana.plan.job import Job, WorkItem
 from batchbanana.rules.answer import AnswerImage
 from batchbanana.rules.embedding import Splice
 from batchbanana.run.client import AttemptResult
-from batchbanana.run.making import (
-    answer_record,
-    for_image,
-    plan_for,
-    write_embedded,
-    write_sidecar,
-)
+from batchbanana.run.making import Making, for_image, plan_for, write_embedded, write_sidecar
 from batchbanana.run.outputs import (
     commit_image,
     image_path,
@@ -89,6 +83,31 @@ def _save_sidecar(output_dir: Path, item_id: str, index: int, record: dict[str, 
         raise OSError(exc.errno, f"{exc.strerror or exc} (the sidecar {final.name})") from exc
 
 
+def save_images(
+    output_dir: Path,
+    item_id: str,
+    images: Sequence[AnswerImage],
+    record: dict[str, Any] | None,
+    embed: bool,
+) -> Saved:
+    """An answer's images under their final names, each followed by its sidecar when a record
+    is given (and with the record inside too when `embed`). The first image or sidecar that
+    fails stops the rest; the folder is the caller's to fsync."""
+    saved: list[Path] = []
+    try:
+        for index, image in enumerate(images, start=1):
+            if record is None:
+                saved.append(_save_image(output_dir, item_id, index, image, None))
+                continue
+            name = image_path(output_dir, item_id, index, image.mime_type).name
+            own = for_image(record, name, index)
+            saved.append(_save_image(output_dir, item_id, index, image, own if embed else None))
+            _save_sidecar(output_dir, item_id, index, own)
+    except Exception as exc:  # reported to the one answer it concerns
+        return Saved(saved, exc)
+    return Saved(saved)
+
+
 def _commit_batch(output_dir: Path, batch: Sequence[_Commit], embed: bool) -> None:
     """Make every image of a batch (and its sidecar) durable under its final name, then fsync
     the folder once.
@@ -96,20 +115,8 @@ def _commit_batch(output_dir: Path, batch: Sequence[_Commit], embed: bool) -> No
     Runs in a worker thread. An answer whose image or sidecar fails stops there (`error`); the
     others in the batch are not affected."""
     for commit in batch:
-        try:
-            for index, image in enumerate(commit.images, start=1):
-                record = commit.record
-                if record is not None:
-                    name = image_path(output_dir, commit.item_id, index, image.mime_type).name
-                    record = for_image(record, name, index)
-                path = _save_image(
-                    output_dir, commit.item_id, index, image, record if embed else None
-                )
-                commit.saved.append(path)
-                if record is not None:
-                    _save_sidecar(output_dir, commit.item_id, index, record)
-        except Exception as exc:  # reported to the one answer it concerns
-            commit.error = exc
+        saved = save_images(output_dir, commit.item_id, commit.images, commit.record, embed)
+        commit.saved, commit.error = saved.paths, saved.error
     if any(commit.saved for commit in batch):
         try:
             sync_folder(output_dir)
@@ -117,10 +124,6 @@ def _commit_batch(output_dir: Path, batch: Sequence[_Commit], embed: bool) -> No
             for commit in batch:
                 if commit.saved and commit.error is None:
                     commit.error = exc
-
-
-def _unchanged(text: str) -> str:
-    return text
 
 
 class ImageCommitter:
@@ -137,14 +140,10 @@ class ImageCommitter:
         self,
         output_dir: Path,
         lanes: int = SAVER_LANES,
-        metadata: str = "none",
-        job_name: str = "",
-        scrub: Callable[[str], str] = _unchanged,
+        making: Making | None = None,
     ) -> None:
         self.output_dir = output_dir
-        self.metadata = metadata  # none | sidecar | embed
-        self._job_name = job_name
-        self._scrub = scrub
+        self.making = making or Making()  # what is recorded of the images' making
         self._lanes = lanes
         self._limiter = anyio.CapacityLimiter(lanes)
         self._waiting: deque[_Commit] = deque()
@@ -156,15 +155,14 @@ class ImageCommitter:
     def for_job(cls, job: Job, scrub: Callable[[str], str]) -> ImageCommitter:
         """The saver of a job's answers, recording their making as its `metadata` says, with
         every secret scrubbed from the record."""
-        return cls(job.output_dir, metadata=job.metadata, job_name=job.name, scrub=scrub)
+        return cls(job.output_dir, making=Making.for_job(job, scrub))
 
     async def commit_answer(
         self, item: WorkItem, attempt: int, price_usd: float, result: AttemptResult
     ) -> Saved:
         """Save a paid answer's images with the record of their making (see commit)."""
-        record = None
-        if self.metadata != "none":
-            record = answer_record(self._job_name, item, attempt, price_usd, result, self._scrub)
+        spec = item.spec()
+        record = self.making.record(item.id, spec, item.fingerprint, attempt, price_usd, result)
         return await self.commit(item.id, result.images, record)
 
     async def commit(
@@ -224,7 +222,7 @@ class ImageCommitter:
                     _commit_batch,
                     self.output_dir,
                     batch,
-                    self.metadata == "embed",
+                    self.making.embed,
                     limiter=self._limiter,
                 )
             except BaseException:

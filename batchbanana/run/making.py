@@ -8,61 +8,100 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from batchbanana import __version__
 from batchbanana.ledger.records import utc_now
-from batchbanana.plan.job import WorkItem
+from batchbanana.plan.job import Job
 from batchbanana.rules.answer import AnswerImage
 from batchbanana.rules.embedding import Kept, Splice, plan_embedding
 from batchbanana.rules.pricing import money
 from batchbanana.rules.provenance import record_json
-from batchbanana.run.client import AttemptResult
 from batchbanana.run.outputs import SIDECAR_EXTENSION, output_owner, write_new_file
 
 COPY_BYTES = 1024 * 1024  # what an embedded copy reads and writes at a time
 SIDECAR_READ_LIMIT = 1024 * 1024  # a bigger `<id>.json` is not a sidecar batchbanana wrote
 
 
-def answer_record(
-    job_name: str,
-    item: WorkItem,
-    attempt: int,
-    price_usd: float,
-    result: AttemptResult,
-    scrub: Callable[[str], str],
-) -> dict[str, Any]:
-    """The record shared by an answer's images (`file` and `index` are set per image by
-    for_image). `price_usd` is each image's share of what the answer cost."""
-    spec = item.spec()
-    count = max(1, len(result.images))
-    record: dict[str, Any] = {
-        "batchbanana": __version__,
-        "job": job_name,
-        "item": item.id,
-        "file": None,
-        "index": None,
-        "images_in_answer": count,
-        "prompt": item.prompt,
-        "system_prompt": item.system_prompt,
-        "model": item.model,
-        "model_version": result.model_version,
-        "image_size": item.image_size,
-        "aspect_ratio": item.aspect_ratio,
-        "seed": spec.get("seed"),
-        "inputs": [_input_record(entry) for entry in spec.get("images", ())],
-        "price_usd": money(price_usd / count),
-        "attempt": attempt,
-        "fingerprint": item.fingerprint,
-        "response_id": result.response_id,
-        "text": result.text,
-        "created": utc_now(),
-    }
-    scrubbed: dict[str, Any] = _scrubbed(record, scrub)
-    return scrubbed
+class Said(Protocol):
+    """What an answer said beside its images: a sync AttemptResult or a batch's Answer."""
+
+    @property
+    def images(self) -> tuple[AnswerImage, ...]: ...
+    @property
+    def text(self) -> str | None: ...
+    @property
+    def response_id(self) -> str | None: ...
+    @property
+    def model_version(self) -> str | None: ...
+
+
+def _unchanged(text: str) -> str:
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Making:
+    """How a job records its images' making: its `metadata` setting (none | sidecar | embed),
+    its name, and the scrubber that keeps secrets out of every record."""
+
+    metadata: str = "none"
+    job_name: str = ""
+    scrub: Callable[[str], str] = _unchanged
+
+    @classmethod
+    def for_job(cls, job: Job, scrub: Callable[[str], str]) -> Making:
+        """What `job` records, scrubbed with `scrub`."""
+        return cls(job.metadata, job.name, scrub)
+
+    @property
+    def embed(self) -> bool:
+        """True when the record also goes into the images."""
+        return self.metadata == "embed"
+
+    def record(
+        self,
+        item_id: str,
+        spec: Mapping[str, Any],
+        fingerprint: str,
+        attempt: int,
+        price_usd: float,
+        said: Said,
+    ) -> dict[str, Any] | None:
+        """The record shared by an answer's images (for_image sets `file` and `index`), from
+        the request's spec and what the answer said; None with `metadata: none`. `price_usd`
+        is each image's share of what the answer cost."""
+        if self.metadata == "none":
+            return None
+        count = max(1, len(said.images))
+        record: dict[str, Any] = {
+            "batchbanana": __version__,
+            "job": self.job_name,
+            "item": item_id,
+            "file": None,
+            "index": None,
+            "images_in_answer": count,
+            "prompt": spec.get("prompt"),
+            "system_prompt": spec.get("system_prompt"),
+            "model": spec.get("model"),
+            "model_version": said.model_version,
+            "image_size": spec.get("image_size"),
+            "aspect_ratio": spec.get("aspect_ratio"),
+            "seed": spec.get("seed"),
+            "inputs": [_input_record(entry) for entry in spec.get("images") or ()],
+            "price_usd": money(price_usd / count),
+            "attempt": attempt,
+            "fingerprint": fingerprint,
+            "response_id": said.response_id,
+            "text": said.text,
+            "created": utc_now(),
+        }
+        scrubbed: dict[str, Any] = _scrubbed(record, self.scrub)
+        return scrubbed
 
 
 def for_image(record: dict[str, Any], file_name: str, index: int) -> dict[str, Any]:
