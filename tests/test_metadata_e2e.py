@@ -260,3 +260,37 @@ def test_the_example_manifest_embeds_its_records(cli: Cli, tmp_path: Path) -> No
             assert json.loads(png_text(image)["batchbanana"]) == record
         else:
             assert json.dumps(line["item"]).encode() in xmp_of(image)
+
+
+@pytest.mark.parametrize("batch_input", ["inline", "file"])
+def test_batch_mode_results_carry_their_making_too(
+    cli: Cli, write_manifest: Writer, make_simulator: Callable[..., RunningSimulator],
+    tmp_path: Path, batch_input: str,
+) -> None:  # fmt: skip
+    """Images collected from a batch (inline results, or a downloaded responses file) get the
+    same sidecars, at the batch price, and with `embed` the same record inside."""
+    simulator = make_simulator(
+        price_book="google", batch_pending_s=0.05, batch_running_s=0.05, image_bytes=400_000
+    )  # images past 256 KB are decoded to temporary files, and embedded by copying those
+    items = [
+        {"id": "a", "prompt": "a"},
+        {"id": "b", "prompt": "b [sim:two_images]"},
+        {"id": "c", "prompt": "c [sim:jpeg]"},
+    ]
+    manifest = write_manifest(
+        items, endpoint=simulator.url, auth="google", mode="batch", price_book="google",
+        batch={"poll_s": 0.05, "max_poll_s": 0.2, "input": batch_input}, metadata="embed",
+    )  # fmt: skip
+    result = cli("run", str(manifest), "--no-progress")
+    assert result.exit_code == 0, result.stderr
+    out = tmp_path / "out"
+    lines = {line["item"]: line for line in results(out / "ledger.jsonl")}
+    assert {line["mode"] for line in lines.values()} == {"batch"}
+    record = sidecar(out / "a.json")
+    assert (record["item"], record["price_usd"]) == ("a", lines["a"]["price_usd"])
+    assert record["response_id"] == lines["a"].get("response_id")
+    assert json.loads(png_text(out / "a.png")["batchbanana"]) == record
+    assert (out / "a.png").stat().st_size > 400_000 and pixels(out / "a.png")
+    assert sidecar(out / "b+2.json")["file"] == "b+2.png"
+    assert b'"item":"c"' in xmp_of(out / "c.jpg")
+    assert not list(out.glob(".*.tmp"))
