@@ -4,6 +4,7 @@ simulator: `metadata: sidecar` (the default) writes `<id>.json` beside each imag
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -294,3 +295,38 @@ def test_batch_mode_results_carry_their_making_too(
     assert sidecar(out / "b+2.json")["file"] == "b+2.png"
     assert b'"item":"c"' in xmp_of(out / "c.jpg")
     assert not list(out.glob(".*.tmp"))
+
+
+def test_a_seeded_matrix_item_records_its_seed_and_combination_fields(
+    cli: Cli, write_manifest: Writer, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    """Each variation's sidecar holds the seed it was sent with (seed + k - 1 for `repeat`), and
+    a matrix combination's record names its own model and size."""
+    items = [{"id": "fox", "prompt": "a fox", "seed": 40, "repeat": 2}]
+    matrix = {"image_size": ["1K", "2K"]}
+    manifest = write_manifest(items, endpoint=simulator.url, matrix=matrix)
+    assert cli("run", str(manifest), "--no-progress").exit_code == 0, "run failed"
+    out = tmp_path / "out"
+    records = [sidecar(path) for path in sorted(out.glob("*.json"))]
+    assert sorted((r["image_size"], r["seed"]) for r in records) == [
+        ("1K", 40), ("1K", 41), ("2K", 40), ("2K", 41)
+    ]
+    lines = {line["item"]: line for line in results(out / "ledger.jsonl")}
+    assert all(r["seed"] == lines[r["item"]]["spec"]["seed"] for r in records)
+
+
+def test_an_edit_records_the_base_image_it_was_sent_with(
+    cli: Cli, write_manifest: Writer, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    """An edit chain's edit names its input by the base's file and the sha256 of the base image
+    as saved (with `embed`, the base's record is part of those bytes) and by the base's id."""
+    items = [
+        {"id": "base", "prompt": "a sneaker"},
+        {"id": "edit", "prompt": "make it red", "images": ["item:base"]},
+    ]
+    manifest = write_manifest(items, endpoint=simulator.url, metadata="embed")
+    assert cli("run", str(manifest), "--no-progress").exit_code == 0, "run failed"
+    out = tmp_path / "out"
+    (used,) = sidecar(out / "edit.json")["inputs"]
+    digest = hashlib.sha256((out / "base.png").read_bytes()).hexdigest()
+    assert used == {"file": "base.png", "sha256": digest, "mime_type": "image/png", "item": "base"}
