@@ -330,3 +330,29 @@ def test_an_edit_records_the_base_image_it_was_sent_with(
     (used,) = sidecar(out / "edit.json")["inputs"]
     digest = hashlib.sha256((out / "base.png").read_bytes()).hexdigest()
     assert used == {"file": "base.png", "sha256": digest, "mime_type": "image/png", "item": "base"}
+
+
+def test_a_grounded_image_records_what_was_searched_and_cited(
+    cli: Cli, write_manifest: Writer, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    """A grounded item's record names its grounding and thinking level and carries the searches
+    and sources of its result line (to credit wherever the image goes); an ungrounded one has
+    neither key."""
+    items = [
+        {"id": "card", "prompt": "this week's weather", "grounding": "web+image",
+         "thinking_level": "high"},
+        {"id": "plain", "prompt": "a fox"},
+    ]  # fmt: skip
+    manifest = write_manifest(
+        items, endpoint=simulator.url, model="gemini-3.1-flash-image-preview", metadata="embed"
+    )
+    assert cli("run", str(manifest), "--no-progress").exit_code == 0, "run failed"
+    out = tmp_path / "out"
+    lines = {line["item"]: line for line in results(out / "ledger.jsonl")}
+    card = sidecar(out / "card.json")
+    assert (card["grounding"], card["thinking_level"]) == ("web+image", "high")
+    assert card["grounding_metadata"] == lines["card"]["grounding"]
+    assert card["grounding_metadata"]["sources"]
+    assert json.loads(png_text(out / "card.png")["batchbanana"]) == card
+    plain = sidecar(out / "plain.json")
+    assert not {"grounding", "thinking_level", "grounding_metadata"} & set(plain)

@@ -38,6 +38,8 @@ class Said(Protocol):
     def response_id(self) -> str | None: ...
     @property
     def model_version(self) -> str | None: ...
+    @property
+    def grounding(self) -> dict[str, Any] | None: ...
 
 
 def _unchanged(text: str) -> str:
@@ -92,12 +94,16 @@ class Making:
             "image_size": spec.get("image_size"),
             "aspect_ratio": spec.get("aspect_ratio"),
             "seed": spec.get("seed"),
+            **{key: spec[key] for key in ("grounding", "thinking_level") if key in spec},
             "inputs": [_input_record(entry) for entry in spec.get("images") or ()],
             "price_usd": money(price_usd / count),
             "attempt": attempt,
             "fingerprint": fingerprint,
             "response_id": said.response_id,
             "text": said.text,
+            # what a grounded answer searched and cited (the result line's `grounding`), to
+            # credit wherever the image goes
+            **({"grounding_metadata": said.grounding} if said.grounding is not None else {}),
             "created": utc_now(),
         }
         scrubbed: dict[str, Any] = _scrubbed(record, self.scrub)
