@@ -111,7 +111,8 @@ def test_each_answer_shape_is_classified_billed_and_sent_once(
     assert attempts(ledger, "x") == expected
     assert simulator.stats()["by_prompt"] == {prompt: 1}
     saved = sorted(p.name for p in (tmp_path / "out").iterdir() if p.name != "ledger.jsonl")
-    assert saved == sorted(["x.png", "x+2.png"][:images])
+    names = ["x.png", "x+2.png"][:images]  # each with its sidecar (metadata: sidecar, the default)
+    assert saved == sorted(names + [name.replace(".png", ".json") for name in names])
     if images:
         assert (tmp_path / "out" / "x.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert_bill_brackets(ledger, simulator)

@@ -11,7 +11,8 @@ import anyio
 import pytest
 
 from batchbanana.rules.answer import AnswerImage
-from batchbanana.run.outputs import ImageCommitter, temp_path
+from batchbanana.run.committer import ImageCommitter
+from batchbanana.run.outputs import temp_path
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
 
@@ -92,24 +93,24 @@ async def _nothing(committer: ImageCommitter) -> None:
 async def test_a_backlog_of_large_images_is_saved_by_several_lanes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import batchbanana.run.outputs as outputs
+    import batchbanana.run.committer as committer_module
 
-    monkeypatch.setattr(outputs, "BATCH_BYTES", 100)  # every image counts as large
-    real_batch = outputs._commit_batch
+    monkeypatch.setattr(committer_module, "BATCH_BYTES", 100)  # every image counts as large
+    real_batch = committer_module._commit_batch
     lock = threading.Lock()
     running = [0, 0]  # now, most at once
 
-    def spy(output_dir: Path, batch: list[object]) -> None:
+    def spy(output_dir: Path, batch: list[object], embed: bool) -> None:
         assert len(batch) == 1  # each image is a batch of its own
         with lock:
             running[0] += 1
             running[1] = max(running)
         time.sleep(0.05)
-        real_batch(output_dir, batch)  # type: ignore[arg-type]
+        real_batch(output_dir, batch, embed)  # type: ignore[arg-type]
         with lock:
             running[0] -= 1
 
-    monkeypatch.setattr(outputs, "_commit_batch", spy)
+    monkeypatch.setattr(committer_module, "_commit_batch", spy)
     big = PNG + bytes(200)
 
     async def work(committer: ImageCommitter) -> None:
@@ -122,4 +123,4 @@ async def test_a_backlog_of_large_images_is_saved_by_several_lanes(
     await _with_committer(tmp_path, work)
     assert sorted(os.listdir(tmp_path)) == sorted(f"big{n}.png" for n in range(12))
     assert all((tmp_path / f"big{n}.png").read_bytes() == big for n in range(12))
-    assert running[1] == outputs.SAVER_LANES
+    assert running[1] == committer_module.SAVER_LANES

@@ -296,15 +296,17 @@ def test_a_paid_image_is_saved_even_when_a_task_beside_the_pool_fails(
 
     from batchbanana.ledger.writer import LedgerWriter
     from batchbanana.rules.answer import AnswerImage
-    from batchbanana.run.outputs import ImageCommitter, Saved
+    from batchbanana.run.committer import ImageCommitter, Saved
 
     answered = threading.Event()
     real_commit = ImageCommitter.commit
 
-    async def late_commit(self: ImageCommitter, item_id: str, images: list[AnswerImage]) -> Saved:
+    async def late_commit(
+        self: ImageCommitter, item_id: str, images: list[AnswerImage], record: object = None
+    ) -> Saved:
         answered.set()
         await anyio.sleep(0.3)  # meanwhile the task beside the pool fails
-        return await real_commit(self, item_id, images)
+        return await real_commit(self, item_id, images, record)  # type: ignore[arg-type]
 
     async def failing_keep_synced(self: LedgerWriter) -> None:
         await anyio.to_thread.run_sync(answered.wait)
@@ -329,16 +331,16 @@ def test_an_answer_whose_second_image_cannot_be_written_names_the_file_that_was(
 ) -> None:
     """Two images, the second cannot be written: a billed write_error whose line names the first
     image, which stays (paid for and complete), and no temporary file is left."""
-    from batchbanana.run import outputs
+    from batchbanana.run import committer
 
-    real_write = outputs.write_image
+    real_write = committer.write_image
 
     def second_fails(output_dir: Path, item_id: str, index: int, *args: object) -> Path:
         if index == 2:
             raise OSError(28, "No space left on device")
         return real_write(output_dir, item_id, index, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(outputs, "write_image", second_fails)
+    monkeypatch.setattr(committer, "write_image", second_fails)
     manifest = write_manifest(
         [{"id": "pair", "prompt": "p [sim:two_images]"}], endpoint=simulator.url
     )
@@ -349,7 +351,7 @@ def test_an_answer_whose_second_image_cannot_be_written_names_the_file_that_was(
     assert line["output"] == str(out / "pair.png")
     assert "1 of 2 images saved" in line["error"] and "No space left" in line["error"]
     assert (out / "pair.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sorted(p.name for p in out.iterdir()) == ["ledger.jsonl", "pair.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["ledger.jsonl", "pair.json", "pair.png"]
 
 
 def test_a_line_cut_short_by_a_full_disk_is_taken_back_so_the_next_line_is_whole(

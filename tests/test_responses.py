@@ -239,9 +239,12 @@ def test_answer_shapes_end_to_end(
     lines = results(tmp_path / "out" / "ledger.jsonl")
     assert [line["outcome"] for line in lines] == [outcome]
     files = sorted(
-        path.name for path in (tmp_path / "out").iterdir() if path.name != "ledger.jsonl"
+        path.name
+        for path in (tmp_path / "out").iterdir()
+        if path.name != "ledger.jsonl" and path.suffix != ".json"
     )
     assert len(files) == images
+    assert len(list((tmp_path / "out").glob("*.json"))) == images  # a sidecar per image
     assert not [name for name in files if name.endswith(".tmp")]
     if images == 2:
         assert set(files) == {"x.png", "x+2.png"}

@@ -316,13 +316,13 @@ def test_kill_9_while_images_are_being_saved_leaves_them_owed_not_lost(
     (hooks / "sitecustomize.py").write_text(
         "import time\n"
         "from pathlib import Path\n"
-        "import batchbanana.run.outputs as outputs\n"
-        "real = outputs._commit_batch\n"
-        "def slow(output_dir, batch):\n"
+        "import batchbanana.run.committer as committer\n"
+        "real = committer._commit_batch\n"
+        "def slow(output_dir, batch, embed):\n"
         f"    Path({str(marker)!r}).write_text(str(len(batch)))\n"
         "    time.sleep(30)\n"
-        "    real(output_dir, batch)\n"
-        "outputs._commit_batch = slow\n"
+        "    real(output_dir, batch, embed)\n"
+        "committer._commit_batch = slow\n"
     )
     items = [{"id": f"k{n}", "prompt": f"kept {n}"} for n in range(3)]
     manifest = write_manifest(items, endpoint=simulator.url, concurrency=3)

@@ -284,4 +284,3 @@ class ItemColumns:
                 possibly += price
         self.spent_usd += spent
         self.possibly_spent_usd += possibly
-

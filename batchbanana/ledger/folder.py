@@ -125,7 +125,6 @@ class FolderMoney:
                 money.others_usd += committed
         return money
 
-
     def count_in(self, state: LedgerState) -> None:
         """Add the other ledgers' money to `state`'s, which then counts the whole folder."""
         state.spent_usd = round(state.spent_usd + self.spent_usd, 6)

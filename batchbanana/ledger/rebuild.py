@@ -180,6 +180,7 @@ def job_from_ledger(
             settings.get("allow_insecure_http", _default("allow_insecure_http"))
         ),
         optimize_inputs=str(settings.get("optimize_inputs") or _default("optimize_inputs")),
+        metadata=_metadata(settings.get("metadata")),
     )
 
 
@@ -192,6 +193,15 @@ def ledger_pricing(state: LedgerState, ledger_path: Path) -> tuple[dict[str, Pri
         if (rule := rule_from_json(data)) is not None
     }
     return pricing, str(settings.get("price_book") or _default("price_book"))
+
+
+def _metadata(recorded: Any) -> str:
+    """The job's `metadata`. A `job` line names it only when it is not the default, so a line
+    without it (a default job's, or one older than the setting) means sidecar, as a run of its
+    manifest would now (a `<id>.json` batchbanana did not write is still refused)."""
+    if recorded in ("none", "sidecar", "embed"):
+        return str(recorded)
+    return str(_default("metadata"))
 
 
 def _default(field: str) -> Any:

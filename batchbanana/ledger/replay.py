@@ -114,6 +114,7 @@ def replay(records: Iterable[Mapping[str, Any]]) -> LedgerState:
     state.possibly_spent_usd = round(state.possibly_spent_usd + state.pending_prices(), 6)
     return state
 
+
 def _other_line(state: LedgerState, record: Mapping[str, Any]) -> None:
     """A `job` or `batch` line into the state; any other kind is passed over."""
     line = parse_line(record)

@@ -220,6 +220,7 @@ def _job(
         allow_insecure_http=manifest.allow_insecure_http,
         optimize_inputs=manifest.optimize_inputs,
         batch=manifest.batch,
+        metadata=manifest.metadata,
     )
 
 

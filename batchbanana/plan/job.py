@@ -191,6 +191,8 @@ class Job:
     optimize_inputs: str = "none"
     mode: str = "sync"  # "batch": Google's Batch API at half price (items priced accordingly)
     batch: BatchSettings = field(default_factory=BatchSettings)
+    # How each image carries its making (section 11): none | sidecar | embed.
+    metadata: str = "sidecar"
 
     def settings(self) -> dict[str, Any]:
         """The job's settings as the ledger's `job` line records them (never a secret)."""
@@ -212,6 +214,8 @@ class Job:
         }
         if self.mode != "sync":  # a synchronous job's line stays as it always was
             recorded.update(mode=self.mode, batch=self.batch.model_dump())
+        if self.metadata != "sidecar":  # so does one with the default (see ledger/rebuild.py)
+            recorded["metadata"] = self.metadata
         return recorded
 
 

@@ -149,6 +149,9 @@ class Manifest(GenerationFields):
     # columns named here fill them per row), and lists of values every item is combined over
     vars: Vars = Field(default_factory=dict)
     matrix: Matrix | None = None
+    # Images that carry their making (section 11): a sidecar `<id>.json` beside each image, and
+    # with `embed` the same record inside PNG, JPEG and WebP files that carry no C2PA manifest.
+    metadata: Literal["none", "sidecar", "embed"] = "sidecar"
 
     @field_validator("job")
     @classmethod

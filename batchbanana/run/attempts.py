@@ -26,8 +26,8 @@ from batchbanana.rules.outcomes import Outcome, is_retryable
 from batchbanana.run.body import request_body
 from batchbanana.run.chains import ChainWaits, Moves
 from batchbanana.run.client import AttemptResult, ProviderClient
+from batchbanana.run.committer import ImageCommitter
 from batchbanana.run.meters import BudgetMeter
-from batchbanana.run.outputs import ImageCommitter
 from batchbanana.run.pool import Slot, WorkPool
 from batchbanana.run.progress import Progress
 from batchbanana.run.recorder import ResultRecorder
@@ -75,7 +75,7 @@ class JobRunner:
         self.progress: Progress | None = None
         self.unsent: list[WorkItem] = []
         self._encoders = anyio.CapacityLimiter(ENCODER_THREADS)
-        self.saver = ImageCommitter(job.output_dir)
+        self.saver = ImageCommitter.for_job(job, scrub)
         self._finishing = anyio.CapacityLimiter(settings.concurrency)
         self.chains = ChainWaits(state)  # items waiting for other items' outputs
 
@@ -223,7 +223,7 @@ class JobRunner:
 
     async def _conclude(self, item: WorkItem, attempt: int, result: AttemptResult) -> None:
         price = item.price.actual_usd(item.image_size, result.usage, len(result.images))
-        kept = await keep_images(self.saver, item.id, result)
+        kept = await keep_images(self.saver, item, attempt, price, result)
         outcome, error = kept.outcome, kept.error
         extra: dict[str, Any] = {}
         retry, delay = self.job.retry, None

@@ -20,6 +20,7 @@ from typing import Any
 from batchbanana.errors import SinkError, describe_error
 from batchbanana.ledger.records import ResultLine
 from batchbanana.ledger.writer import LedgerWriter
+from batchbanana.plan.job import Job
 from batchbanana.rules.answer import Answer
 from batchbanana.rules.batch import BatchState, error_http_status
 from batchbanana.rules.error_answer import parse_error
@@ -28,6 +29,7 @@ from batchbanana.rules.outcomes import Billed, Outcome, billed, classify_answer,
 from batchbanana.rules.pricing import PriceRule, money
 from batchbanana.rules.shards import shard_of_ledger
 from batchbanana.run.batch_stream import Response
+from batchbanana.run.making import Making
 
 COLLECT_OWNER = "batchbanana-collect"  # the owner of temporary files made while collecting
 
@@ -71,17 +73,20 @@ def _sync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def _save(answer: Answer, member: Member, output_dir: Path) -> list[Path]:
-    from batchbanana.run.outputs import commit_image, write_image
+def _save(
+    answer: Answer, member: Member, output_dir: Path, making: Making, price_usd: float
+) -> list[Path]:
+    """The answer's images under their final names, with the record of their making as the
+    job's `metadata` says (contract section 11), as a sync answer's are."""
+    from batchbanana.run.committer import save_images
 
-    saved: list[Path] = []
-    for index, image in enumerate(answer.images, start=1):
-        if image.path is not None:
-            saved.append(commit_image(image.path, output_dir, member.item, index, image.mime_type))
-        else:
-            saved.append(write_image(output_dir, member.item, index, image.mime_type, image.data))
+    spec = member.spec or {}
+    record = making.record(member.item, spec, member.fingerprint, member.attempt, price_usd, answer)
+    saved = save_images(output_dir, member.item, answer.images, record, making.embed)
+    if saved.error is not None:
+        raise saved.error
     _sync_folder(output_dir)
-    return saved
+    return saved.paths
 
 
 def _discard(answer: Answer | None) -> None:
@@ -101,14 +106,29 @@ class Collector:
         output_dir: Path,
         writer: LedgerWriter,
         scrub: Callable[[str], str],
+        making: Making | None = None,
     ) -> None:
         self.name = name
+        self.making = making or Making()  # no record unless the job's `metadata` asks for one
         self.members = dict(members)
         self.output_dir = output_dir
         self.writer = writer
         self.scrub = scrub
         self.collected = Collected()
         self.stopped = False  # a write failed: the requests not collected stay open
+
+    @classmethod
+    def for_job(
+        cls,
+        name: str,
+        members: dict[tuple[str, int], Member],
+        job: Job,
+        writer: LedgerWriter,
+        scrub: Callable[[str], str],
+    ) -> Collector:
+        """The collector of one of a job's batches, saving into its output folder and recording
+        its images' making as the job's `metadata` says."""
+        return cls(name, members, job.output_dir, writer, scrub, Making.for_job(job, scrub))
 
     def take(self, responses: Iterator[Response]) -> None:
         """Record every response that belongs to one of the batch's requests, until an image
@@ -168,7 +188,7 @@ class Collector:
         price = member.price.actual_usd(member.image_size, usage, images)
         if outcome is Outcome.OK and answer is not None:
             try:
-                saved = _save(answer, member, self.output_dir)
+                saved = _save(answer, member, self.output_dir, self.making, price)
                 fields.update(output=str(saved[0]), bytes=sum(i.size for i in answer.images))
                 if len(saved) > 1:
                     fields["outputs"] = [str(path) for path in saved]

@@ -231,9 +231,7 @@ class BatchRun:
     ) -> bool:
         """Collect a finished batch; False if an image could not be written: the job stops and
         the requests not reached stay open for the next `run` (the provider keeps them)."""
-        collector = Collector(
-            batch.name, batch.requests, self.job.output_dir, self.writer, self.scrub
-        )
+        collector = Collector.for_job(batch.name, batch.requests, self.job, self.writer, self.scrub)
         folder, owner = self.job.output_dir, collect_owner(self.job.ledger_path)
         if status.responses_file:
             download = temp_path(folder, owner, "responses")

@@ -13,7 +13,8 @@ from batchbanana.ledger.replay import LedgerState, scan_ledger
 from batchbanana.ledger.writer import LedgerWriter
 from batchbanana.plan.job import Job, WorkItem
 from batchbanana.rules.outcomes import Billed, Outcome
-from batchbanana.run.outputs import existing_outputs
+from batchbanana.run.making import is_own_sidecar
+from batchbanana.run.outputs import SIDECAR_EXTENSION, existing_outputs
 
 
 def open_ledger(
@@ -54,17 +55,37 @@ def record_dangling(writer: LedgerWriter, state: LedgerState) -> int:
 
 
 def check_foreign_files(job: Job, items: Sequence[WorkItem], state: LedgerState) -> None:
-    """Refuse to overwrite a file at an item's final name that this job never made."""
+    """Refuse to overwrite a file at an item's final name that this job never made: an image of
+    an item the ledger never sent, or (when the job writes sidecars) a `<id>.json` of an item to
+    send that is not a sidecar batchbanana wrote for that item."""
     never_sent = [
         item.id
         for item in items
         if not ((history := state.items.get(item.id)) and history.ever_sent)
     ]
+    problems: list[str] = []
     clashes = existing_outputs(job.output_dir, never_sent)
     if clashes:
-        shown = ", ".join(str(path) for path in clashes[:5])
-        more = f" and {len(clashes) - 5} more" if len(clashes) > 5 else ""
-        raise UserError(
-            f"{shown}{more}: already exist(s) and this job's ledger never made them; move them"
-            " away or choose another output_dir (batchbanana never overwrites what it did not make)"
+        problems.append(
+            f"{_named(clashes)}: already exist(s) and this job's ledger never made them; move"
+            " them away or choose another output_dir (batchbanana never overwrites what it did"
+            " not make)"
         )
+    if job.metadata != "none":
+        sidecars = existing_outputs(
+            job.output_dir, [item.id for item in items], frozenset({SIDECAR_EXTENSION})
+        )
+        foreign = [path for path in sidecars if not is_own_sidecar(path)]
+        if foreign:
+            problems.append(
+                f"{_named(foreign)}: already exist(s) where this job writes its sidecars, and"
+                " batchbanana did not write them; move them away, choose another output_dir,"
+                " or set metadata: none"
+            )
+    if problems:
+        raise UserError(problems)
+
+
+def _named(paths: Sequence[Path]) -> str:
+    shown = ", ".join(str(path) for path in paths[:5])
+    return f"{shown} and {len(paths) - 5} more" if len(paths) > 5 else shown

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from batchbanana.errors import describe_error
+from batchbanana.plan.job import WorkItem
 from batchbanana.rules.outcomes import Outcome
 from batchbanana.run.client import AttemptResult
-from batchbanana.run.outputs import ImageCommitter
+from batchbanana.run.committer import ImageCommitter
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,14 +25,17 @@ class Kept:
     error: str | None
 
 
-async def keep_images(saver: ImageCommitter, item_id: str, result: AttemptResult) -> Kept:
-    """Save an ok answer's images (other outcomes have none); a failure makes it `write_error`,
-    naming any image of the answer that was saved before it."""
+async def keep_images(
+    saver: ImageCommitter, item: WorkItem, attempt: int, price_usd: float, result: AttemptResult
+) -> Kept:
+    """Save an ok answer's images (other outcomes have none), with the record of their making
+    the job asks for; a failure makes it `write_error`, naming any image of the answer that was
+    saved before it."""
     if result.outcome is not Outcome.OK:
         return Kept(result.outcome, [], None, result.error)
     outputs: list[Path] = []
     try:
-        saved = await saver.commit(item_id, result.images)
+        saved = await saver.commit_answer(item, attempt, price_usd, result)
         outputs = saved.paths
         if saved.error is None:
             return Kept(Outcome.OK, outputs, sum(image.size for image in result.images), None)

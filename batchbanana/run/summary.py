@@ -55,8 +55,10 @@ def print_summary(
         )
     # Items whose final outcome this run was billed or may have been are `retry`'s to pay again.
     elsewhere = sum(1 for _, outcome in decision.left_for_retry if outcome == ELSEWHERE)
-    left = len(decision.left_for_retry) - elsewhere + sum(
-        count for name, count in totals.outcomes.items() if name in PAID_FAILURES
+    left = (
+        len(decision.left_for_retry)
+        - elsewhere
+        + sum(count for name, count in totals.outcomes.items() if name in PAID_FAILURES)
     )
     if left:
         lines.append(
