@@ -276,10 +276,12 @@ class BatchApi:
 
 
 async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
-    handle = await anyio.open_file(path, "rb")
-    async with handle:
-        while chunk := await handle.read(CHUNK_BYTES):
+    handle = await anyio.to_thread.run_sync(path.open, "rb")
+    try:
+        while chunk := await anyio.to_thread.run_sync(handle.read, CHUNK_BYTES):
             yield chunk
+    finally:  # closed at once: aiohttp may cancel the body's writer mid-read, and an awaited
+        handle.close()  # close would then never run (the file leaked)
 
 
 async def _stream_to(chunks: AsyncIterator[bytes], destination: Path) -> None:
