@@ -12,7 +12,8 @@ from typing import Any, TypeVar
 import click
 
 from batchbanana.errors import UserError
-from batchbanana.run.runner import EXIT_INTERRUPTED, EXIT_USAGE
+from batchbanana.run.runner import EXIT_USAGE
+from batchbanana.run.settings import EXIT_INTERRUPTED
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -17,15 +17,12 @@ from batchbanana.ledger.records import BatchLine
 from batchbanana.ledger.replay import LedgerState, scan_ledger
 from batchbanana.ledger.writer import LedgerWriter
 from batchbanana.plan.job import SIMULATE, Job, WorkItem
-from batchbanana.rules.outcomes import Outcome
 from batchbanana.run.batch_api import BatchApi
 from batchbanana.run.batch_mode import BatchRun
 from batchbanana.run.endpoint import endpoint_for, resolve_api_key
 from batchbanana.run.http import HttpSession
 from batchbanana.run.resume import open_ledger
-from batchbanana.run.settings import RunResult, RunSettings
-
-EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+from batchbanana.run.settings import EXIT_FAILED, EXIT_OK, RunResult, RunSettings
 
 
 async def execute_batch(
@@ -47,16 +44,9 @@ async def execute_batch(
     totals = batch_run.totals
     after, _ = scan_ledger(job.ledger_path)  # the money as the ledger now says
     totals.spent_usd, totals.possibly_spent_usd = after.spent_usd, after.possibly_spent_usd
-    if batch_run.unsent:
-        totals.outcomes["not_sent"] = len(batch_run.unsent)
-    failed = any(outcome != Outcome.OK.value for outcome in totals.outcomes)
-    if batch_run.interrupted:
-        code = EXIT_INTERRUPTED
-    elif failed or batch_run.stop_reason:
-        code = EXIT_FAILED
-    else:
-        code = EXIT_OK
-    return RunResult(code, totals, batch_run.stop_reason)
+    return RunResult.ended(
+        totals, len(batch_run.unsent), batch_run.interrupted, batch_run.stop_reason
+    )
 
 
 def cancel_batches(ledger_path: Path, endpoint: str | None, stderr: TextIO) -> int:

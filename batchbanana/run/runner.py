@@ -27,7 +27,6 @@ from batchbanana.ledger.replay import LedgerState
 from batchbanana.ledger.writer import LedgerWriter
 from batchbanana.plan.job import Job, WorkItem
 from batchbanana.plan.workitems import WorkItems
-from batchbanana.rules.outcomes import Outcome
 from batchbanana.rules.pricing import money
 from batchbanana.rules.shards import Shard
 from batchbanana.run.attempts import JobRunner
@@ -42,14 +41,16 @@ from batchbanana.run.outputs import (
 )
 from batchbanana.run.resume import check_foreign_files, record_dangling
 from batchbanana.run.retry_ledgers import retry_ledgers
-from batchbanana.run.settings import RunResult, RunSettings
+from batchbanana.run.settings import (
+    EXIT_FAILED,
+    EXIT_OK,
+    RunResult,
+    RunSettings,
+)
 from batchbanana.run.shards import Sharding, open_job_ledgers
 from batchbanana.run.summary import print_summary
 
-EXIT_OK = 0
-EXIT_FAILED = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 
 def job_record(
@@ -106,16 +107,7 @@ async def execute(
     totals = runner.totals
     totals.images_encoded = runner.images.encodes
     totals.bytes_saved = runner.images.bytes_saved
-    if runner.unsent:
-        totals.outcomes["not_sent"] = len(runner.unsent)
-    failed = any(outcome != Outcome.OK.value for outcome in totals.outcomes)
-    if runner.interrupted:
-        code = EXIT_INTERRUPTED
-    elif failed or runner.stop_reason:
-        code = EXIT_FAILED
-    else:
-        code = EXIT_OK
-    return RunResult(code, totals, runner.stop_reason)
+    return RunResult.ended(totals, len(runner.unsent), runner.interrupted, runner.stop_reason)
 
 
 def run_restoring_signals(function: Callable[..., Any], *args: Any) -> RunResult:

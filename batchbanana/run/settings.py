@@ -44,6 +44,9 @@ class RunSettings:
         )
 
 
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+
+
 @dataclass(slots=True)
 class RunResult:
     """How a run ended."""
@@ -51,3 +54,20 @@ class RunResult:
     exit_code: int
     totals: RunTotals
     stop_reason: str | None = None
+
+    @classmethod
+    def ended(
+        cls, totals: RunTotals, unsent: int, interrupted: bool, stop_reason: str | None
+    ) -> RunResult:
+        """A run's result, sync or batch: 130 when a signal stopped it, 1 when an item is not
+        ok (or `unsent` were left) or a job-level stop came, else 0."""
+        if unsent:
+            totals.outcomes["not_sent"] = unsent
+        failed = any(outcome != "ok" for outcome in totals.outcomes)
+        if interrupted:
+            code = EXIT_INTERRUPTED
+        elif failed or stop_reason:
+            code = EXIT_FAILED
+        else:
+            code = EXIT_OK
+        return cls(code, totals, stop_reason)
